@@ -1,0 +1,41 @@
+"""Chalice wiring only: which event or schedule wakes which bot. The bots live in chalicelib/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate
+
+from chalicelib import sg_guard
+from chalicelib.events import SECURITY_GROUP_CALLS
+from chalicelib.observability import handler_wrappers
+from chalicelib.runtime import current
+from chalicelib.settings import Settings
+
+app = Chalice(app_name="opsbots")
+for wrapper in handler_wrappers(Settings.from_environ()):
+    app.register_middleware(ConvertToMiddleware(wrapper))
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.ec2"],
+        "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {"eventSource": ["ec2.amazonaws.com"], "eventName": sorted(SECURITY_GROUP_CALLS)},
+    }
+)
+def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return sg_guard.handle_change(
+        event.to_dict(),
+        policies=runtime.policies,
+        clients=runtime.clients,
+        notifier_for=runtime.notifier_for,
+        once=runtime.once,
+    )
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return sg_guard.sweep(policies=runtime.policies, clients=runtime.clients, notifier_for=runtime.notifier_for)

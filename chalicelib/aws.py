@@ -1,0 +1,130 @@
+"""The only place that builds AWS sessions and clients.
+
+Bots act in the home account (the Lambda role) and in member accounts through STS AssumeRole with an
+ExternalId. Clients are cached per (account, region, service) for the life of the container, which
+keeps warm invocations free of client construction, and assumed-role credentials refresh themselves
+shortly before they expire, so a long sweep never runs on expired keys. Retries (adaptive, which
+also paces requests when AWS throttles) and timeouts are set once, here. `AWS_ENDPOINT_URL` is
+honoured by botocore itself, which is how the demo and the tests point everything at moto's server.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sts import STSClient
+
+BOTO_CONFIG = Config(
+    retries={"mode": "adaptive", "max_attempts": 8},
+    connect_timeout=5,
+    read_timeout=15,
+    user_agent_appid="opsbots",  # type: ignore[call-arg]  # botocore has it; the stubs lag
+)
+SESSION_NAME = "opsbots"
+HOME = "home"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to act: the home account (`role_arn=None`) or a member account through its role."""
+
+    account_id: str
+    region: str
+    role_arn: str | None = None
+
+
+class _AssumedRoleProvider(CredentialProvider):
+    METHOD = "opsbots-assume-role"
+
+    def __init__(self, sts: STSClient, role_arn: str, external_id: str | None) -> None:
+        super().__init__()
+        self._sts = sts
+        self._role_arn = role_arn
+        self._external_id = external_id
+
+    def load(self) -> DeferredRefreshableCredentials:
+        # Deferred: no STS call until the first API call that needs these credentials.
+        return DeferredRefreshableCredentials(refresh_using=self._fetch, method=self.METHOD)
+
+    def _fetch(self) -> dict[str, str]:
+        params: dict[str, Any] = {"RoleArn": self._role_arn, "RoleSessionName": SESSION_NAME}
+        if self._external_id:
+            params["ExternalId"] = self._external_id
+        credentials = self._sts.assume_role(**params)["Credentials"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": credentials["Expiration"].isoformat(),
+        }
+
+
+class Clients:
+    """Client factory and cache; one per container, shared by every handler and thread."""
+
+    def __init__(
+        self,
+        *,
+        external_id: str | None = None,
+        home_session: boto3.Session | None = None,
+        config: Config = BOTO_CONFIG,
+    ) -> None:
+        self._home = home_session or boto3.Session()
+        self._external_id = external_id
+        self._config = config
+        self._sessions: dict[str, boto3.Session] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._home_account_id: str | None = None
+        self._lock = threading.RLock()
+
+    @overload
+    def client(self, service: Literal["ec2"], target: Target) -> EC2Client: ...
+    @overload
+    def client(self, service: Literal["sesv2"], target: Target) -> SESV2Client: ...
+    @overload
+    def client(self, service: Literal["dynamodb"], target: Target) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["sts"], target: Target) -> STSClient: ...
+
+    def client(self, service: str, target: Target) -> Any:
+        key = (target.role_arn or HOME, target.region, service)
+        with self._lock:
+            if key not in self._clients:
+                session = self._session(target.role_arn)
+                self._clients[key] = session.client(service, region_name=target.region, config=self._config)  # type: ignore[call-overload]
+            return self._clients[key]
+
+    @property
+    def home_region(self) -> str:
+        return self._home.region_name or "us-east-1"
+
+    def home(self, region: str | None = None) -> Target:
+        """The Lambda's own account; its id is looked up once, on first use."""
+        region = region or self.home_region
+        with self._lock:
+            if self._home_account_id is None:
+                sts = self.client("sts", Target(HOME, region))
+                self._home_account_id = sts.get_caller_identity()["Account"]
+            return Target(self._home_account_id, region)
+
+    def _session(self, role_arn: str | None) -> boto3.Session:
+        if role_arn is None:
+            return self._home
+        if role_arn not in self._sessions:
+            sts = self.client("sts", Target(HOME, self.home_region))
+            core = botocore.session.Session()
+            provider = _AssumedRoleProvider(sts, role_arn, self._external_id)
+            core.register_component("credential_provider", CredentialResolver([provider]))
+            self._sessions[role_arn] = boto3.Session(botocore_session=core)
+        return self._sessions[role_arn]

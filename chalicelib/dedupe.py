@@ -1,0 +1,51 @@
+"""Run a step once per event id, so at-least-once delivery never acts or emails twice.
+
+Backed by Powertools Idempotency on the DynamoDB table named by `OPSBOTS_IDEMPOTENCY_TABLE`
+(partition key `id`, Powertools' default layout). A step that raises leaves no record, so the
+retry runs it again; a step that succeeded returns its stored result instead of running. Without
+a table every step simply runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Result = dict[str, Any]
+# EventBridge retries an asynchronous invocation for up to 24 hours.
+REMEMBER_SECONDS = 24 * 3600
+
+
+class Once(Protocol):
+    def __call__(self, step: str, event_id: str, action: Callable[[], Result]) -> Result: ...
+
+
+def always(step: str, event_id: str, action: Callable[[], Result]) -> Result:
+    return action()
+
+
+def dynamodb_once(table: str, client: DynamoDBClient) -> Once:
+    # Imported here: without a table the idempotency machinery is never loaded.
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+    config = IdempotencyConfig(expires_after_seconds=REMEMBER_SECONDS)
+
+    decorate = idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=config)
+
+    @decorate  # type: ignore[untyped-decorator]
+    def run(*, key: dict[str, str], action: Callable[[], Result]) -> Result:
+        return action()
+
+    def once(step: str, event_id: str, action: Callable[[], Result]) -> Result:
+        result: Result = run(key={"step": step, "event_id": event_id}, action=action)
+        return result
+
+    return once

@@ -1,0 +1,328 @@
+"""Raw EventBridge/CloudTrail dicts in, frozen dataclasses out.
+
+Events come from outside and are not trusted: CloudTrail writes empty source families as `{}`,
+old events carry no rule ids, ModifySecurityGroupRules is logged in PascalCase, and a forwarded or
+hand-written event can be missing anything. Everything odd is turned into `MalformedEventError` or
+`IgnoredEvent` here, so a handler logs and skips it instead of crashing the batch or being retried
+forever.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+Direction = Literal["ingress", "egress"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SECURITY_GROUP_CALLS = frozenset(
+    {"AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "ModifySecurityGroupRules"}
+)
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
+
+
+class MalformedEventError(Exception):
+    """The event is not what its type promises; log it with its id and skip it."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event {event_id}: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+class IgnoredEvent(Exception):  # noqa: N818 - not an error: a well-formed event with nothing to do
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event {event_id}: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class GroupSource:
+    group_id: str
+    account_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PrefixListSource:
+    prefix_list_id: str
+
+
+Source = Network | GroupSource | PrefixListSource
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One security-group rule: one protocol and port range from one source.
+
+    `direction` is None when the event does not say (ModifySecurityGroupRules); `rule_id` is None for
+    events from before rule ids existed. `from_port`/`to_port` are -1 when the protocol has no ports.
+    """
+
+    group_id: str
+    direction: Direction | None
+    protocol: str
+    from_port: int
+    to_port: int
+    source: Source
+    rule_id: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Actor:
+    arn: str
+    name: str
+    source_ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class SecurityGroupChange:
+    event_id: str
+    account_id: str
+    region: str
+    time: datetime
+    api_call: str
+    actor: Actor
+    permissions: tuple[Permission, ...]
+
+
+def normalize_protocol(value: str | int) -> str:
+    text = str(value).strip().lower()
+    return _PROTOCOL_NAMES.get(text, text)
+
+
+def _network(value: Any) -> Any:
+    return ipaddress.ip_network(value, strict=False) if isinstance(value, str) else value
+
+
+NetworkField = Annotated[Network, BeforeValidator(_network)]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Envelope(_Lenient):
+    id: str
+    account: str
+    region: str
+    time: datetime
+    detail: dict[str, Any]
+
+
+class _Identity(_Lenient):
+    arn: str = ""
+    userName: str = ""  # noqa: N815 - CloudTrail's field names
+    principalId: str = ""  # noqa: N815
+
+
+class _Detail(_Lenient):
+    eventName: str  # noqa: N815
+    userIdentity: _Identity = _Identity()  # noqa: N815
+    sourceIPAddress: str = ""  # noqa: N815
+    userAgent: str = ""  # noqa: N815
+    errorCode: str | None = None  # noqa: N815
+    requestParameters: dict[str, Any] | None = None  # noqa: N815
+    responseElements: dict[str, Any] | None = None  # noqa: N815
+
+
+class _GroupRef(_Lenient):
+    groupId: str  # noqa: N815
+    userId: str | None = None  # noqa: N815
+
+
+class _CreatedRule(_Lenient):
+    """An item of `responseElements.securityGroupRuleSet`: the rules the call really created."""
+
+    groupId: str  # noqa: N815
+    securityGroupRuleId: str  # noqa: N815
+    isEgress: bool  # noqa: N815
+    ipProtocol: str | int  # noqa: N815
+    fromPort: int = -1  # noqa: N815
+    toPort: int = -1  # noqa: N815
+    cidrIpv4: NetworkField | None = None  # noqa: N815
+    cidrIpv6: NetworkField | None = None  # noqa: N815
+    referencedGroupInfo: _GroupRef | None = None  # noqa: N815
+    prefixListId: str | None = None  # noqa: N815
+    description: str = ""
+
+
+class _Items(_Lenient):
+    items: list[dict[str, Any]] = []
+
+
+class _RequestedPermission(_Lenient):
+    ipProtocol: str | int  # noqa: N815
+    fromPort: int = -1  # noqa: N815
+    toPort: int = -1  # noqa: N815
+    ipRanges: _Items = _Items()  # noqa: N815
+    ipv6Ranges: _Items = _Items()  # noqa: N815
+    groups: _Items = _Items()
+    prefixListIds: _Items = _Items()  # noqa: N815
+
+
+class _ModifiedRuleSpec(_Lenient):
+    IpProtocol: str | int
+    FromPort: int = -1
+    ToPort: int = -1
+    CidrIpv4: NetworkField | None = None
+    CidrIpv6: NetworkField | None = None
+    ReferencedGroupId: str | None = None
+    PrefixListId: str | None = None
+    Description: str = ""
+
+
+class _ModifiedRule(_Lenient):
+    SecurityGroupRuleId: str
+    SecurityGroupRule: _ModifiedRuleSpec
+
+
+def parse_security_group_change(raw: Mapping[str, Any]) -> SecurityGroupChange:
+    """Read an "AWS API Call via CloudTrail" event for a security-group call."""
+    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+    try:
+        envelope = _Envelope.model_validate(raw)
+        detail = _Detail.model_validate(envelope.detail)
+        if detail.eventName not in SECURITY_GROUP_CALLS:
+            raise IgnoredEvent(event_id, f"{detail.eventName} is not a security-group change")
+        if detail.errorCode:
+            raise IgnoredEvent(event_id, f"the call failed ({detail.errorCode}); nothing changed")
+        permissions = _permissions(detail)
+    except ValidationError as error:
+        raise MalformedEventError(event_id, _summary(error)) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise MalformedEventError(event_id, f"{type(error).__name__}: {error}") from None
+    identity = detail.userIdentity
+    return SecurityGroupChange(
+        event_id=envelope.id,
+        account_id=envelope.account,
+        region=envelope.region,
+        time=envelope.time,
+        api_call=detail.eventName,
+        actor=Actor(
+            arn=identity.arn or identity.principalId,
+            name=identity.userName or identity.arn.rsplit("/", 1)[-1],
+            source_ip=detail.sourceIPAddress,
+            user_agent=detail.userAgent,
+        ),
+        permissions=permissions,
+    )
+
+
+def _summary(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _permissions(detail: _Detail) -> tuple[Permission, ...]:
+    request = detail.requestParameters or {}
+    if detail.eventName == "ModifySecurityGroupRules":
+        return _modified(request)
+    created = (detail.responseElements or {}).get("securityGroupRuleSet")
+    if created:
+        return tuple(_from_created(_CreatedRule.model_validate(item)) for item in _Items(**created).items)
+    direction: Direction = "egress" if detail.eventName.endswith("Egress") else "ingress"
+    group_id = request.get("groupId")
+    if not isinstance(group_id, str):
+        raise ValueError("the request names no groupId and the response lists no created rules")
+    return _requested(request, group_id, direction)
+
+
+def _from_created(rule: _CreatedRule) -> Permission:
+    return Permission(
+        group_id=rule.groupId,
+        direction="egress" if rule.isEgress else "ingress",
+        protocol=normalize_protocol(rule.ipProtocol),
+        from_port=rule.fromPort,
+        to_port=rule.toPort,
+        source=_one_source(
+            rule.cidrIpv4,
+            rule.cidrIpv6,
+            GroupSource(rule.referencedGroupInfo.groupId, rule.referencedGroupInfo.userId)
+            if rule.referencedGroupInfo
+            else None,
+            rule.prefixListId and PrefixListSource(rule.prefixListId),
+        ),
+        rule_id=rule.securityGroupRuleId,
+        description=rule.description,
+    )
+
+
+def _one_source(*candidates: Source | str | None) -> Source:
+    present = [candidate for candidate in candidates if candidate]
+    if len(present) != 1:
+        raise ValueError(f"a rule needs exactly one source, found {len(present)}")
+    source = present[0]
+    assert not isinstance(source, str)
+    return source
+
+
+def _requested(request: Mapping[str, Any], group_id: str, direction: Direction) -> tuple[Permission, ...]:
+    items = _Items.model_validate(request.get("ipPermissions") or {}).items
+    if not items and "ipProtocol" in request:
+        # The flat form of `aws ec2 authorize-security-group-ingress --protocol --port --cidr`.
+        items = [{**request, "ipRanges": {"items": [{"cidrIp": request["cidrIp"]}]}}]
+    permissions: list[Permission] = []
+    for item in items:
+        requested = _RequestedPermission.model_validate(item)
+        for source, description in _requested_sources(requested):
+            permissions.append(
+                Permission(
+                    group_id=group_id,
+                    direction=direction,
+                    protocol=normalize_protocol(requested.ipProtocol),
+                    from_port=requested.fromPort,
+                    to_port=requested.toPort,
+                    source=source,
+                    description=description,
+                )
+            )
+    return tuple(permissions)
+
+
+def _requested_sources(requested: _RequestedPermission) -> list[tuple[Source, str]]:
+    sources: list[tuple[Source, str]] = []
+    for entry in requested.ipRanges.items:
+        sources.append((ipaddress.ip_network(entry["cidrIp"], strict=False), entry.get("description", "")))
+    for entry in requested.ipv6Ranges.items:
+        sources.append((ipaddress.ip_network(entry["cidrIpv6"], strict=False), entry.get("description", "")))
+    for entry in requested.groups.items:
+        sources.append((GroupSource(entry["groupId"], entry.get("userId")), entry.get("description", "")))
+    for entry in requested.prefixListIds.items:
+        sources.append((PrefixListSource(entry["prefixListId"]), entry.get("description", "")))
+    return sources
+
+
+def _modified(request: Mapping[str, Any]) -> tuple[Permission, ...]:
+    wrapper = request["ModifySecurityGroupRulesRequest"]
+    group_id = wrapper["GroupId"]
+    entries = wrapper["SecurityGroupRule"]
+    # One modified rule is logged as an object, several as a list.
+    rules = [_ModifiedRule.model_validate(entry) for entry in (entries if isinstance(entries, list) else [entries])]
+    return tuple(
+        Permission(
+            group_id=group_id,
+            direction=None,
+            protocol=normalize_protocol(rule.SecurityGroupRule.IpProtocol),
+            from_port=rule.SecurityGroupRule.FromPort,
+            to_port=rule.SecurityGroupRule.ToPort,
+            source=_one_source(
+                rule.SecurityGroupRule.CidrIpv4,
+                rule.SecurityGroupRule.CidrIpv6,
+                rule.SecurityGroupRule.ReferencedGroupId and GroupSource(rule.SecurityGroupRule.ReferencedGroupId),
+                rule.SecurityGroupRule.PrefixListId and PrefixListSource(rule.SecurityGroupRule.PrefixListId),
+            ),
+            rule_id=rule.SecurityGroupRuleId,
+            description=rule.SecurityGroupRule.Description,
+        )
+        for rule in rules
+    )

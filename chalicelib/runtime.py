@@ -1,0 +1,54 @@
+"""What a Lambda container builds once and every invocation reuses: settings, clients, policies.
+
+Built lazily on first use rather than at import, so importing the app stays cheap and a broken
+policy file is reported by the invocation that needs it (with every problem listed) instead of
+failing the container's init with a bare traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+
+from chalicelib import dedupe
+from chalicelib.aws import HOME, Clients, Target
+from chalicelib.notify import Notifier, SesNotifier
+from chalicelib.observability import logger
+from chalicelib.policy import Policies, PolicyError, load_policies
+from chalicelib.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clients: Clients = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clients = Clients(external_id=self.settings.external_id)
+
+    @cached_property
+    def policies(self) -> Policies:
+        try:
+            return load_policies(self.settings.policies_dir)
+        except PolicyError as error:
+            logger.error(
+                "invalid policy: opsbots will not act until it is fixed",
+                extra={"problems": [str(problem) for problem in error.problems]},
+            )
+            raise
+
+    @cached_property
+    def once(self) -> dedupe.Once:
+        table = self.settings.idempotency_table
+        if not table:
+            return dedupe.always
+        return dedupe.dynamodb_once(table, self.clients.client("dynamodb", Target(HOME, self.clients.home_region)))
+
+    def notifier_for(self, target: Target) -> Notifier:
+        return SesNotifier(self.clients.client("sesv2", target))
+
+
+@cache
+def current() -> Runtime:
+    """The container's runtime; `current.cache_clear()` re-reads the environment (tests, demo)."""
+    return Runtime(Settings.from_environ())

@@ -1,0 +1,38 @@
+"""Environment read once per container into a frozen object.
+
+Every knob opsbots reads from the environment is named here, so the README, `.chalice/config.json`
+and the code cannot drift apart, and so a handler never re-reads the environment per event.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+POLICIES_DIR = "OPSBOTS_POLICIES"
+EXTERNAL_ID = "OPSBOTS_EXTERNAL_ID"
+IDEMPOTENCY_TABLE = "OPSBOTS_IDEMPOTENCY_TABLE"
+TRACING = "OPSBOTS_TRACING"
+
+# `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
+# same files sit in <repo>/policies. Both are one directory above chalicelib/.
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+@dataclass(frozen=True)
+class Settings:
+    policies_dir: Path
+    external_id: str | None
+    idempotency_table: str | None
+    tracing: bool
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            policies_dir=Path(environ.get(POLICIES_DIR) or SHIPPED_POLICIES),
+            external_id=environ.get(EXTERNAL_ID) or None,
+            idempotency_table=environ.get(IDEMPOTENCY_TABLE) or None,
+            tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
+        )
