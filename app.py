@@ -31,7 +31,7 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
         policies=runtime.policies,
         clients=runtime.clients,
         notifier_for=runtime.notifier_for,
-        once=runtime.once,
+        once=runtime.once(event.context),
     )
 
 

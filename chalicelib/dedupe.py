@@ -27,25 +27,32 @@ def always(step: str, event_id: str, action: Callable[[], Result]) -> Result:
     return action()
 
 
-def dynamodb_once(table: str, client: DynamoDBClient) -> Once:
-    # Imported here: without a table the idempotency machinery is never loaded.
-    from aws_lambda_powertools.utilities.idempotency import (
-        DynamoDBPersistenceLayer,
-        IdempotencyConfig,
-        idempotent_function,
-    )
+class DynamoDBOnce:
+    """Powertools Idempotency over DynamoDB; `bind` it to each invocation's Lambda context."""
 
-    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
-    config = IdempotencyConfig(expires_after_seconds=REMEMBER_SECONDS)
+    def __init__(self, table: str, client: DynamoDBClient) -> None:
+        # Imported here: without a table the idempotency machinery is never loaded.
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
 
-    decorate = idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=config)
+        self._config = IdempotencyConfig(expires_after_seconds=REMEMBER_SECONDS)
+        persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+        decorate = idempotent_function(data_keyword_argument="key", persistence_store=persistence, config=self._config)
 
-    @decorate  # type: ignore[untyped-decorator]
-    def run(*, key: dict[str, str], action: Callable[[], Result]) -> Result:
-        return action()
+        @decorate  # type: ignore[untyped-decorator]
+        def run(*, key: dict[str, str], action: Callable[[], Result]) -> Result:
+            return action()
 
-    def once(step: str, event_id: str, action: Callable[[], Result]) -> Result:
-        result: Result = run(key={"step": step, "event_id": event_id}, action=action)
+        self._run = run
+
+    def bind(self, lambda_context: Any) -> Once:
+        # The in-progress lock expires with the invocation, so a crashed run does not block the retry.
+        self._config.register_lambda_context(lambda_context)
+        return self
+
+    def __call__(self, step: str, event_id: str, action: Callable[[], Result]) -> Result:
+        result: Result = self._run(key={"step": step, "event_id": event_id}, action=action)
         return result
-
-    return once

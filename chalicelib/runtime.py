@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import Any
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
 from chalicelib.notify import Notifier, SesNotifier
-from chalicelib.observability import logger
+from chalicelib.observability import logger, metrics
 from chalicelib.policy import Policies, PolicyError, load_policies
 from chalicelib.settings import Settings
 
@@ -35,14 +36,19 @@ class Runtime:
                 "invalid policy: opsbots will not act until it is fixed",
                 extra={"problems": [str(problem) for problem in error.problems]},
             )
+            metrics.add_metric(name="InvalidPolicy", unit="Count", value=1)
             raise
 
     @cached_property
-    def once(self) -> dedupe.Once:
+    def _dynamodb_once(self) -> dedupe.DynamoDBOnce | None:
         table = self.settings.idempotency_table
         if not table:
-            return dedupe.always
-        return dedupe.dynamodb_once(table, self.clients.client("dynamodb", Target(HOME, self.clients.home_region)))
+            return None
+        return dedupe.DynamoDBOnce(table, self.clients.client("dynamodb", Target(HOME, self.clients.home_region)))
+
+    def once(self, lambda_context: Any) -> dedupe.Once:
+        """Run-once guard for this invocation; without a table, every step simply runs."""
+        return self._dynamodb_once.bind(lambda_context) if self._dynamodb_once else dedupe.always
 
     def notifier_for(self, target: Target) -> Notifier:
         return SesNotifier(self.clients.client("sesv2", target))

@@ -1,0 +1,59 @@
+# The two commands of the README: `make demo` and `make test`. Everything runs from .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAGE ?= prod
+PACKAGE_DIR := build/package
+
+.PHONY: demo test lint unit package validate clean
+
+$(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+demo: $(BIN)/activate
+	$(BIN)/python -m demo
+
+test: lint unit package
+
+lint: $(BIN)/activate
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app.py chalicelib
+
+unit: $(BIN)/activate
+	$(BIN)/pytest
+
+validate: $(BIN)/activate
+	$(BIN)/opsbots validate policies
+
+# The deployable artefact: a CloudFormation (SAM) template, sam.json, plus deployment.zip, checked
+# by cfn-lint. boto3/botocore come with the Lambda runtime, but aws-xray-sdk (the Tracer extra)
+# depends on botocore and chalice has no exclude option, so they are dropped from the zip here.
+define DROP_RUNTIME_LIBS
+import os, sys, zipfile
+path = sys.argv[1]
+provided = ("boto3", "botocore", "s3transfer")
+def ships(name):
+    top = name.split("/")[0]
+    return top not in provided and not (top.endswith(".dist-info") and top.split("-")[0] in provided)
+with zipfile.ZipFile(path) as src, zipfile.ZipFile(path + ".tmp", "w") as dst:
+    for item in src.infolist():
+        if ships(item.filename):
+            dst.writestr(item, src.read(item))
+os.replace(path + ".tmp", path)
+endef
+export DROP_RUNTIME_LIBS
+
+package: $(BIN)/activate
+	rm -rf $(PACKAGE_DIR)
+	$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
+		--merge-template deploy/resources.json $(PACKAGE_DIR)
+	$(BIN)/python -c "$$DROP_RUNTIME_LIBS" $(PACKAGE_DIR)/deployment.zip
+	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,65 @@
+"""Shared test set-up: fake credentials before anything imports boto3, moto, sample events.
+
+No test may reach AWS: the credentials are fake, `AWS_ENDPOINT_URL` is cleared (integration
+tests set it to their own moto server), and profile files are pointed at nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="eu-west-1",
+    AWS_REGION="eu-west-1",
+    AWS_CONFIG_FILE="/dev/null",
+    AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    MOTO_EC2_LOAD_DEFAULT_AMIS="false",
+    POWERTOOLS_DEV="false",
+)
+for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OPSBOTS_IDEMPOTENCY_TABLE", "OPSBOTS_POLICIES"):
+    os.environ.pop(variable, None)
+
+import pytest  # noqa: E402 - the environment above must be set first
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = Path(__file__).resolve().parent / "events"
+SAMPLE_HOME = "111111111111"
+HOME = "123456789012"  # moto's default account: the Lambda's own account in these tests
+MEMBER = "222222222222"
+REGION = "eu-west-1"
+
+
+def load_event(name: str, **replacements: str) -> dict[str, Any]:
+    """A sample event, with the sample home account made ours and any ids swapped for real ones."""
+    text = (EVENTS / f"{name}.json").read_text()
+    for old, new in {SAMPLE_HOME: HOME, **replacements}.items():
+        text = text.replace(old, new)
+    event: dict[str, Any] = json.loads(text)
+    return event
+
+
+@pytest.fixture
+def policies_dir(tmp_path: Path) -> Path:
+    """A writable copy of the shipped policies, for tests that change them."""
+    target = tmp_path / "policies"
+    target.mkdir()
+    for source in (ROOT / "policies").glob("*.yml"):
+        (target / source.name).write_text(source.read_text())
+    return target
+
+
+@pytest.fixture
+def fresh_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let the app rebuild its clients and re-read the environment inside this test's moto."""
+    from chalicelib.runtime import current
+
+    current.cache_clear()
+    yield
+    current.cache_clear()

@@ -1,0 +1,220 @@
+"""The guard's decisions as tables and properties: plain data, no AWS, no moto."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chalicelib.events import GroupSource, Network, Permission, PrefixListSource, Source
+from chalicelib.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy, load_policies
+from chalicelib.sg_guard import (
+    broken_rules,
+    exempt_until,
+    find_violations,
+    is_internet,
+    plan_revocations,
+    port_span,
+    prefix_lists_to_resolve,
+)
+from tests.conftest import ROOT
+
+POLICY: SecurityGroupsPolicy = load_policies(ROOT / "policies").security_groups
+ADMIN = "no-admin-ports-from-internet"
+WEB = "only-web-from-internet"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def permission(
+    source: Source | str,
+    protocol: str = "tcp",
+    ports: tuple[int, int] = (22, 22),
+    direction: str | None = "ingress",
+    rule_id: str | None = "sgr-0123456789abcdef0",
+) -> Permission:
+    return Permission(
+        group_id="sg-0123456789abcdef0",
+        direction=direction,  # type: ignore[arg-type]
+        protocol=protocol,
+        from_port=ports[0],
+        to_port=ports[1],
+        source=ipaddress.ip_network(source) if isinstance(source, str) else source,
+        rule_id=rule_id,
+    )
+
+
+@pytest.mark.parametrize(
+    ("perm", "expected"),
+    [
+        pytest.param(permission("0.0.0.0/0"), {ADMIN, WEB}, id="tcp 22 from the IPv4 internet"),
+        pytest.param(permission("::/0"), {ADMIN, WEB}, id="tcp 22 from the IPv6 internet"),
+        pytest.param(permission("0.0.0.0/1"), {ADMIN, WEB}, id="first half of a split range"),
+        pytest.param(permission("128.0.0.0/1"), {ADMIN, WEB}, id="second half of a split range"),
+        pytest.param(permission("52.95.110.0/24", ports=(20, 25)), {ADMIN, WEB}, id="range holding 22, public"),
+        pytest.param(permission("0.0.0.0/0", protocol="-1", ports=(-1, -1)), {ADMIN, WEB}, id="all traffic"),
+        pytest.param(permission("0.0.0.0/0", ports=(8080, 8080)), {WEB}, id="tcp 8080 from the internet"),
+        pytest.param(permission("0.0.0.0/0", ports=(443, 443)), set(), id="tcp 443 is web"),
+        pytest.param(permission("0.0.0.0/0", ports=(80, 443)), {WEB}, id="80-443 holds more than web"),
+        pytest.param(permission("10.0.0.0/8"), set(), id="tcp 22 from private space"),
+        pytest.param(permission("100.64.0.0/10"), set(), id="carrier-grade NAT is not internet"),
+        pytest.param(permission("fc00::/7"), set(), id="unique-local IPv6 is not internet"),
+        pytest.param(permission("2001:db8::/32"), {ADMIN, WEB}, id="public IPv6 block"),
+        pytest.param(permission(GroupSource("sg-0fedcba9876543210")), set(), id="from a referenced group"),
+        pytest.param(permission("0.0.0.0/0", ports=(25, 25), direction="egress"), set(), id="egress has no rule"),
+        pytest.param(permission("0.0.0.0/0", protocol="udp", ports=(3389, 3389)), {ADMIN, WEB}, id="udp 3389"),
+        pytest.param(permission("0.0.0.0/0", protocol="icmp", ports=(8, -1)), set(), id="icmp is not tcp/udp"),
+        pytest.param(permission("0.0.0.0/0", direction=None), {ADMIN, WEB}, id="direction unknown (modify)"),
+        pytest.param(permission("0.0.0.0/0", ports=(0, 65535)), {ADMIN, WEB}, id="every tcp port"),
+        pytest.param(permission("8.8.8.8/32", ports=(3000, 3389)), {ADMIN, WEB}, id="range ending on 3389"),
+    ],
+)
+def test_the_default_policy_judges_each_permission(perm: Permission, expected: set[str]) -> None:
+    # Given the shipped policy and one permission (SSH from the internet breaks both rules: 22 is not web)
+    # When it is judged
+    # Then exactly the expected policy rules are broken
+    assert set(broken_rules(perm, POLICY.rules)) == expected
+
+
+def test_prefix_lists_are_judged_by_their_entries() -> None:
+    # Given two prefix lists, one holding the internet and one holding only private space
+    world, private = PrefixListSource("pl-world"), PrefixListSource("pl-private")
+    entries: dict[str, tuple[Network, ...]] = {
+        "pl-world": (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("0.0.0.0/0")),
+        "pl-private": (ipaddress.ip_network("10.0.0.0/8"),),
+    }
+    # When SSH is opened from each
+    # Then only the one with a public entry violates, and both needed a look-up
+    assert broken_rules(permission(world), POLICY.rules, entries) == (ADMIN, WEB)
+    assert broken_rules(permission(private), POLICY.rules, entries) == ()
+    assert prefix_lists_to_resolve([permission(world), permission(private)], POLICY.rules) == {"pl-world", "pl-private"}
+
+
+def test_a_prefix_list_on_an_allowed_port_is_never_looked_up() -> None:
+    assert prefix_lists_to_resolve([permission(PrefixListSource("pl-x"), ports=(443, 443))], POLICY.rules) == set()
+
+
+def test_allowed_sources_win_over_sources() -> None:
+    rule = SecurityGroupRule(
+        name="ssh",
+        ports=(PortRange(22, 22),),
+        sources="internet",
+        allowed_sources=(ipaddress.ip_network("203.0.113.0/24"),),
+    )
+    assert broken_rules(permission("203.0.113.5/32"), [rule]) == ()
+    assert broken_rules(permission("203.0.112.0/23"), [rule]) == ("ssh",)
+
+
+def test_listed_sources_match_overlapping_ranges() -> None:
+    rule = SecurityGroupRule(name="no-partner", sources=(ipaddress.ip_network("198.51.100.0/24"),))
+    assert broken_rules(permission("198.51.100.7/32"), [rule]) == ("no-partner",)
+    assert broken_rules(permission("198.51.0.0/16"), [rule]) == ("no-partner",)
+    assert broken_rules(permission("203.0.113.0/24"), [rule]) == ()
+
+
+def test_any_source_includes_referenced_groups() -> None:
+    rule = SecurityGroupRule(name="no-telnet", ports=(PortRange(23, 23),), sources="any")
+    assert broken_rules(permission(GroupSource("sg-1"), ports=(23, 23)), [rule]) == ("no-telnet",)
+
+
+@pytest.mark.parametrize(
+    ("tag", "exempt"),
+    [
+        ("2999-01-01", True),
+        ("2999-01-01T00:00:00+00:00", True),
+        ("2020-01-01", False),
+        ("next tuesday", False),
+        ("", False),
+    ],
+)
+def test_an_exemption_needs_a_future_iso_date(tag: str, exempt: bool) -> None:
+    tags = {"opsbots:exempt-until": tag} if tag else {}
+    assert (exempt_until(tags, "opsbots:exempt-until", NOW) is not None) == exempt
+
+
+def test_revocations_are_grouped_per_group_and_direction() -> None:
+    # Given violations on two groups, one with two rules, and one violation with no known rule id
+    first = permission("0.0.0.0/0", rule_id="sgr-a")
+    second = permission("::/0", rule_id="sgr-b")
+    other = Permission("sg-other", "egress", "tcp", 22, 22, ipaddress.ip_network("0.0.0.0/0"), "sgr-c")
+    unknown = permission("0.0.0.0/0", rule_id=None)
+    # When the revocations are planned
+    plan = plan_revocations(find_violations([first, second, other, unknown], [*POLICY.rules, _egress_rule()]))
+    # Then there is one call per group and direction, and nothing for the unknown rule
+    assert {(r.group_id, r.direction, r.rule_ids) for r in plan} == {
+        ("sg-0123456789abcdef0", "ingress", ("sgr-a", "sgr-b")),
+        ("sg-other", "egress", ("sgr-c",)),
+    }
+
+
+def _egress_rule() -> SecurityGroupRule:
+    return SecurityGroupRule(name="no-egress-ssh", direction="egress", ports=(PortRange(22, 22),), sources="internet")
+
+
+def test_port_spans_follow_the_protocol() -> None:
+    assert port_span(permission("0.0.0.0/0", protocol="-1", ports=(-1, -1))) == PortRange(0, 65535)
+    assert port_span(permission("0.0.0.0/0", protocol="icmp", ports=(8, 0))) is None
+    assert port_span(permission("0.0.0.0/0", ports=(25, 20))) == PortRange(20, 25)
+
+
+# ----- properties -----------------------------------------------------------------------------
+
+ipv4 = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{ipaddress.IPv4Address(address)}/{prefix}", strict=False),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
+)
+ipv6 = st.builds(
+    lambda address, prefix: ipaddress.ip_network(f"{ipaddress.IPv6Address(address)}/{prefix}", strict=False),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 128),
+)
+networks = st.one_of(ipv4, ipv6)
+port_ranges = st.tuples(st.integers(0, 65535), st.integers(0, 65535)).map(lambda p: PortRange(min(p), max(p)))
+permissions = st.builds(
+    Permission,
+    group_id=st.sampled_from(["sg-a", "sg-b"]),
+    direction=st.sampled_from(["ingress", "egress", None]),
+    protocol=st.sampled_from(["tcp", "udp", "icmp", "icmpv6", "-1", "50"]),
+    from_port=st.integers(-1, 65535),
+    to_port=st.integers(-1, 65535),
+    source=st.one_of(networks, st.builds(GroupSource, st.just("sg-ref"))),
+    rule_id=st.one_of(st.none(), st.text("abcdef0123456789", min_size=1, max_size=4).map("sgr-".__add__)),
+)
+rules = st.builds(
+    SecurityGroupRule,
+    name=st.just("r"),
+    direction=st.sampled_from(["ingress", "egress"]),
+    protocols=st.one_of(st.none(), st.lists(st.sampled_from(["tcp", "udp", "icmp", "icmpv6"]), min_size=1).map(tuple)),
+    ports=st.one_of(st.none(), st.lists(port_ranges, min_size=1, max_size=3).map(tuple)),
+    sources=st.one_of(st.sampled_from(["internet", "any"]), st.lists(networks, min_size=1, max_size=3).map(tuple)),
+    allowed_sources=st.lists(networks, max_size=3).map(tuple),
+)
+
+
+@given(st.lists(permissions, max_size=8), st.lists(rules, min_size=1, max_size=3))
+def test_a_compliant_permission_is_never_revoked(
+    perms: list[Permission], policy_rules: list[SecurityGroupRule]
+) -> None:
+    revoked = {rule_id for r in plan_revocations(find_violations(perms, policy_rules)) for rule_id in r.rule_ids}
+    compliant_ids = {p.rule_id for p in perms if not broken_rules(p, policy_rules)}
+    violating_ids = {p.rule_id for p in perms if broken_rules(p, policy_rules)}
+    assert revoked <= violating_ids
+    assert not (revoked & (compliant_ids - violating_ids))
+
+
+@given(permissions, rules, networks)
+def test_adding_an_allowed_source_never_creates_a_violation(
+    perm: Permission, rule: SecurityGroupRule, allowed: Network
+) -> None:
+    wider = rule.model_copy(update={"allowed_sources": (*rule.allowed_sources, allowed)})
+    assert set(broken_rules(perm, [wider])) <= set(broken_rules(perm, [rule]))
+
+
+@given(networks)
+def test_a_network_inside_private_space_is_never_internet(network: Network) -> None:
+    private = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "192.168.0.0/16", "fc00::/7")]
+    if any(network.version == p.version and network.subnet_of(p) for p in private):  # type: ignore[arg-type]
+        assert not is_internet(network)
