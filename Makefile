@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAGE ?= prod
 PACKAGE_DIR := build/package
 
-.PHONY: demo test lint unit package validate clean
+.PHONY: demo test lint pytest package validate clean
 
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,15 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 demo: $(BIN)/activate
 	$(BIN)/python -m demo
 
-test: lint unit package
+# tests/test_packaging.py runs `make package` (chalice package + cfn-lint) once, inside pytest.
+test: lint pytest
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app.py chalicelib
 
-unit: $(BIN)/activate
+pytest: $(BIN)/activate
 	$(BIN)/pytest
 
 validate: $(BIN)/activate

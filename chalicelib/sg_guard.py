@@ -204,6 +204,11 @@ def prefix_lists_to_resolve(permissions: Iterable[Permission], rules: Sequence[S
     )
 
 
+def needs_action(permissions: Sequence[Permission], rules: Sequence[SecurityGroupRule]) -> bool:
+    """False when the event alone proves every permission compliant: then no AWS call is made."""
+    return bool(find_violations(permissions, rules) or prefix_lists_to_resolve(permissions, rules))
+
+
 def exempt_until(tags: Mapping[str, str], tag: str, now: datetime) -> datetime | None:
     """The end of a group's exemption if it is still running; a malformed date exempts nothing."""
     value = tags.get(tag, "").strip()
@@ -511,8 +516,7 @@ def handle_change(
 
     policy = policies.security_groups
     metrics.add_metric(name="PermissionsEvaluated", unit="Count", value=len(change.permissions))
-    quick = find_violations(change.permissions, policy.rules)
-    if not quick and not prefix_lists_to_resolve(change.permissions, policy.rules):
+    if not needs_action(change.permissions, policy.rules):
         return {"event_id": change.event_id, "status": "compliant"}
 
     target = target_for(change.account_id, change.region, policies.accounts, clients)

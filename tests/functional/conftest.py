@@ -15,8 +15,8 @@ from moto.ses.models import ses_backends
 from tests.conftest import HOME, MEMBER, REGION, ROOT
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
     from moto.ses.models import Message
+    from mypy_boto3_ec2 import EC2Client
 
 SENDER = "opsbots@example.com"
 

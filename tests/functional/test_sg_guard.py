@@ -62,7 +62,8 @@ def test_ssh_from_the_internet_is_revoked_and_security_is_told(estate: Estate, l
         f"revoked {ssh}",
     ):
         assert fact in email.body, fact
-    assert "<script>" not in email.body and "&lt;script&gt;" in email.body
+    assert "<script>" not in email.body
+    assert "&lt;script&gt;" in email.body
     for fact in (HOME, REGION, group, "no-admin-ports-from-internet", "reverted"):
         assert fact in email.subject
 

@@ -1,0 +1,107 @@
+"""`opsbots`: check policies, dry-run an event, export the policy schema. Never calls AWS.
+
+opsbots validate [DIR]          exit 1 with file:line errors when a policy is wrong
+opsbots simulate EVENT.json     the decision, the AWS calls it would make, the email
+opsbots schema NAME | --write DIR   JSON Schema for editor autocompletion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from chalicelib import sg_guard
+from chalicelib.events import IgnoredEvent, MalformedEventError, parse_security_group_change
+from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
+from chalicelib.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="opsbots", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="validate the policy files")
+    validate.add_argument("directory", nargs="?", type=Path, help="default: $OPSBOTS_POLICIES or ./policies")
+    simulate = commands.add_parser("simulate", help="dry-run one event: no AWS call is made")
+    simulate.add_argument("event", type=Path)
+    simulate.add_argument("--policies", type=Path, help="default: $OPSBOTS_POLICIES or ./policies")
+    schema = commands.add_parser("schema", help="print or write the JSON Schema of the policy files")
+    schema.add_argument("name", nargs="?", choices=sorted(POLICY_FILES))
+    schema.add_argument("--write", type=Path, metavar="DIR", help="write <name>.json for every policy file")
+    arguments = parser.parse_args(argv)
+
+    if arguments.command == "schema":
+        return _schema(arguments.name, arguments.write, sys.stdout)
+    try:
+        if arguments.command == "validate":
+            policies = load_policies(_policies_dir(arguments.directory))
+            rules, members = len(policies.security_groups.rules), len(policies.accounts.accounts)
+            print(f"ok: {rules} security-group rule(s), {members} member account(s)")
+            return 0
+        return simulate_event(arguments.event, load_policies(_policies_dir(arguments.policies)), sys.stdout)
+    except PolicyError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _policies_dir(given: Path | None) -> Path:
+    settings = Settings.from_environ()
+    return given or (settings.policies_dir if settings.policies_dir.is_dir() else Path("policies"))
+
+
+def _schema(name: str | None, directory: Path | None, out: IO[str]) -> int:
+    if directory:
+        directory.mkdir(parents=True, exist_ok=True)
+        for policy_name in sorted(POLICY_FILES):
+            (directory / f"{policy_name}.json").write_text(json.dumps(json_schema(policy_name), indent=2) + "\n")
+        return 0
+    if not name:
+        print("give a policy name or --write DIR", file=sys.stderr)
+        return 2
+    out.write(json.dumps(json_schema(name), indent=2) + "\n")
+    return 0
+
+
+def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
+    """Print what the guard would decide and do for a CloudTrail event, using a printing executor."""
+    try:
+        change = parse_security_group_change(json.loads(path.read_text()))
+    except (IgnoredEvent, MalformedEventError) as skipped:
+        out.write(f"skipped: {skipped}\n")
+        return 0
+    policy = policies.security_groups
+    out.write(
+        f"event {change.event_id}: {change.api_call} by {change.actor.arn} in {change.account_id} {change.region}\n"
+    )
+    for permission in change.permissions:
+        broken = sg_guard.broken_rules(permission, policy.rules)
+        judged = f"VIOLATES {', '.join(broken)}" if broken else "compliant"
+        out.write(
+            f"  {permission.direction or '?'} {sg_guard.describe_traffic(permission)} from "
+            f"{sg_guard.describe_source(permission.source)} ({permission.rule_id or 'no rule id'}): {judged}\n"
+        )
+    if not sg_guard.needs_action(change.permissions, policy.rules):
+        out.write("decision: compliant; no AWS call would be made\n")
+        return 0
+    member = policies.accounts.member(change.account_id)
+    out.write("AWS calls it would make:\n")
+    if member:
+        out.write(
+            f"  sts.assume_role(RoleArn='{policies.accounts.role_arn(member)}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n"
+        )
+    now = datetime.now(UTC)
+    verdict = sg_guard.judge(change, policy, sg_guard.PrintingExecutor(out), now)
+    if not verdict.violations:
+        out.write("decision: compliant once prefix lists are resolved\n")
+        return 0
+    email = sg_guard.violation_email(change, verdict, policy, member.name if member else "home", None)
+    out.write(f"  sesv2.send_email(FromEmailAddress='{email.sender}', To={list(email.recipients)})\n")
+    out.write(f"decision: {verdict.status} (mode: {policy.mode})\n\nSubject: {email.subject}\n\n{email.text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
