@@ -34,26 +34,11 @@ validate: $(BIN)/activate
 # The deployable artefact: a CloudFormation (SAM) template, sam.json, plus deployment.zip, checked
 # by cfn-lint. boto3/botocore come with the Lambda runtime, but aws-xray-sdk (the Tracer extra)
 # depends on botocore and chalice has no exclude option, so they are dropped from the zip here.
-define DROP_RUNTIME_LIBS
-import os, sys, zipfile
-path = sys.argv[1]
-provided = ("boto3", "botocore", "s3transfer")
-def ships(name):
-    top = name.split("/")[0]
-    return top not in provided and not (top.endswith(".dist-info") and top.split("-")[0] in provided)
-with zipfile.ZipFile(path) as src, zipfile.ZipFile(path + ".tmp", "w") as dst:
-    for item in src.infolist():
-        if ships(item.filename):
-            dst.writestr(item, src.read(item))
-os.replace(path + ".tmp", path)
-endef
-export DROP_RUNTIME_LIBS
-
 package: $(BIN)/activate
 	rm -rf $(PACKAGE_DIR)
 	$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
 		--merge-template deploy/resources.json $(PACKAGE_DIR)
-	$(BIN)/python -c "$$DROP_RUNTIME_LIBS" $(PACKAGE_DIR)/deployment.zip
+	$(BIN)/python deploy/drop_runtime_libs.py $(PACKAGE_DIR)/deployment.zip
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 
 clean:
