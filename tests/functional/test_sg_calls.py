@@ -8,8 +8,8 @@ import boto3
 
 from chalicelib import dedupe
 from chalicelib.aws import Clients
-from chalicelib.policy import load_policies
 from chalicelib.notify import SesNotifier
+from chalicelib.policy import load_policies
 from chalicelib.sg_guard import handle_change
 from tests.conftest import ROOT, load_event
 from tests.functional.conftest import Estate, tcp
