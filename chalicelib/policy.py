@@ -1,0 +1,489 @@
+"""Loading and validation of the YAML policy files that drive the bots.
+
+Ops teams change the bots' behaviour by editing YAML, not code, and a policy
+mistake can revoke the wrong firewall rule in production.  So every mistake
+must be reported the way a compiler reports one, ``file:line: where: what``,
+all of them at once so one deploy round-trip fixes them all, and a directory
+with any mistake yields no policy at all: the bots never act on half a policy.
+
+This module is the only place that knows the file layout and the schema;
+``json_schema`` exports that schema so editors can autocomplete the files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+_YamlPath = tuple[str | int, ...]
+_Item = TypeVar("_Item")
+
+_PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?")
+_RULE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+_ROLE_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_MAX_PORT = 65535
+_PLAIN_MESSAGES: Final = {
+    "tuple_type": "Input should be a list",
+    "model_type": "Input should be a mapping",
+}
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """An inclusive range of TCP/UDP ports; a single port has first == last."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        for port in (self.first, self.last):
+            if not 0 <= port <= _MAX_PORT:
+                raise ValueError(f"port {port} is outside 0-{_MAX_PORT}")
+        if self.first > self.last:
+            raise ValueError(f"port range {self.first}-{self.last} ends before it starts")
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+    @classmethod
+    def parse(cls, value: object) -> PortRange:
+        """Read ``22`` or ``"20-25"`` as written in a policy file."""
+        if isinstance(value, PortRange):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value, value)
+        match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"{value!r} is not a port or range")
+        first, last = match.group(1), match.group(2) or match.group(1)
+        return cls(int(first), int(last))
+
+    def contains(self, port: int) -> bool:
+        return self.first <= port <= self.last
+
+    def overlaps(self, other: PortRange) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if pattern.fullmatch(value) is None:
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _parse_cidr(value: object) -> IPv4Network | IPv6Network:
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    if isinstance(value, str):
+        try:
+            return ip_network(value, strict=False)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a CIDR")
+
+
+def _parse_sources(value: object) -> object:
+    if value in ("internet", "any"):
+        return value
+    if isinstance(value, list | tuple) and value:
+        return tuple(_parse_cidr(item) for item in value)
+    raise ValueError(f"{value!r} is not 'internet', 'any' or a list of CIDRs")
+
+
+def _parse_account_id(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _ACCOUNT_ID.fullmatch(str(value)) is None:
+            raise ValueError(f"{value!r} is not an account id: account ids are 12 digits; quote them in YAML")
+        return str(value)
+    if isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not an account id: account ids are 12 digits")
+    return value
+
+
+def _non_empty(items: tuple[_Item, ...]) -> tuple[_Item, ...]:
+    if not items:
+        raise ValueError("must list at least one item")
+    return items
+
+
+def _string_schema(pattern: re.Pattern[str]) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": f"^{pattern.pattern}$"})
+
+
+Protocol = Literal["tcp", "udp", "icmp", "icmpv6"]
+_Port = Annotated[
+    PortRange,
+    PlainValidator(PortRange.parse),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": _MAX_PORT},
+                {"type": "string", "pattern": r"^\d{1,5}(-\d{1,5})?$"},
+            ]
+        }
+    ),
+]
+_NonEmpty = Annotated[tuple[_Item, ...], AfterValidator(_non_empty), Field(json_schema_extra={"minItems": 1})]
+_Cidr = Annotated[IPv4Network | IPv6Network, BeforeValidator(_parse_cidr)]
+_Sources = Annotated[
+    Literal["internet", "any"] | tuple[IPv4Network | IPv6Network, ...], BeforeValidator(_parse_sources)
+]
+_Email = Annotated[str, _matching(_EMAIL, "an email address"), _string_schema(_EMAIL)]
+_RuleName = Annotated[str, _matching(_RULE_NAME, "a rule name (a-z, 0-9 and '-')"), _string_schema(_RULE_NAME)]
+_Region = Annotated[str, _matching(_REGION, "an AWS region name"), _string_schema(_REGION)]
+_Regions = _NonEmpty[_Region]
+_RoleName = Annotated[str, _matching(_ROLE_NAME, "an IAM role name"), _string_schema(_ROLE_NAME)]
+_AccountId = Annotated[str, BeforeValidator(_parse_account_id), _string_schema(_ACCOUNT_ID)]
+
+
+def _duplicate_message(values: Sequence[str], collection: str, what: str) -> str | None:
+    first_index: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in first_index:
+            return f"{collection}[{first_index[value]}] and {collection}[{index}] have the same {what} {value!r}"
+        first_index[value] = index
+    return None
+
+
+class StrictModel(BaseModel):
+    """Base of every policy model: a typo is an error and a loaded policy cannot change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmailSettings(StrictModel):
+    """Who sends the bots' email and who receives it."""
+
+    sender: _Email
+    recipients: _NonEmpty[_Email]
+
+
+class NotifySettings(StrictModel):
+    """Where findings are reported."""
+
+    email: EmailSettings
+
+
+class SecurityGroupRule(StrictModel):
+    """Security group permissions that are not allowed (for egress, sources are destinations)."""
+
+    name: _RuleName
+    direction: Literal["ingress", "egress"] = "ingress"
+    protocols: tuple[Protocol, ...] | None = None
+    ports: tuple[_Port, ...] | None = None
+    except_ports: tuple[_Port, ...] | None = None
+    sources: _Sources
+    allowed_sources: tuple[_Cidr, ...] = ()
+
+    @field_validator("except_ports")
+    @classmethod
+    def check_not_both_port_lists(
+        cls, except_ports: tuple[PortRange, ...] | None, info: ValidationInfo
+    ) -> tuple[PortRange, ...] | None:
+        if except_ports is not None and info.data.get("ports") is not None:
+            raise ValueError("give either ports or except_ports, not both")
+        return except_ports
+
+
+class SecurityGroupsPolicy(StrictModel):
+    """Contents of security_groups.yml."""
+
+    mode: Literal["enforce", "report"] = "enforce"
+    notify: NotifySettings
+    exemption_tag: Annotated[str, Field(min_length=1)] = "opsbots:exempt-until"
+    rules: tuple[SecurityGroupRule, ...]
+
+    @field_validator("rules")
+    @classmethod
+    def check_rule_names_unique(cls, rules: tuple[SecurityGroupRule, ...]) -> tuple[SecurityGroupRule, ...]:
+        message = _duplicate_message([rule.name for rule in rules], "rules", "name")
+        if message:
+            raise ValueError(message)
+        return rules
+
+
+class AccountDefaults(StrictModel):
+    """Settings for every account that does not override them."""
+
+    role_name: _RoleName = "opsbots-member"
+    regions: _Regions
+
+
+class MemberAccount(StrictModel):
+    """An account the bots assume a role in."""
+
+    id: _AccountId
+    name: Annotated[str, Field(min_length=1)]
+    regions: _Regions | None = None
+    role_name: _RoleName | None = None
+
+
+class AccountsPolicy(StrictModel):
+    """Contents of accounts.yml."""
+
+    defaults: AccountDefaults
+    accounts: tuple[MemberAccount, ...] = ()
+
+    @field_validator("accounts")
+    @classmethod
+    def check_account_ids_unique(cls, accounts: tuple[MemberAccount, ...]) -> tuple[MemberAccount, ...]:
+        message = _duplicate_message([account.id for account in accounts], "accounts", "id")
+        if message:
+            raise ValueError(message)
+        return accounts
+
+    def member(self, account_id: str) -> MemberAccount | None:
+        return next((account for account in self.accounts if account.id == account_id), None)
+
+    def regions_of(self, account: MemberAccount) -> tuple[str, ...]:
+        return account.regions or self.defaults.regions
+
+    def role_arn(self, account: MemberAccount) -> str:
+        return f"arn:aws:iam::{account.id}:role/{account.role_name or self.defaults.role_name}"
+
+
+POLICY_FILES: Final[Mapping[str, type[StrictModel]]] = {
+    "accounts": AccountsPolicy,
+    "security_groups": SecurityGroupsPolicy,
+}
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Every policy file, validated; one field per POLICY_FILES entry."""
+
+    accounts: AccountsPolicy
+    security_groups: SecurityGroupsPolicy
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    file: str
+    line: int
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class PolicyError(Exception):
+    """Every problem found in a policy directory, one per line."""
+
+    def __init__(self, problems: Iterable[PolicyProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    """JSON Schema of ``<name>.yml``, for yaml-language-server autocompletion."""
+    return POLICY_FILES[name].model_json_schema()
+
+
+def load_policies(directory: Path | str) -> Policies:
+    """Load every policy file in ``directory``, or raise one PolicyError listing every problem."""
+    root = Path(directory)
+    problems = _unknown_files(root)
+    loaded: dict[str, Any] = {}
+    for stem, model in POLICY_FILES.items():
+        try:
+            loaded[stem] = _load_file(root / f"{stem}.yml", model)
+        except PolicyError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise PolicyError(problems)
+    return Policies(**loaded)
+
+
+def _expected_files() -> list[str]:
+    return [f"{stem}.yml" for stem in POLICY_FILES]
+
+
+def _unknown_files(root: Path) -> list[PolicyProblem]:
+    expected = _expected_files()
+    return [
+        PolicyProblem(_shown(path), 1, "", f"unknown policy file; expected only {', '.join(expected)}")
+        for path in sorted(root.glob("*"))
+        if path.suffix in (".yml", ".yaml") and path.name not in expected
+    ]
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _load_file(path: Path, model: type[StrictModel]) -> StrictModel:
+    shown = _shown(path)
+    loader = _parse(shown, _read(path, shown))
+    problems = [PolicyProblem(shown, line, _location(where), message) for where, line, message in loader.duplicates]
+    try:
+        policy = model.model_validate(loader.data)
+    except ValidationError as error:
+        problems.extend(_validation_problem(shown, loader.lines, model, details) for details in error.errors())
+    else:
+        if not problems:
+            return policy
+    raise PolicyError(sorted(problems, key=lambda problem: problem.line))
+
+
+def _read(path: Path, shown: str) -> str:
+    if not path.is_file():
+        message = f"policy file not found; expected {', '.join(_expected_files())} in {_shown(path.parent)}"
+        raise PolicyError([PolicyProblem(shown, 1, "", message)])
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        raise PolicyError([PolicyProblem(shown, line, "", f"not UTF-8 text: {error.reason}")]) from error
+    except OSError as error:
+        raise PolicyError([PolicyProblem(shown, 1, "", f"cannot read: {error.strerror}")]) from error
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every node by its path, and duplicate keys."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.data: Any = None
+        self.lines: dict[_YamlPath, int] = {}
+        self.duplicates: list[tuple[_YamlPath, int, str]] = []
+
+    @classmethod
+    def load(cls, text: str) -> _LineLoader:
+        loader = cls(text)
+        try:
+            loader.data = loader.get_single_data()
+        finally:
+            loader.dispose()
+        return loader
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._record_lines(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, LookupError) as error:
+            problem = f"cannot read {node.value!r} as {node.tag.removeprefix('tag:yaml.org,2002:')}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from error
+
+    def _record_lines(self, root: yaml.Node) -> None:
+        pending: list[tuple[_YamlPath, yaml.Node, int]] = [((), root, root.start_mark.line + 1)]
+        visited: set[int] = set()
+        while pending:
+            path, node, line = pending.pop()
+            self.lines.setdefault(path, line)
+            if id(node) not in visited:
+                visited.add(id(node))
+                pending.extend(self._children(path, node))
+
+    def _children(self, path: _YamlPath, node: yaml.Node) -> list[tuple[_YamlPath, yaml.Node, int]]:
+        if isinstance(node, yaml.SequenceNode):
+            return [((*path, index), item, item.start_mark.line + 1) for index, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            return []
+        entries: dict[str, tuple[yaml.Node, int]] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in entries:
+                    message = f"duplicate key; line {entries[key.value][1]} already sets it"
+                    self.duplicates.append(((*path, key.value), line, message))
+                entries[key.value] = (value, line)
+        return [((*path, key), value, line) for key, (value, line) in entries.items()]
+
+
+def _parse(shown: str, text: str) -> _LineLoader:
+    try:
+        loader = _LineLoader.load(text)
+    except yaml.YAMLError as error:
+        raise PolicyError(
+            [PolicyProblem(shown, _yaml_error_line(error, text), "", _yaml_error_message(error))]
+        ) from error
+    except RecursionError as error:
+        raise PolicyError([PolicyProblem(shown, 1, "", "YAML is nested too deeply")]) from error
+    if not isinstance(loader.data, dict):
+        message = "file is empty" if loader.data is None else "expected a mapping of settings at the top level"
+        raise PolicyError([PolicyProblem(shown, 1, "", message)])
+    return loader
+
+
+def _yaml_error_line(error: yaml.YAMLError, text: str) -> int:
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        return mark.line + 1 if mark else 1
+    if isinstance(error, yaml.reader.ReaderError):
+        return text.count("\n", 0, error.position) + 1
+    return 1
+
+
+def _yaml_error_message(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError):
+        context = f"{error.context}, " if error.context else ""
+        return f"invalid YAML: {context}{error.problem}"
+    return f"invalid YAML: {str(error).splitlines()[0]}"
+
+
+def _validation_problem(
+    shown: str, lines: Mapping[_YamlPath, int], model: type[StrictModel], details: ErrorDetails
+) -> PolicyProblem:
+    where = tuple(details["loc"])
+    line = next(lines[where[:end]] for end in range(len(where), -1, -1) if where[:end] in lines)
+    return PolicyProblem(shown, line, _location(where), _message(model, details))
+
+
+def _location(where: _YamlPath) -> str:
+    text = ""
+    for part in where:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _message(model: type[StrictModel], details: ErrorDetails) -> str:
+    if details["type"] == "value_error":
+        return str(details.get("ctx", {}).get("error", details["msg"]))
+    if details["type"] == "extra_forbidden":
+        return f"unknown field; expected one of: {', '.join(_field_names_at(model, details['loc'][:-1]))}"
+    return _PLAIN_MESSAGES.get(details["type"], details["msg"])
+
+
+def _field_names_at(model: type[StrictModel], where: _YamlPath) -> list[str]:
+    annotation: Any = model
+    for part in where:
+        while type(None) in get_args(annotation):
+            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        annotation = get_args(annotation)[0] if isinstance(part, int) else annotation.model_fields[part].annotation
+    return list(annotation.model_fields)

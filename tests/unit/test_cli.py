@@ -1,0 +1,77 @@
+"""The `opsbots` command: validate, simulate (no AWS at all), schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chalicelib.cli import main
+from chalicelib.policy import POLICY_FILES, json_schema
+from tests.conftest import EVENTS, ROOT
+
+
+def test_validate_accepts_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "policies")]) == 0
+    assert capsys.readouterr().out.startswith("ok:")
+
+
+def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given two mistakes in two files
+    rules = policies_dir / "security_groups.yml"
+    rules.write_text(rules.read_text().replace("ports: [22, 3389]", "ports: [22, ssh]"))
+    accounts = policies_dir / "accounts.yml"
+    accounts.write_text(accounts.read_text().replace("    regions: [eu-west-1]\n", "    regoins: [eu-west-1]\n"))
+
+    # When validated
+    assert main(["validate", str(policies_dir)]) == 1
+
+    # Then both are reported with file and line, and no traceback
+    errors = capsys.readouterr().err
+    assert "security_groups.yml:33: rules[0].ports[1]: 'ssh' is not a port or range" in errors
+    assert "accounts.yml:15: accounts[0].regoins: unknown field" in errors
+    assert "Traceback" not in errors
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        (
+            "sg-authorize-ingress-ssh-world",
+            ["VIOLATES no-admin-ports-from-internet", "revoke_security_group_ingress", "Subject: [opsbots] reverted"],
+        ),
+        (
+            "sg-authorize-ingress-cross-account",
+            ["sts.assume_role(RoleArn='arn:aws:iam::222222222222:role/opsbots-member'"],
+        ),
+        ("sg-authorize-egress", ["decision: compliant; no AWS call would be made"]),
+        ("sg-authorize-ingress-failed", ["skipped:", "the call failed"]),
+        ("sg-modify-rules", ["describe_security_group_rules"]),
+    ],
+)
+def test_simulate_prints_the_decision_the_calls_and_the_email(
+    sample: str, expected: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any AWS call would go to a closed port and fail the command.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert main(["simulate", str(EVENTS / f"{sample}.json"), "--policies", str(ROOT / "policies")]) == 0
+    out = capsys.readouterr().out
+    for line in expected:
+        assert line in out
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_FILES))
+def test_the_committed_schema_matches_the_models(name: str) -> None:
+    committed = json.loads((ROOT / "schema" / f"{name}.json").read_text())
+    assert committed == json_schema(name), "run: opsbots schema --write schema"
+
+
+def test_every_policy_file_points_editors_at_its_schema() -> None:
+    for path in (ROOT / "policies").glob("*.yml"):
+        assert path.read_text().startswith(f"# yaml-language-server: $schema=../schema/{path.stem}.json\n")
+
+
+def test_schema_prints_one_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "security_groups"]) == 0
+    assert "rules" in json.loads(capsys.readouterr().out)["properties"]

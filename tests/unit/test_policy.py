@@ -1,0 +1,426 @@
+"""Policy files: the shipped ones load, and every mistake is reported as `file:line: location: message`."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chalicelib.policy import (
+    POLICY_FILES,
+    AccountsPolicy,
+    PolicyError,
+    PolicyProblem,
+    PortRange,
+    json_schema,
+    load_policies,
+)
+
+SHIPPED = Path(__file__).parents[2] / "policies"
+SG = "policies/security_groups.yml"
+ACCOUNTS = "policies/accounts.yml"
+
+SECURITY_GROUPS_YML = """\
+mode: enforce
+notify:
+  email:
+    sender: opsbots@example.com
+    recipients: [security@example.com]
+exemption_tag: opsbots:exempt-until
+rules:
+  - name: no-rdp-from-internet
+    protocols: [tcp]
+    ports: [3389]
+    sources: internet
+  - name: no-ssh-from-internet
+    protocols: [tcp]
+    ports: [22]
+    sources: [0.0.0.0/0]
+    allowed_sources: [10.0.0.0/8]
+"""
+
+ACCOUNTS_YML = """\
+defaults:
+  role_name: opsbots-member
+  regions: [eu-west-1]
+accounts:
+  - id: "222222222222"
+    name: workloads
+  - id: "333333333333"
+    name: data
+    regions: [eu-central-1, us-east-1]
+    role_name: data-opsbots
+"""
+
+VALID = {"security_groups.yml": SECURITY_GROUPS_YML, "accounts.yml": ACCOUNTS_YML}
+UNKNOWN_FIELD = (
+    "unknown field; expected one of: name, direction, protocols, ports, except_ports, sources, allowed_sources"
+)
+
+
+def sg(old: str, new: str) -> dict[str, str | None]:
+    assert old in SECURITY_GROUPS_YML
+    return {"security_groups.yml": SECURITY_GROUPS_YML.replace(old, new)}
+
+
+def accounts(old: str, new: str) -> dict[str, str | None]:
+    assert old in ACCOUNTS_YML
+    return {"accounts.yml": ACCOUNTS_YML.replace(old, new)}
+
+
+def write_policies(directory: Path, changes: dict[str, str | None]) -> None:
+    """The valid documents with `changes` applied: new text per file name, None to leave a file out."""
+    directory.mkdir(exist_ok=True)
+    for name, text in (VALID | changes).items():
+        if text is not None:
+            (directory / name).write_text(text, encoding="utf-8")
+
+
+def problems_in(directory: Path) -> list[str]:
+    with pytest.raises(PolicyError) as raised:
+        load_policies(directory)
+    return str(raised.value).splitlines()
+
+
+@pytest.fixture
+def policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "policies"
+
+
+def test_the_shipped_policies_load() -> None:
+    # Given the policies directory that ships with the app
+    # When it is loaded
+    loaded = load_policies(SHIPPED)
+    # Then both files are there with the documented defaults
+    assert loaded.security_groups.mode == "enforce"
+    assert [rule.name for rule in loaded.security_groups.rules] == [
+        "no-admin-ports-from-internet",
+        "only-web-from-internet",
+    ]
+    assert [account.id for account in loaded.accounts.accounts] == ["222222222222"]
+
+
+def test_the_valid_test_documents_load(policies: Path) -> None:
+    # Given the documents every broken case starts from
+    write_policies(policies, {})
+    # When they are loaded
+    loaded = load_policies("policies")
+    # Then every field is read as written
+    rule = loaded.security_groups.rules[1]
+    assert rule.ports == (PortRange(22, 22),)
+    assert [str(network) for network in rule.allowed_sources] == ["10.0.0.0/8"]
+    assert loaded.accounts.defaults.regions == ("eu-west-1",)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            sg("ports: [22]", "ports: [22, ssh]"),
+            [f"{SG}:14: rules[1].ports[1]: 'ssh' is not a port or range"],
+            id="port-name",
+        ),
+        pytest.param(
+            sg("ports: [22]", "ports: [22, 70000, 25-20]"),
+            [
+                f"{SG}:14: rules[1].ports[1]: port 70000 is outside 0-65535",
+                f"{SG}:14: rules[1].ports[2]: port range 25-20 ends before it starts",
+            ],
+            id="port-out-of-range",
+        ),
+        pytest.param(sg("ports: [22]", "port: [22]"), [f"{SG}:14: rules[1].port: {UNKNOWN_FIELD}"], id="typo"),
+        pytest.param(
+            sg("exemption_tag: opsbots:exempt-until", "exemption_tag: 42"),
+            [f"{SG}:6: exemption_tag: Input should be a valid string"],
+            id="wrong-type",
+        ),
+        pytest.param(
+            sg("protocols: [tcp]\n    ports: [22]", "protocols: tcp\n    ports: [22]"),
+            [f"{SG}:13: rules[1].protocols: Input should be a list"],
+            id="scalar-for-list",
+        ),
+        pytest.param(
+            sg("mode: enforce", "mode: dry-run"),
+            [f"{SG}:1: mode: Input should be 'enforce' or 'report'"],
+            id="bad-choice",
+        ),
+        pytest.param(
+            sg("[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.300/8]"),
+            [f"{SG}:16: rules[1].allowed_sources[1]: '10.0.0.300/8' is not a CIDR"],
+            id="bad-cidr",
+        ),
+        pytest.param(
+            sg("sources: internet", "sources: everywhere"),
+            [f"{SG}:11: rules[0].sources: 'everywhere' is not 'internet', 'any' or a list of CIDRs"],
+            id="bad-sources",
+        ),
+        pytest.param(
+            sg("ports: [3389]", "ports: [3389]\n    except_ports: [443]"),
+            [f"{SG}:11: rules[0].except_ports: give either ports or except_ports, not both"],
+            id="ports-and-except-ports",
+        ),
+        pytest.param(
+            sg("name: no-ssh-from-internet", "name: no-rdp-from-internet"),
+            [f"{SG}:7: rules: rules[0] and rules[1] have the same name 'no-rdp-from-internet'"],
+            id="duplicate-rule-name",
+        ),
+        pytest.param(
+            sg("name: no-ssh-from-internet", "name: No SSH"),
+            [f"{SG}:12: rules[1].name: 'No SSH' is not a rule name (a-z, 0-9 and '-')"],
+            id="bad-rule-name",
+        ),
+        pytest.param(
+            sg("    sender: opsbots@example.com\n", ""),
+            [f"{SG}:3: notify.email.sender: Field required"],
+            id="missing-field",
+        ),
+        pytest.param(
+            sg("recipients: [security@example.com]", "recipients: [security]"),
+            [f"{SG}:5: notify.email.recipients[0]: 'security' is not an email address"],
+            id="bad-email",
+        ),
+        pytest.param(
+            sg("recipients: [security@example.com]", "recipients: []"),
+            [f"{SG}:5: notify.email.recipients: must list at least one item"],
+            id="no-recipients",
+        ),
+        pytest.param(
+            sg("    protocols: [tcp]\n    ports: [3389]", "    protocols: [tcp]\n    protocols: [udp]"),
+            [f"{SG}:10: rules[0].protocols: duplicate key; line 9 already sets it"],
+            id="duplicate-key",
+        ),
+        pytest.param(
+            accounts('id: "222222222222"', "id: 2222"),
+            [f"{ACCOUNTS}:5: accounts[0].id: 2222 is not an account id: account ids are 12 digits; quote them in YAML"],
+            id="unquoted-short-account-id",
+        ),
+        pytest.param(
+            accounts('id: "222222222222"', 'id: "22222222222x"'),
+            [f"{ACCOUNTS}:5: accounts[0].id: '22222222222x' is not an account id: account ids are 12 digits"],
+            id="bad-account-id",
+        ),
+        pytest.param(
+            accounts('id: "333333333333"', 'id: "222222222222"'),
+            [f"{ACCOUNTS}:4: accounts: accounts[0] and accounts[1] have the same id '222222222222'"],
+            id="duplicate-account-id",
+        ),
+        pytest.param(
+            accounts("[eu-central-1, us-east-1]", "[eu-central-1, frankfurt]"),
+            [f"{ACCOUNTS}:9: accounts[1].regions[1]: 'frankfurt' is not an AWS region name"],
+            id="bad-region",
+        ),
+        pytest.param(
+            sg("recipients: [security@example.com]", "recipients: [security@example.com"),
+            [f"{SG}:6: invalid YAML: while parsing a flow sequence, expected ',' or ']', but got ':'"],
+            id="yaml-syntax",
+        ),
+        pytest.param({"accounts.yml": ""}, [f"{ACCOUNTS}:1: file is empty"], id="empty-file"),
+        pytest.param(
+            {"accounts.yml": "- id: '222222222222'\n"},
+            [f"{ACCOUNTS}:1: expected a mapping of settings at the top level"],
+            id="top-level-list",
+        ),
+        pytest.param(
+            {"dns.yml": "zones: []\n"},
+            ["policies/dns.yml:1: unknown policy file; expected only accounts.yml, security_groups.yml"],
+            id="unknown-file",
+        ),
+        pytest.param(
+            {"accounts.yml": None, "accounts.yaml": ACCOUNTS_YML},
+            [
+                "policies/accounts.yaml:1: unknown policy file; expected only accounts.yml, security_groups.yml",
+                f"{ACCOUNTS}:1: policy file not found; expected accounts.yml, security_groups.yml in policies",
+            ],
+            id="missing-file",
+        ),
+    ],
+)
+def test_a_broken_document_is_reported_at_its_file_and_line(
+    policies: Path, changes: dict[str, str | None], expected: list[str]
+) -> None:
+    # Given a policy directory with one mistake
+    write_policies(policies, changes)
+    # When it is loaded
+    # Then the mistake is reported where the user made it, and nothing else is
+    assert problems_in(Path("policies")) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("!!bool maybe", "cannot read 'maybe' as bool"),
+        ("!!int ''", "cannot read '' as int"),
+        ("!!float abc", "cannot read 'abc' as float"),
+        ("2024-02-30", "cannot read '2024-02-30' as timestamp"),
+        ("!!timestamp tomorrow", "cannot read 'tomorrow' as timestamp"),
+        ("!!binary ä", "invalid YAML: failed to convert base64 data into ascii: 'ascii' codec can't encode"),
+        ("!!python/name:os.system", "invalid YAML: could not determine a constructor"),
+        ("&a [*a, *a]", "exemption_tag: Input should be a valid string"),
+    ],
+)
+def test_a_value_yaml_cannot_construct_is_a_problem_not_a_crash(policies: Path, value: str, expected: str) -> None:
+    # Given a value that PyYAML's own constructors choke on
+    write_policies(policies, sg("exemption_tag: opsbots:exempt-until", f"exemption_tag: {value}"))
+    # When it is loaded
+    # Then it is reported at its line
+    [problem] = problems_in(policies)
+    assert problem.startswith(f"{SG}:6: ")
+    assert expected in problem
+
+
+def test_a_file_that_is_not_utf8_is_reported_at_the_offending_line(policies: Path) -> None:
+    # Given an accounts file saved in Latin-1
+    write_policies(policies, {})
+    (policies / "accounts.yml").write_bytes(ACCOUNTS_YML.replace("workloads", "caf\xe9").encode("latin-1"))
+    # When it is loaded
+    # Then the problem names the line with the bad byte
+    assert problems_in(policies) == [f"{ACCOUNTS}:6: not UTF-8 text: invalid continuation byte"]
+
+
+def test_problems_in_both_files_are_all_reported_at_once(policies: Path) -> None:
+    # Given mistakes in both files and an unknown file next to them
+    write_policies(
+        policies,
+        {
+            "security_groups.yml": SECURITY_GROUPS_YML.replace("ports: [22]", "ports: [ssh]").replace(
+                "mode: enforce", "mode: loud"
+            ),
+            "accounts.yml": ACCOUNTS_YML.replace("regions: [eu-west-1]", "regions: []"),
+            "snapshots.yml": "keep: 7\n",
+        },
+    )
+    # When they are loaded
+    # Then every mistake is listed, file by file, in line order
+    assert problems_in(policies) == [
+        "policies/snapshots.yml:1: unknown policy file; expected only accounts.yml, security_groups.yml",
+        f"{ACCOUNTS}:3: defaults.regions: must list at least one item",
+        f"{SG}:1: mode: Input should be 'enforce' or 'report'",
+        f"{SG}:14: rules[1].ports[0]: 'ssh' is not a port or range",
+    ]
+
+
+def test_a_directory_outside_the_working_directory_is_shown_as_given(tmp_path: Path) -> None:
+    # Given a policy directory that is not under the working directory
+    write_policies(tmp_path, {"accounts.yml": ""})
+    # When it is loaded
+    # Then the problem names the file by the path it was given
+    assert problems_in(tmp_path) == [f"{tmp_path / 'accounts.yml'}:1: file is empty"]
+
+
+@pytest.mark.parametrize(
+    ("problem", "shown"),
+    [
+        (PolicyProblem("policies/a.yml", 3, "rules[0]", "bad"), "policies/a.yml:3: rules[0]: bad"),
+        (PolicyProblem("policies/a.yml", 1, "", "file is empty"), "policies/a.yml:1: file is empty"),
+    ],
+)
+def test_a_problem_reads_like_a_compiler_error(problem: PolicyProblem, shown: str) -> None:
+    # Given a problem, with or without a location
+    # When it is shown
+    # Then it reads file:line: location: message
+    assert str(problem) == shown
+
+
+@given(first=st.integers(0, 65535), last=st.integers(0, 65535))
+def test_a_port_range_reads_back_what_it_prints(first: int, last: int) -> None:
+    # Given any valid range
+    ports = PortRange(min(first, last), max(first, last))
+    # When it is printed and read back, or written by hand
+    # Then it is the same range
+    assert PortRange.parse(str(ports)) == ports
+    assert PortRange.parse(f"{ports.first}-{ports.last}") == ports
+
+
+@given(port=st.integers(0, 65535))
+def test_a_single_port_is_a_range_of_one(port: int) -> None:
+    # Given a port written as a YAML integer
+    # When it is read
+    ports = PortRange.parse(port)
+    # Then it contains that port and no other
+    assert ports == PortRange(port, port)
+    assert ports.contains(port)
+    assert not ports.contains(port + 1)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        (PortRange(20, 25), PortRange(25, 30), True),
+        (PortRange(20, 25), PortRange(26, 30), False),
+        (PortRange(0, 65535), PortRange(443, 443), True),
+        (PortRange(443, 443), PortRange(80, 80), False),
+    ],
+)
+def test_port_ranges_overlap_when_they_share_a_port(a: PortRange, b: PortRange, overlap: bool) -> None:
+    # Given two ranges
+    # When they are compared either way round
+    # Then they overlap exactly when a port is in both
+    assert a.overlaps(b) is overlap
+    assert b.overlaps(a) is overlap
+
+
+def test_accounts_fall_back_to_the_defaults(policies: Path) -> None:
+    # Given one account that overrides the defaults and one that does not
+    write_policies(policies, {})
+    policy: AccountsPolicy = load_policies(policies).accounts
+    # When its settings are looked up
+    plain, custom = policy.member("222222222222"), policy.member("333333333333")
+    assert plain is not None
+    assert custom is not None
+    # Then the account's own settings win and the defaults fill the gaps
+    assert policy.regions_of(plain) == ("eu-west-1",)
+    assert policy.regions_of(custom) == ("eu-central-1", "us-east-1")
+    assert policy.role_arn(plain) == "arn:aws:iam::222222222222:role/opsbots-member"
+    assert policy.role_arn(custom) == "arn:aws:iam::333333333333:role/data-opsbots"
+    assert policy.member("444444444444") is None
+
+
+YAML_SOUP = st.text(alphabet=" \n\t-:[]{},#&*!|>'\"?%@`.0123456789abcdefghijklmnopqrstuvwxyz", max_size=200)
+YAML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+YAML_MAPPINGS = st.dictionaries(
+    st.sampled_from(["mode", "notify", "rules", "exemption_tag", "email", "ports"]) | st.text(max_size=8),
+    YAML_VALUES,
+).map(yaml.safe_dump)
+JUNK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+
+
+@JUNK
+@given(text=st.text() | YAML_SOUP | YAML_MAPPINGS)
+def test_junk_text_in_a_policy_file_only_ever_raises_policy_error(tmp_path: Path, text: str) -> None:
+    # Given any text at all in a policy file
+    write_policies(tmp_path, {"security_groups.yml": text})
+    # When it is loaded
+    # Then it loads or is rejected with PolicyError, never another exception
+    with contextlib.suppress(PolicyError):
+        load_policies(tmp_path)
+
+
+@JUNK
+@given(data=st.binary())
+def test_junk_bytes_in_a_policy_file_only_ever_raise_policy_error(tmp_path: Path, data: bytes) -> None:
+    # Given any bytes at all in a policy file
+    write_policies(tmp_path, {})
+    (tmp_path / "accounts.yml").write_bytes(data)
+    # When it is loaded
+    # Then it is rejected with PolicyError, never another exception
+    with contextlib.suppress(PolicyError):
+        load_policies(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_FILES))
+def test_json_schema_describes_each_policy_file(name: str) -> None:
+    # Given a registered policy file
+    # When its schema is generated
+    schema = json_schema(name)
+    # Then it lists the top-level fields and forbids unknown ones
+    assert set(schema["properties"]) == set(POLICY_FILES[name].model_fields)
+    assert schema["additionalProperties"] is False
