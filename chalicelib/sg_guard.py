@@ -454,6 +454,8 @@ def judge(change: SecurityGroupChange, policy: SecurityGroupsPolicy, executor: E
     violations = find_violations(
         executor.complete([violation.permission for violation in violations]), policy.rules, prefix_lists
     )
+    if not violations:
+        return Verdict("compliant")
     if policy.mode == "report":
         return Verdict("reported", violations)
     results = tuple(executor.revoke(revocation) for revocation in plan_revocations(violations))
@@ -536,7 +538,7 @@ def handle_change(
     decided = once("enforce", change.event_id, enforce)
     if decided["email"]:
         email = notify.Email(**{**decided["email"], "recipients": tuple(decided["email"]["recipients"])})
-        once("notify", change.event_id, lambda: _send(notifier_for(clients.home(change.region)), email, change))
+        once("notify", change.event_id, lambda: _send(notifier_for(clients.home()), email, change))
     return {"event_id": change.event_id, "status": decided["status"]}
 
 

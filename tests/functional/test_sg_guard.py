@@ -149,6 +149,18 @@ def test_a_modified_rule_is_judged_from_the_request_and_revoked(estate: Estate, 
     assert "carol@example.com" in sent_emails()[0].body
 
 
+def test_a_modified_rule_that_turns_out_to_be_egress_is_left_alone(estate: Estate, lambdas: Any) -> None:
+    # Given the modified rule is an egress rule (the event does not say; the policy has no egress rule)
+    group = estate.group()
+    [rule] = estate.authorize(group, [tcp(22)], egress=True)
+    event = load_event("sg-modify-rules", **{"sg-0d3f6a2c8e17b5904": group, "sgr-0d4a8f2c6e1b95737": rule})
+
+    assert invoke(lambdas, event)["status"] == "compliant"
+
+    assert rule in estate.rule_ids(group)
+    assert sent_emails() == []
+
+
 def test_an_event_without_rule_ids_is_resolved_by_looking_the_rules_up(estate: Estate, lambdas: Any) -> None:
     # Given an event from before rule ids existed (no securityGroupRuleSet in the response)
     group = estate.group()
