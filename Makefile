@@ -26,7 +26,7 @@ lint: $(BIN)/activate
 	$(BIN)/mypy app.py chalicelib
 
 pytest: $(BIN)/activate
-	$(BIN)/pytest
+	$(BIN)/pytest -q
 
 validate: $(BIN)/activate
 	$(BIN)/opsbots validate policies

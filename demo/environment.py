@@ -1,0 +1,71 @@
+"""A fake AWS environment and moto's HTTP server; nothing here may ever reach real AWS.
+
+`fake_aws()` must run before boto3, moto or the app are imported: Powertools reads its log level
+when the app's logger is built, and boto3 must never see a real profile or real credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+REGION = "eu-west-1"
+HOME = "123456789012"  # moto's default account: the Lambda's own account in the demo
+MEMBER = "222222222222"  # the member account listed in policies/accounts.yml
+
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+    # Keep the timeline readable: the bots' JSON logs only from WARNING up, no EMF metric blobs.
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_DEV": "false",
+}
+# Anything that could send botocore elsewhere or make the bots read another policy or table.
+CLEARED = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "OPSBOTS_POLICIES",
+    "OPSBOTS_IDEMPOTENCY_TABLE",
+    "OPSBOTS_EXTERNAL_ID",
+    "OPSBOTS_TRACING",
+)
+
+
+def fake_aws() -> None:
+    for variable in CLEARED:
+        os.environ.pop(variable, None)
+    os.environ.update(FAKE_AWS)
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's threaded HTTP server on a free port of 127.0.0.1; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        yield endpoint
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        server.stop()

@@ -1,0 +1,135 @@
+"""The estate every chapter plays on: two accounts in moto, the app's Lambda handlers, sample events.
+
+Built after `environment.fake_aws()` and inside `environment.moto_server()`: every client here, and
+every client the bots build, talks to moto's HTTP server through `AWS_ENDPOINT_URL`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from chalice.test import Client
+
+from demo import show
+from demo.environment import HOME, MEMBER, REGION
+
+if TYPE_CHECKING:
+    from moto.ses.models import Message
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "tests" / "events"
+SAMPLE_HOME = "111111111111"  # the home account the sample events were recorded in
+SENDER = "opsbots@example.com"
+MEMBER_ROLE = f"arn:aws:iam::{MEMBER}:role/opsbots-member"
+EXTERNAL_ID = "opsbots-demo-external-id"
+IDEMPOTENCY_TABLE = "opsbots-idempotency"
+CLOUDTRAIL_TIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as the people working in it see it: their own credentials, their own clients."""
+
+    id: str
+    name: str
+    session: boto3.Session
+
+    @property
+    def ec2(self) -> EC2Client:
+        return self.session.client("ec2")
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.name})"
+
+
+@dataclass
+class Stage:
+    endpoint: str
+    home: Account
+    member: Account
+    lambdas: Any  # chalice.test.TestLambdaClient: the app's handlers, invoked as Lambda would
+
+    def invoke(self, function: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = self.lambdas.invoke(function, dict(event)).payload
+        return payload
+
+    def emails(self) -> list[Message]:
+        """Every email SES accepted in the home account, oldest first (moto keeps the HTML part)."""
+        from moto.ses.models import ses_backends
+
+        return list(ses_backends[HOME][REGION].sent_messages)
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        return self.home.session.client("dynamodb")
+
+
+def build(endpoint: str) -> Stage:
+    """Accounts, the SES sender, the idempotency table, and the app wired to them."""
+    home = Account(HOME, "home", boto3.Session(region_name=REGION))
+    credentials = home.session.client("sts").assume_role(
+        RoleArn=MEMBER_ROLE, RoleSessionName="opsbots-demo-setup", ExternalId=EXTERNAL_ID
+    )["Credentials"]
+    member = Account(
+        MEMBER,
+        "workloads",
+        boto3.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+            region_name=REGION,
+        ),
+    )
+    home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
+    home.session.client("dynamodb").create_table(
+        TableName=IDEMPOTENCY_TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    os.environ.update(OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE, OPSBOTS_EXTERNAL_ID=EXTERNAL_ID)
+
+    from app import app
+    from chalicelib.runtime import current
+
+    current.cache_clear()  # the container's runtime re-reads the environment set above
+    lambdas = Client(app, stage_name="dev", project_dir=str(ROOT)).lambda_
+    return Stage(endpoint, home, member, lambdas)
+
+
+def introduce(stage: Stage) -> None:
+    show.step(f"moto's HTTP server listening on {stage.endpoint} (AWS_ENDPOINT_URL)")
+    show.note(
+        f"home account {stage.home}: the Lambda's own; SES sender {SENDER} verified;\n"
+        f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery\n"
+        f"member account {stage.member}: reached through {MEMBER_ROLE}, ExternalId {EXTERNAL_ID}\n"
+        "handlers: app.py through chalice.test.Client(stage 'dev'), the way Lambda invokes them"
+    )
+
+
+def sample_event(name: str, replacements: Mapping[str, str], at: datetime | None = None) -> dict[str, Any]:
+    """A recorded sample made real: our home account and real ids swapped in, timed `at` (UTC).
+
+    Raises if the sample no longer contains an id the demo means to replace, so a changed sample
+    fails loudly instead of replaying an event about resources that do not exist.
+    """
+    text = (EVENTS / f"{name}.json").read_text().replace(SAMPLE_HOME, HOME)
+    for old, new in replacements.items():
+        if old not in text:
+            raise ValueError(f"tests/events/{name}.json no longer contains {old}")
+        text = text.replace(old, new)
+    event: dict[str, Any] = json.loads(text)
+    stamp = (at or datetime.now(UTC)).astimezone(UTC).strftime(CLOUDTRAIL_TIME)
+    event["time"] = stamp
+    if "eventTime" in event.get("detail", {}):
+        event["detail"]["eventTime"] = stamp
+    return event
