@@ -12,17 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_SESSION_TOKEN="testing",
-    AWS_DEFAULT_REGION="eu-west-1",
-    AWS_REGION="eu-west-1",
-    AWS_CONFIG_FILE="/dev/null",
-    AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    MOTO_EC2_LOAD_DEFAULT_AMIS="false",
-    POWERTOOLS_DEV="false",
-)
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_REGION": "eu-west-1",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+}
+os.environ.update(FAKE_AWS)
 for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OPSBOTS_IDEMPOTENCY_TABLE", "OPSBOTS_POLICIES"):
     os.environ.pop(variable, None)
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from chalicelib import sg_guard
+from tests.conftest import FAKE_AWS, ROOT
 
 pytestmark = pytest.mark.packaging
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # What every function needs from the platform besides the bot's own calls (sg_guard.PERMISSIONS).
@@ -58,14 +58,7 @@ def _environment() -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("AWS_", "MAKE")) and key not in {"MFLAGS", "OPSBOTS_IDEMPOTENCY_TABLE"}
     }
-    environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_SESSION_TOKEN="testing",
-        AWS_DEFAULT_REGION="eu-west-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
+    environ.update(FAKE_AWS)
     return environ
 
 

@@ -16,6 +16,7 @@ from tests.conftest import HOME, MEMBER, REGION, load_event
 from tests.functional.conftest import Estate, sent_emails, tcp
 
 SSH_EVENT_GROUP = "sg-0a7c3e91d54b26f80"
+SSH_EVENT_RULE = "sgr-0e3b7d29a5c1f8464"
 
 
 def invoke(lambdas: Any, event: dict[str, Any], name: str = "on_security_group_change") -> dict[str, Any]:
@@ -32,12 +33,25 @@ def calls_to(operation: str, target: Target) -> list[dict[str, Any]]:
     return seen
 
 
+def open_ssh(estate: Estate, tags: dict[str, str] | None = None) -> tuple[str, str, dict[str, Any]]:
+    """SSH opened to the world in a new home group, and CloudTrail's event for it."""
+    group = estate.group(tags=tags)
+    [rule] = estate.authorize(group, [tcp(22)])
+    return group, rule, load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, SSH_EVENT_RULE: rule})
+
+
+def edit_policy(directory: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
+    path = directory / "security_groups.yml"
+    path.write_text(path.read_text().replace(old, new))
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(directory))
+
+
 def test_ssh_from_the_internet_is_revoked_and_security_is_told(estate: Estate, lambdas: Any) -> None:
     # Given a group with a web rule and a freshly opened SSH rule with a hostile description
     group = estate.group()
     [web] = estate.authorize(group, [tcp(443)])
     [ssh] = estate.authorize(group, [tcp(22, description="<script>alert(1)</script>")])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": ssh})
+    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, SSH_EVENT_RULE: ssh})
     event["detail"]["responseElements"]["securityGroupRuleSet"]["items"][0]["description"] = "<script>alert(1)</script>"
 
     # When CloudTrail's event reaches the guard
@@ -126,10 +140,20 @@ def test_a_multi_permission_call_loses_only_the_offending_entry(estate: Estate, 
     assert {created[0], created[2], created[3], created[4]} <= remaining
 
 
-def test_a_compliant_egress_rule_is_left_alone(estate: Estate, lambdas: Any) -> None:
+@pytest.mark.parametrize(
+    ("sample", "port", "sample_rule"),
+    [
+        pytest.param("sg-authorize-egress", 25, "sgr-06b2e8d4f1a9c7353", id="egress smtp"),
+        # The event does not say the modified rule is egress; the look-up does, and no rule covers egress.
+        pytest.param("sg-modify-rules", 22, "sgr-0d4a8f2c6e1b95737", id="modified rule that is egress"),
+    ],
+)
+def test_a_compliant_egress_rule_is_left_alone(
+    estate: Estate, lambdas: Any, sample: str, port: int, sample_rule: str
+) -> None:
     group = estate.group()
-    [rule] = estate.authorize(group, [tcp(25)], egress=True)
-    event = load_event("sg-authorize-egress", **{"sg-0d3f6a2c8e17b5904": group, "sgr-06b2e8d4f1a9c7353": rule})
+    [rule] = estate.authorize(group, [tcp(port)], egress=True)
+    event = load_event(sample, **{"sg-0d3f6a2c8e17b5904": group, sample_rule: rule})
 
     assert invoke(lambdas, event)["status"] == "compliant"
 
@@ -149,18 +173,6 @@ def test_a_modified_rule_is_judged_from_the_request_and_revoked(estate: Estate, 
     assert "carol@example.com" in sent_emails()[0].body
 
 
-def test_a_modified_rule_that_turns_out_to_be_egress_is_left_alone(estate: Estate, lambdas: Any) -> None:
-    # Given the modified rule is an egress rule (the event does not say; the policy has no egress rule)
-    group = estate.group()
-    [rule] = estate.authorize(group, [tcp(22)], egress=True)
-    event = load_event("sg-modify-rules", **{"sg-0d3f6a2c8e17b5904": group, "sgr-0d4a8f2c6e1b95737": rule})
-
-    assert invoke(lambdas, event)["status"] == "compliant"
-
-    assert rule in estate.rule_ids(group)
-    assert sent_emails() == []
-
-
 def test_an_event_without_rule_ids_is_resolved_by_looking_the_rules_up(estate: Estate, lambdas: Any) -> None:
     # Given an event from before rule ids existed (no securityGroupRuleSet in the response)
     group = estate.group()
@@ -178,44 +190,21 @@ def test_a_failed_call_is_skipped(estate: Estate, lambdas: Any) -> None:
     assert sent_emails() == []
 
 
+def malformed(event_id: str, time: str = "2025-06-14T09:03:12Z", **detail: Any) -> dict[str, Any]:
+    envelope = {"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2", "resources": []}
+    return {**envelope, "id": event_id, "account": HOME, "time": time, "region": REGION, "detail": detail}
+
+
 @pytest.mark.parametrize(
     "event",
     [
-        {
-            "version": "0",
-            "id": "x",
-            "detail-type": "AWS API Call via CloudTrail",
-            "source": "aws.ec2",
-            "account": HOME,
-            "time": "2025-06-14T09:03:12Z",
-            "region": REGION,
-            "resources": [],
-            "detail": {},
-        },
-        {
-            "version": "0",
-            "id": "y",
-            "detail-type": "AWS API Call via CloudTrail",
-            "source": "aws.ec2",
-            "account": HOME,
-            "time": "not a time",
-            "region": REGION,
-            "resources": [],
-            "detail": {"eventName": "AuthorizeSecurityGroupIngress"},
-        },
-        {
-            "version": "0",
-            "id": "z",
-            "detail-type": "AWS API Call via CloudTrail",
-            "source": "aws.ec2",
-            "account": HOME,
-            "time": "2025-06-14T09:03:12Z",
-            "region": REGION,
-            "resources": [],
-            "detail": {"eventName": "AuthorizeSecurityGroupIngress", "requestParameters": {"ipPermissions": "junk"}},
-        },
+        pytest.param(malformed("x"), id="empty detail"),
+        pytest.param(malformed("y", "not a time", eventName="AuthorizeSecurityGroupIngress"), id="bad time"),
+        pytest.param(
+            malformed("z", eventName="AuthorizeSecurityGroupIngress", requestParameters={"ipPermissions": "junk"}),
+            id="junk permissions",
+        ),
     ],
-    ids=["empty detail", "bad time", "junk permissions"],
 )
 def test_a_malformed_event_is_logged_and_skipped(estate: Estate, lambdas: Any, event: dict[str, Any]) -> None:
     assert invoke(lambdas, event)["status"] == "malformed"
@@ -256,9 +245,7 @@ def test_an_event_from_an_unknown_account_changes_nothing(estate: Estate, lambda
 
 @pytest.mark.parametrize(("until", "kept"), [("2999-01-01", True), ("2020-01-01", False)])
 def test_an_exemption_tag_in_the_future_exempts_the_group(estate: Estate, lambdas: Any, until: str, kept: bool) -> None:
-    group = estate.group(tags={"opsbots:exempt-until": until})
-    [rule] = estate.authorize(group, [tcp(22)])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    group, rule, event = open_ssh(estate, tags={"opsbots:exempt-until": until})
 
     invoke(lambdas, event)
 
@@ -269,12 +256,8 @@ def test_an_exemption_tag_in_the_future_exempts_the_group(estate: Estate, lambda
 def test_report_mode_emails_without_revoking(
     estate: Estate, lambdas: Any, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = policies_dir / "security_groups.yml"
-    path.write_text(path.read_text().replace("mode: enforce", "mode: report"))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
-    group = estate.group()
-    [rule] = estate.authorize(group, [tcp(22)])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    edit_policy(policies_dir, monkeypatch, "mode: enforce", "mode: report")
+    group, rule, event = open_ssh(estate)
 
     assert invoke(lambdas, event)["status"] == "reported"
 
@@ -286,12 +269,8 @@ def test_report_mode_emails_without_revoking(
 def test_an_invalid_policy_stops_the_bot_from_acting(
     estate: Estate, lambdas: Any, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = policies_dir / "security_groups.yml"
-    path.write_text(path.read_text().replace("ports: [22, 3389]", "ports: [22, ssh]"))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
-    group = estate.group()
-    [rule] = estate.authorize(group, [tcp(22)])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    edit_policy(policies_dir, monkeypatch, "ports: [22, 3389]", "ports: [22, ssh]")
+    group, rule, event = open_ssh(estate)
 
     with pytest.raises(PolicyError, match="'ssh' is not a port or range"):
         invoke(lambdas, event)
@@ -306,9 +285,7 @@ def test_a_failed_email_is_retried_without_a_second_revoke(
     import boto3
 
     boto3.client("sesv2").delete_email_identity(EmailIdentity="opsbots@example.com")
-    group = estate.group()
-    [rule] = estate.authorize(group, [tcp(22)])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    group, rule, event = open_ssh(estate)
     revokes = calls_to("ec2.RevokeSecurityGroupIngress", current().clients.home(REGION))
 
     # When the event is handled, the rule is revoked anyway and the failure raised for a retry
@@ -325,14 +302,13 @@ def test_a_failed_email_is_retried_without_a_second_revoke(
 
 
 def test_a_duplicate_delivery_sends_no_second_email(estate: Estate, lambdas: Any, idempotency_table: str) -> None:
-    group = estate.group()
-    [rule] = estate.authorize(group, [tcp(22)])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    group, rule, event = open_ssh(estate)
     revokes = calls_to("ec2.RevokeSecurityGroupIngress", current().clients.home(REGION))
 
     first, second = invoke(lambdas, event), invoke(lambdas, event)
 
     assert first == second
+    assert rule not in estate.rule_ids(group)
     assert len(revokes) == 1
     assert len(sent_emails()) == 1
 
@@ -342,7 +318,7 @@ def test_a_rule_already_gone_counts_as_reverted(estate: Estate, lambdas: Any) ->
     group = estate.group()
     [rule] = estate.authorize(group, [tcp(22)])
     estate.home_ec2.revoke_security_group_ingress(GroupId=group, SecurityGroupRuleIds=[rule])
-    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, "sgr-0e3b7d29a5c1f8464": rule})
+    event = load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, SSH_EVENT_RULE: rule})
 
     assert invoke(lambdas, event)["status"] == "reverted"
 

@@ -1,0 +1,86 @@
+"""`make demo` end to end: its chapters in a subprocess, against moto's real HTTP server.
+
+The demo checks every outcome against moto's state itself and exits non-zero on any failed check;
+this test runs it the way `make demo` does and pins the lines a reader relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+DEMO_SECONDS = 60
+
+
+def run_demo(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "demo", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=2 * DEMO_SECONDS,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    return run_demo()
+
+
+def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[str]) -> None:
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "✘" not in demo.stdout
+    assert "✔ chapter security-groups: passed" in demo.stdout
+    assert "all checks passed in" in demo.stdout
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "moto's HTTP server listening on http://127.0.0.1:",
+        # 1. SSH to the world in the home account
+        "alice.devops opens tcp 22 from 0.0.0.0/0",
+        "decision: reverted, breaks policy rule no-admin-ports-from-internet",
+        "✔ the email says who, what, where, which policy rule and what was done",
+        "seconds from the change to the revoke.",
+        # 2. the same event again
+        "✔ nothing was revoked again: the bot made no EC2 call at all",
+        "✔ no second email",
+        # 3. five permissions in one call
+        '"bastion ssh"',
+        "REVOKED",
+        "✔ the other four entries stay",
+        # 4. the member account, through its role
+        "(session opsbots, ExternalId opsbots-demo-external-id)",
+        "✔ the email names the member account 222222222222 (workloads)",
+        # 5. compliant
+        "✔ the handler found it compliant",
+        # 6. the sweep
+        "Subject: [opsbots] security-group sweep: 1 violation(s), 0 account failure(s)",
+        "✔ the compliant rules of the earlier scenes are untouched",
+    ],
+)
+def test_the_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
+    assert line in demo.stdout
+
+
+def test_the_bots_logs_and_metrics_stay_out_of_the_timeline(demo: subprocess.CompletedProcess[str]) -> None:
+    assert not [line for line in demo.stdout.splitlines() if line.lstrip().startswith("{")]
+    assert demo.stderr == ""
+
+
+def test_an_unknown_chapter_is_refused() -> None:
+    result = run_demo("no-such-chapter")
+
+    assert result.returncode == 2
+    assert "known: security-groups" in result.stdout
