@@ -18,6 +18,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
+from botocore.exceptions import BotoCoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -44,6 +45,15 @@ class Target:
     role_arn: str | None = None
 
 
+class MissingExternalIdError(BotoCoreError):
+    """Member roles trust the home account only with the shared ExternalId; never assume without it."""
+
+    fmt = "cannot assume {role_arn}: OPSBOTS_EXTERNAL_ID is not set (see the README: member-account role)"
+
+    def __init__(self, role_arn: str) -> None:
+        super().__init__(role_arn=role_arn)
+
+
 class _AssumedRoleProvider(CredentialProvider):
     METHOD = "opsbots-assume-role"
 
@@ -58,10 +68,11 @@ class _AssumedRoleProvider(CredentialProvider):
         return DeferredRefreshableCredentials(refresh_using=self._fetch, method=self.METHOD)
 
     def _fetch(self) -> dict[str, str]:
-        params: dict[str, Any] = {"RoleArn": self._role_arn, "RoleSessionName": SESSION_NAME}
-        if self._external_id:
-            params["ExternalId"] = self._external_id
-        credentials = self._sts.assume_role(**params)["Credentials"]
+        if not self._external_id:
+            raise MissingExternalIdError(self._role_arn)
+        credentials = self._sts.assume_role(
+            RoleArn=self._role_arn, RoleSessionName=SESSION_NAME, ExternalId=self._external_id
+        )["Credentials"]
         return {
             "access_key": credentials["AccessKeyId"],
             "secret_key": credentials["SecretAccessKey"],

@@ -29,7 +29,8 @@ class Settings:
     tracing: bool
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
         return cls(
             policies_dir=Path(environ.get(POLICIES_DIR) or SHIPPED_POLICIES),
             external_id=environ.get(EXTERNAL_ID) or None,

@@ -466,6 +466,13 @@ def judge(change: SecurityGroupChange, policy: SecurityGroupsPolicy, executor: E
     return Verdict("revoke-failed" if failed else "reverted", violations, results)
 
 
+def could_not_act(change: SecurityGroupChange, policy: SecurityGroupsPolicy, reason: str) -> Verdict:
+    """The account could not be inspected or changed: every violation stays open, and security must know."""
+    violations = find_violations(change.permissions, policy.rules)
+    failed = tuple((v.permission.rule_id or describe_traffic(v.permission), reason) for v in violations)
+    return Verdict("revoke-failed", violations, (RevokeResult(failed=failed),))
+
+
 def violation_email(
     change: SecurityGroupChange,
     verdict: Verdict,
@@ -478,7 +485,7 @@ def violation_email(
     subject = (
         f"[opsbots] {outcome[verdict.status]}: {describe_traffic(first.permission)} from "
         f"{describe_source(first.permission.source)} on {first.permission.group_id} "
-        f"in {change.account_id} ({account_name}) {change.region} — {', '.join(first.rules)}"
+        f"in {change.account_id} ({account_name}) {change.region} — {_rules_named(first.rules)}"
     )
     return notify.render(
         "sg_violation",
@@ -493,6 +500,10 @@ def violation_email(
         describe_traffic=describe_traffic,
         describe_source=describe_source,
     )
+
+
+def _rules_named(rules: tuple[str, ...]) -> str:
+    return rules[0] if len(rules) == 1 else f"{rules[0]} (+{len(rules) - 1} more)"
 
 
 def handle_change(
@@ -528,7 +539,10 @@ def handle_change(
     account_name = _account_name(change.account_id, policies.accounts)
 
     def enforce() -> dict[str, Any]:
-        verdict = judge(change, policy, Ec2Executor(clients.client("ec2", target)), now())
+        try:
+            verdict = judge(change, policy, Ec2Executor(clients.client("ec2", target)), now())
+        except (ClientError, BotoCoreError) as error:
+            verdict = could_not_act(change, policy, _reason(error))
         exposure = (now() - change.time).total_seconds() if verdict.reverted else None
         _record(change, verdict, account_name, exposure)
         needs_email = verdict.violations and verdict.status != "exempt"

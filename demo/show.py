@@ -47,7 +47,7 @@ def quoted(text: str, prefix: str = "│ ") -> str:
     lines: list[str] = []
     for line in text.splitlines():
         wrapped = textwrap.wrap(line, WIDTH - STAMP_WIDTH - len(MARGIN) - len(prefix), subsequent_indent="    ")
-        lines.extend(prefix + part for part in wrapped or [""])
+        lines.extend([prefix + part for part in wrapped] or [prefix.rstrip()])
     return "\n".join(lines)
 
 

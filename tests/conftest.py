@@ -21,6 +21,7 @@ FAKE_AWS = {
     "AWS_CONFIG_FILE": "/dev/null",
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+    "OPSBOTS_EXTERNAL_ID": "test-external-id",
 }
 os.environ.update(FAKE_AWS)
 for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OPSBOTS_IDEMPOTENCY_TABLE", "OPSBOTS_POLICIES"):

@@ -238,6 +238,24 @@ def test_a_member_account_is_handled_through_its_role_with_the_external_id(
     assert MEMBER in sent_emails()[0].subject
 
 
+def test_a_member_account_that_cannot_be_reached_is_still_reported(
+    estate: Estate, lambdas: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SSH opened in the member account, and no ExternalId configured to assume its role with
+    monkeypatch.delenv("OPSBOTS_EXTERNAL_ID")
+    group = estate.group(estate.member_ec2)
+    [rule] = estate.authorize(group, [tcp(22)], ec2=estate.member_ec2)
+    ids = {"sg-0b91c4e7a2d6f3580": group, "sgr-04c9e2a7b5f1d8364": rule}
+
+    # When the event arrives, nothing is assumed and nothing is revoked, but security hears why
+    assert invoke(lambdas, load_event("sg-authorize-ingress-cross-account", **ids))["status"] == "revoke-failed"
+
+    assert rule in estate.rule_ids(group, estate.member_ec2)
+    [email] = sent_emails()
+    assert "REVOKE FAILED" in email.subject
+    assert "OPSBOTS_EXTERNAL_ID is not set" in email.body
+
+
 def test_an_event_from_an_unknown_account_changes_nothing(estate: Estate, lambdas: Any) -> None:
     event = load_event("sg-authorize-ingress-ssh-world", **{HOME: "999999999999"})
     assert invoke(lambdas, event)["status"] == "unmanaged-account"

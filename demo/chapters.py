@@ -1,0 +1,21 @@
+"""The chapters of `make demo`, in order: one per bot. A chapter plays its scenes and returns pass/fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from demo import security_groups
+from demo.stage import Stage
+
+
+@dataclass(frozen=True)
+class Chapter:
+    name: str  # what `python -m demo NAME` selects
+    title: str
+    play: Callable[[Stage], bool]
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter("security-groups", "the security-group guard (chalicelib/sg_guard.py)", security_groups.run),
+)

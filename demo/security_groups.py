@@ -1,0 +1,429 @@
+"""Chapter: the security-group guard (`on_security_group_change` and `sweep_security_groups`).
+
+Every scene makes the change for real in moto first, then replays the CloudTrail event that change
+would have produced (a recorded sample with the real account, group and rule ids swapped in) through
+the real handler, and finally checks the outcome against moto's state, not the handler's word.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from demo import show
+from demo.environment import MEMBER, REGION
+from demo.stage import EXTERNAL_ID, MEMBER_ROLE, SENDER, Account, Stage, sample_event
+
+if TYPE_CHECKING:
+    from moto.ses.models import Message
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import IpPermissionTypeDef, IpRangeTypeDef, SecurityGroupRuleTypeDef
+
+RECIPIENT = "security@example.com"
+ADMIN_PORTS = "no-admin-ports-from-internet"
+SAMPLE_GROUP = "sg-0a7c3e91d54b26f80"  # the group of the ssh-world and multi samples
+SAMPLE_SSH_RULE = "sgr-0e3b7d29a5c1f8464"
+MAX_EXPOSURE_SECONDS = 10.0
+
+RuleKey = tuple[str, int, int, str]
+
+
+def tcp(port: int, cidr: str = "0.0.0.0/0", description: str = "") -> IpPermissionTypeDef:
+    source: IpRangeTypeDef = {"CidrIp": cidr, "Description": description} if description else {"CidrIp": cidr}
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": [source]}
+
+
+def rules_of(ec2: EC2Client, group_id: str | None = None) -> dict[str, SecurityGroupRuleTypeDef]:
+    """A group's rules as moto holds them now (or every rule of the account), by rule id."""
+    filters = [{"Name": "group-id", "Values": [group_id]}] if group_id else []
+    pages = ec2.get_paginator("describe_security_group_rules").paginate(Filters=filters)  # type: ignore[arg-type]
+    return {rule["SecurityGroupRuleId"]: rule for page in pages for rule in page["SecurityGroupRules"]}
+
+
+def rule_key(rule: SecurityGroupRuleTypeDef) -> RuleKey:
+    source = rule.get("CidrIpv4") or rule.get("CidrIpv6") or rule.get("PrefixListId")
+    source = source or rule.get("ReferencedGroupInfo", {}).get("GroupId", "")
+    return (rule["IpProtocol"], rule.get("FromPort", -1), rule.get("ToPort", -1), source)
+
+
+def permission_key(permission: IpPermissionTypeDef) -> RuleKey:
+    sources = [r["CidrIp"] for r in permission.get("IpRanges", [])] + [
+        pair["GroupId"] for pair in permission.get("UserIdGroupPairs", [])
+    ]
+    return (permission["IpProtocol"], permission.get("FromPort", -1), permission.get("ToPort", -1), sources[0])
+
+
+def describe(rule: SecurityGroupRuleTypeDef) -> str:
+    protocol, first, last, source = rule_key(rule)
+    traffic = "all traffic" if protocol == "-1" else f"{protocol} {first}" + (f"-{last}" if last != first else "")
+    label = f' "{rule["Description"]}"' if rule.get("Description") else ""
+    return f"{traffic} {'to' if rule.get('IsEgress') else 'from'} {source}{label}"
+
+
+def exposure_in(body: str) -> float | None:
+    found = re.search(r"Exposure: ([\d.]+) seconds", body)
+    return float(found.group(1)) if found else None
+
+
+def policy_rules_in(subject: str) -> str:
+    """The policy rules the bot names at the end of a violation subject ("... — rule-a, rule-b")."""
+    return subject.rsplit(" — ", 1)[-1] if " — " in subject else "(none named)"
+
+
+@contextmanager
+def bot_calls(service: str, account_key: str = "home") -> Iterator[list[str]]:
+    """The operations the bot's own client for `service` in the home account makes meanwhile."""
+    from chalicelib.aws import Target
+    from chalicelib.runtime import current
+
+    client = current().clients.client(service, Target(account_key, REGION))  # type: ignore[call-overload]
+    seen: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        seen.append(model.name)
+
+    client.meta.events.register(f"before-call.{service}", record)
+    try:
+        yield seen
+    finally:
+        client.meta.events.unregister(f"before-call.{service}", record)
+
+
+def assumed_by_the_bot() -> list[Any]:
+    """moto's STS record of every AssumeRole into the member account made by the bots."""
+    from moto.sts.models import sts_backends
+
+    return [role for role in sts_backends[MEMBER]["aws"].assumed_roles if role.session_name == "opsbots"]
+
+
+@dataclass
+class SecurityGroupsChapter:
+    stage: Stage
+    first_delivery: tuple[dict[str, Any], dict[str, Any]] | None = None  # scene 1's event and answer
+    untouched: tuple[tuple[EC2Client, str], ...] = ()  # compliant rules no later scene may remove
+
+    def play(self) -> bool:
+        scenes: Sequence[tuple[str, Callable[[], bool]]] = (
+            ("SSH opened to the whole internet in the home account", self.ssh_to_the_world),
+            ("the same event delivered a second time", self.redelivery),
+            ("Terraform opens five permissions in one call, one of them SSH", self.multi_permission_call),
+            (f"SSH opened in member account {MEMBER}: handled through the member role", self.cross_account),
+            ("a compliant change: SMTP egress to the internet", self.compliant_egress),
+            ("the hourly sweep finds RDP opened with no event", self.sweep),
+        )
+        return all([self._play(number, title, scene) for number, (title, scene) in enumerate(scenes, 1)])
+
+    def _play(self, number: int, title: str, scene: Callable[[], bool]) -> bool:
+        show.scene(number, title)
+        try:
+            return scene()
+        except Exception as error:  # a crash is a failed scene; the next scenes still play
+            traceback.print_exc()
+            show.Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
+            return False
+
+    # ----- helpers ------------------------------------------------------------------------------
+
+    def new_group(self, account: Account, name: str) -> str:
+        ec2 = account.ec2
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        return ec2.create_security_group(GroupName=name, Description=f"demo {name}", VpcId=vpc)["GroupId"]
+
+    def open(
+        self, account: Account, group: str, permissions: list[IpPermissionTypeDef], egress: bool = False
+    ) -> tuple[datetime, dict[RuleKey, str]]:
+        """Authorize for real, in one call; returns when, and the new rule ids by (proto, from, to, source)."""
+        ec2 = account.ec2
+        before = set(rules_of(ec2, group))
+        at = datetime.now(UTC)
+        call = ec2.authorize_security_group_egress if egress else ec2.authorize_security_group_ingress
+        call(GroupId=group, IpPermissions=permissions)
+        # moto's response lists only the last permission's rule, so read the new ones back.
+        created = {rule_key(rule): rule_id for rule_id, rule in rules_of(ec2, group).items() if rule_id not in before}
+        return at, created
+
+    def deliver(self, function: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        source = "EventBridge schedule" if function.startswith("sweep") else "CloudTrail → EventBridge"
+        show.step(f"{source} invokes {function} (event {event['id']})")
+        answer = self.stage.invoke(function, event)
+        show.step(f"{function} answered {answer}")
+        return answer
+
+    def announce(self, event: Mapping[str, Any], at: datetime, what: str, where: str) -> None:
+        detail = event["detail"]
+        actor = detail["userIdentity"]["arn"]
+        agent = detail["userAgent"].split(" ", 1)[0]
+        show.step(
+            f"{actor.rsplit('/', 1)[-1]} opens {what}\n"
+            f"on {where}, {event['region']} ({detail['eventName']})\n"
+            f"who: {actor} from {detail['sourceIPAddress']} using {agent}",
+            at,
+        )
+
+    def show_emails(self, emails: list[Message]) -> None:
+        for email in emails:
+            to = ", ".join(email.destinations.get("ToAddresses", []))
+            show.step(f"SES accepted an email from {email.source} to {to}")
+            show.note(f"Subject: {email.subject}")
+            show.note(show.quoted(show.html_as_text(email.body)))
+
+    def new_emails(self, since: int) -> list[Message]:
+        emails = self.stage.emails()[since:]
+        self.show_emails(emails)
+        return emails
+
+    def idempotency_records(self) -> list[str]:
+        items = self.stage.dynamodb.scan(TableName="opsbots-idempotency")["Items"]
+        return sorted(item.get("status", {}).get("S", "?") for item in items)
+
+    # ----- scenes -------------------------------------------------------------------------------
+
+    def ssh_to_the_world(self) -> bool:
+        home = self.stage.home
+        group = self.new_group(home, "bastion")
+        opened_at, created = self.open(home, group, [tcp(22, description="temp ssh for debugging")])
+        [rule] = created.values()
+        event = sample_event("sg-authorize-ingress-ssh-world", {SAMPLE_GROUP: group, SAMPLE_SSH_RULE: rule}, opened_at)
+        self.announce(event, opened_at, f'tcp 22 from 0.0.0.0/0 "temp ssh for debugging" (rule {rule})', f"{group}")
+        show.note(f"account {home}; CloudTrail eventTime {event['detail']['eventTime']}")
+        sent_before = len(self.stage.emails())
+
+        answer = self.deliver("on_security_group_change", event)
+        remaining = rules_of(home.ec2, group)
+        gone_at = datetime.now(UTC)
+        emails = self.stage.emails()[sent_before:]
+        subject = emails[0].subject if emails else ""
+        show.step(f"decision: {answer.get('status')}, breaks policy rule {policy_rules_in(subject)}")
+        show.step(
+            f"describe_security_group_rules {group}: {rule} {'is STILL THERE' if rule in remaining else 'is gone'}"
+            f"\nleft: {', '.join(describe(r) for r in remaining.values()) or 'nothing'}",
+            gone_at,
+        )
+        self.show_emails(emails)
+        exposure = exposure_in(emails[0].body) if emails else None
+        measured = (gone_at - opened_at).total_seconds()
+        show.step(
+            f"exposure: {exposure} s as the bot reports it (CloudTrail's whole-second eventTime to the revoke);"
+            f"\n{measured:.2f} s measured by the demo, from the authorize call to the rule found gone"
+        )
+
+        checks = show.Checks()
+        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"answer {answer}")
+        checks.that(rule not in remaining, f"{rule} (tcp 22 from 0.0.0.0/0) no longer exists in moto")
+        self._check_one_email(checks, emails)
+        body = emails[0].body if emails else ""
+        facts = (home.id, REGION, group, "alice.devops", "tcp 22", "0.0.0.0/0", ADMIN_PORTS, f"revoked {rule}")
+        missing = [fact for fact in facts if fact not in body]
+        checks.that(not missing, "the email says who, what, where, which policy rule and what was done", f"{missing}")
+        checks.that(
+            exposure is not None and 0 <= exposure < MAX_EXPOSURE_SECONDS,
+            f"exposure under {MAX_EXPOSURE_SECONDS:.0f} s",
+            f"{exposure}",
+        )
+        self.first_delivery = (event, answer)
+        return checks.ok
+
+    def _check_one_email(self, checks: show.Checks, emails: list[Message]) -> None:
+        to = [email.destinations.get("ToAddresses") for email in emails]
+        checks.that(
+            to == [[RECIPIENT]] and emails[0].source == SENDER,
+            f"exactly one email, from {SENDER} to {RECIPIENT}",
+            f"{len(emails)} sent, to {to}",
+        )
+
+    def redelivery(self) -> bool:
+        checks = show.Checks()
+        if self.first_delivery is None:
+            return checks.that(False, "scene 1 left an event to deliver again")
+        event, first_answer = self.first_delivery
+        sent_before, records_before = len(self.stage.emails()), self.idempotency_records()
+        show.step(f"idempotency table {len(records_before)} record(s): {', '.join(records_before)}")
+        with bot_calls("ec2") as calls:
+            answer = self.deliver("on_security_group_change", event)
+        records = self.idempotency_records()
+        emails = self.new_emails(sent_before)
+        show.step(f"EC2 calls made by the bot: {', '.join(calls) or 'none'}; new emails: {len(emails)}")
+
+        checks.that(answer == first_answer, "the second delivery gets the first delivery's answer", f"{answer}")
+        checks.that(not calls, "nothing was revoked again: the bot made no EC2 call at all", f"{calls}")
+        checks.that(not emails, "no second email", f"{len(emails)} sent")
+        checks.that(
+            records == records_before and set(records) == {"COMPLETED"},
+            "the run-once records in DynamoDB are unchanged and COMPLETED",
+            f"{records_before} -> {records}",
+        )
+        return checks.ok
+
+    def multi_permission_call(self) -> bool:
+        home = self.stage.home
+        web, alb = self.new_group(home, "web"), self.new_group(home, "alb")
+        requested: list[tuple[str, IpPermissionTypeDef]] = [
+            ("sgr-0c18e5a7d2b94f630", tcp(443, description="public https")),
+            ("sgr-07f4a2c9e6d1b3852", tcp(22, description="bastion ssh")),
+            (
+                "sgr-0b5e9d3a1f7c26e48",
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 8080,
+                    "ToPort": 8080,
+                    "UserIdGroupPairs": [{"GroupId": alb, "Description": "from alb"}],
+                },
+            ),
+            (
+                "sgr-02d7c4f8b1e9a5636",
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 0,
+                    "ToPort": 65535,
+                    "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "internal all tcp"}],
+                },
+            ),
+            (
+                "sgr-0f9a3e6c5d2b78141",
+                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "172.16.0.0/12", "Description": "corp vpn all traffic"}]},
+            ),
+        ]
+        opened_at, created = self.open(home, web, [permission for _, permission in requested])
+        real = {sample: created[permission_key(permission)] for sample, permission in requested}
+        ssh = real["sgr-07f4a2c9e6d1b3852"]
+        event = sample_event(
+            "sg-authorize-ingress-multi", {SAMPLE_GROUP: web, "sg-05e8b1d7c2a94f36e": alb, **real}, opened_at
+        )
+        before = rules_of(home.ec2, web)
+        self.announce(event, opened_at, f"{len(real)} permissions in one call", f"{web} (web), account {home}")
+        show.note("\n".join(f"  {rule_id}  {describe(before[rule_id])}" for rule_id in real.values()))
+        sent_before = len(self.stage.emails())
+
+        answer = self.deliver("on_security_group_change", event)
+        after = rules_of(home.ec2, web)
+        show.step(
+            "describe_security_group_rules:\n"
+            + "\n".join(
+                f"  {rule_id}  {describe(before[rule_id]):<52} {'kept' if rule_id in after else 'REVOKED'}"
+                for rule_id in real.values()
+            )
+        )
+        emails = self.new_emails(sent_before)
+
+        kept = [rule_id for rule_id in real.values() if rule_id != ssh]
+        checks = show.Checks()
+        checks.that(answer.get("status") == "reverted", "the handler reverted the offending entry", f"{answer}")
+        checks.that(ssh not in after, f"the SSH entry {ssh} is gone")
+        checks.that(all(rule_id in after for rule_id in kept), "the other four entries stay", f"left: {list(after)}")
+        self._check_one_email(checks, emails)
+        body = emails[0].body if emails else ""
+        checks.that(
+            "1 rule(s) broke the policy" in body and f"revoked {ssh}" in body,
+            "the email reports that one rule and only that one",
+        )
+        self.untouched += tuple((home.ec2, rule_id) for rule_id in kept)
+        return checks.ok
+
+    def cross_account(self) -> bool:
+        member = self.stage.member
+        group = self.new_group(member, "app")
+        opened_at, created = self.open(member, group, [tcp(22)])
+        [rule] = created.values()
+        event = sample_event(
+            "sg-authorize-ingress-cross-account",
+            {"sg-0b91c4e7a2d6f3580": group, "sgr-04c9e2a7b5f1d8364": rule},
+            opened_at,
+        )
+        self.announce(event, opened_at, f"tcp 22 from 0.0.0.0/0 (rule {rule})", f"{group}, account {member}")
+        sent_before, assumed_before = len(self.stage.emails()), len(assumed_by_the_bot())
+
+        answer = self.deliver("on_security_group_change", event)
+        assumed = assumed_by_the_bot()[assumed_before:]
+        for role in assumed:
+            show.step(
+                f"moto's STS: the bot assumed {role.role_arn}"
+                f"\n(session {role.session_name}, ExternalId {role.external_id})"
+            )
+        remaining = rules_of(member.ec2, group)
+        state = "is STILL THERE" if rule in remaining else "is gone"
+        show.step(f"describe_security_group_rules in {member.id}: {rule} {state}")
+        emails = self.new_emails(sent_before)
+
+        checks = show.Checks()
+        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"{answer}")
+        checks.that(rule not in remaining, f"{rule} no longer exists in account {member.id}")
+        checks.that(
+            [(r.role_arn, r.external_id) for r in assumed] == [(MEMBER_ROLE, EXTERNAL_ID)],
+            f"the bot reached {member.id} through {MEMBER_ROLE.split(':')[-1]} with the ExternalId",
+            f"{[(r.role_arn, r.external_id) for r in assumed]}",
+        )
+        self._check_one_email(checks, emails)
+        subject = emails[0].subject if emails else ""
+        checks.that(f"{member.id} ({member.name})" in subject, f"the email names the member account {member}")
+        return checks.ok
+
+    def compliant_egress(self) -> bool:
+        home = self.stage.home
+        group = self.new_group(home, "smtp-relay")
+        opened_at, created = self.open(home, group, [tcp(25, description="smtp relay")], egress=True)
+        [rule] = created.values()
+        event = sample_event(
+            "sg-authorize-egress", {"sg-0d3f6a2c8e17b5904": group, "sgr-06b2e8d4f1a9c7353": rule}, opened_at
+        )
+        self.announce(event, opened_at, f'egress tcp 25 to 0.0.0.0/0 "smtp relay" (rule {rule})', f"{group}")
+        sent_before = len(self.stage.emails())
+
+        with bot_calls("ec2") as calls:
+            answer = self.deliver("on_security_group_change", event)
+        remaining = rules_of(home.ec2, group)
+        emails = self.new_emails(sent_before)
+        show.step(f"EC2 calls made by the bot: {', '.join(calls) or 'none'}; emails: {len(emails)}")
+
+        checks = show.Checks()
+        checks.that(answer.get("status") == "compliant", "the handler found it compliant", f"{answer}")
+        checks.that(rule in remaining, f"{rule} is still there")
+        checks.that(not emails, "no email", f"{len(emails)} sent")
+        checks.that(not calls, "judged from the event alone: no EC2 call", f"{calls}")
+        self.untouched += ((home.ec2, rule),)
+        return checks.ok
+
+    def sweep(self) -> bool:
+        member = self.stage.member
+        group = self.new_group(member, "legacy-rdp")
+        opened_at, created = self.open(member, group, [tcp(3389, description="vendor remote desktop")])
+        [rdp] = created.values()
+        show.step(
+            f'someone opens tcp 3389 from 0.0.0.0/0 "vendor remote desktop" (rule {rdp})\n'
+            f"on {group} (legacy-rdp), account {member}; no event reaches the bot",
+            opened_at,
+        )
+        accounts = (self.stage.home.ec2, member.ec2)
+        before = [set(rules_of(ec2)) for ec2 in accounts]
+        sent_before = len(self.stage.emails())
+
+        event = sample_event("scheduled-event", {})
+        answer = self.deliver("sweep_security_groups", event)
+        after = [set(rules_of(ec2)) for ec2 in accounts]
+        removed = set().union(*(b - a for b, a in zip(before, after, strict=True)))
+        show.step(f"describe_security_group_rules, both accounts: removed {', '.join(sorted(removed)) or 'nothing'}")
+        emails = self.new_emails(sent_before)
+
+        checks = show.Checks()
+        checks.that(
+            (answer.get("violations"), answer.get("reverted"), answer.get("failed_units")) == (1, 1, []),
+            "the sweep found one violation, reverted it, and reached every account",
+            f"{answer}",
+        )
+        checks.that(removed == {rdp}, f"{rdp} (RDP) is gone, and nothing else in either account", f"{removed}")
+        checks.that(
+            all(rule_id in rules_of(ec2) for ec2, rule_id in self.untouched),
+            "the compliant rules of the earlier scenes are untouched",
+        )
+        self._check_one_email(checks, emails)
+        subject = emails[0].subject if emails else ""
+        checks.that("sweep: 1 violation(s)" in subject, "it is the sweep's digest, reporting one violation")
+        return checks.ok
+
+
+def run(stage: Stage) -> bool:
+    return SecurityGroupsChapter(stage).play()
