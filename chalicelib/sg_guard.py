@@ -13,7 +13,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -454,6 +454,11 @@ def judge(change: SecurityGroupChange, policy: SecurityGroupsPolicy, executor: E
     violations = find_violations(
         executor.complete([violation.permission for violation in violations]), policy.rules, prefix_lists
     )
+    return act_on(violations, policy, executor)
+
+
+def act_on(violations: tuple[Violation, ...], policy: SecurityGroupsPolicy, executor: Executor) -> Verdict:
+    """Revoke (enforce mode) or only report; a violation whose rule no longer exists counts as gone."""
     if not violations:
         return Verdict("compliant")
     if policy.mode == "report":
@@ -606,6 +611,7 @@ def _record(change: SecurityGroupChange, verdict: Verdict, account_name: str, ex
                 "api_call": change.api_call,
                 "event_time": change.time.isoformat(),
                 "action": verdict.status,
+                "exempt_until": verdict.exempt_until.isoformat() if verdict.exempt_until else None,
                 "exposure_seconds": exposure,
             },
         )
@@ -643,7 +649,7 @@ class SweepFinding:
     verdict: Verdict
     groups_checked: int = 0
     error: str | None = None
-    exempt_groups: tuple[str, ...] = field(default=())
+    exempt_groups: tuple[str, ...] = ()
 
 
 def sweep_target(
@@ -653,14 +659,7 @@ def sweep_target(
     exempt = tuple(sorted(g for g, group_tags in tags.items() if exempt_until(group_tags, policy.exemption_tag, now)))
     permissions = [p for p in executor.rules_of() if p.group_id not in exempt]
     prefix_lists = executor.prefix_list_entries(prefix_lists_to_resolve(permissions, policy.rules))
-    violations = find_violations(permissions, policy.rules, prefix_lists)
-    if not violations:
-        verdict = Verdict("compliant")
-    elif policy.mode == "report":
-        verdict = Verdict("reported", violations)
-    else:
-        results = tuple(executor.revoke(revocation) for revocation in plan_revocations(violations))
-        verdict = Verdict("revoke-failed" if any(r.failed for r in results) else "reverted", violations, results)
+    verdict = act_on(find_violations(permissions, policy.rules, prefix_lists), policy, executor)
     return SweepFinding(target.account_id, account_name, target.region, verdict, len(tags), exempt_groups=exempt)
 
 
@@ -712,6 +711,7 @@ def sweep(
             subject=f"[opsbots] security-group sweep: {violations} violation(s), {len(failures)} account failure(s)",
             findings=findings,
             mode=policy.mode,
+            exemption_tag=policy.exemption_tag,
             started=started,
             describe_traffic=describe_traffic,
             describe_source=describe_source,
@@ -723,5 +723,6 @@ def sweep(
         "violations": violations,
         "reverted": sum(len(f.verdict.reverted) for f in findings),
         "failed_units": [f"{f.account_id}/{f.region}: {f.error}" for f in failures],
+        "exempt_groups": [f"{f.account_id}/{f.region}/{group}" for f in findings for group in f.exempt_groups],
         "email": message_id,
     }

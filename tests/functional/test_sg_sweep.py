@@ -37,11 +37,12 @@ def test_the_sweep_reverts_what_no_event_reported_in_every_account(estate: Estat
     # Then both violations are reverted, the exempt and compliant rules stay, and one digest is sent
     assert result["violations"] == 2
     assert result["failed_units"] == []
+    assert result["exempt_groups"] == [f"{HOME}/{REGION}/{exempt_group}"]
     assert home_rule not in estate.rule_ids(home_group)
     assert member_rule not in estate.rule_ids(member_group, estate.member_ec2)
     assert {exempt_rule, web_rule} <= estate.rule_ids(exempt_group) | estate.rule_ids(home_group)
     [digest] = sent_emails()
-    for fact in (HOME, MEMBER, home_rule, member_rule, "revoked"):
+    for fact in (HOME, MEMBER, home_rule, member_rule, "revoked", exempt_group):
         assert fact in digest.body
 
 
