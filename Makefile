@@ -36,7 +36,9 @@ validate: $(BIN)/activate
 # depends on botocore and chalice has no exclude option, so they are dropped from the zip here.
 package: $(BIN)/activate
 	rm -rf $(PACKAGE_DIR)
-	$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
+	# chalice wants a region to start, but the template it writes names none.
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+		$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
 		--merge-template deploy/resources.json $(PACKAGE_DIR)
 	$(BIN)/python deploy/drop_runtime_libs.py $(PACKAGE_DIR)/deployment.zip
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
