@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate
 
-from chalicelib import sg_guard
+from chalicelib import dns, sg_guard
 from chalicelib.events import SECURITY_GROUP_CALLS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
@@ -39,3 +39,15 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     runtime = current()
     return sg_guard.sweep(policies=runtime.policies, clients=runtime.clients, notifier_for=runtime.notifier_for)
+
+
+@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]})
+def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return dns.handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.dns)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return dns.reconcile(policies=runtime.policies, deps=runtime.dns)

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_route53 import Route53Client
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sts import STSClient
 
@@ -107,6 +108,8 @@ class Clients:
     def client(self, service: Literal["dynamodb"], target: Target) -> DynamoDBClient: ...
     @overload
     def client(self, service: Literal["sts"], target: Target) -> STSClient: ...
+    @overload
+    def client(self, service: Literal["route53"], target: Target) -> Route53Client: ...
 
     def client(self, service: str, target: Target) -> Any:
         key = (target.role_arn or HOME, target.region, service)

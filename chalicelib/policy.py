@@ -43,6 +43,9 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 _ROLE_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _ACCOUNT_ID = re.compile(r"\d{12}")
+_ZONE_NAME = re.compile(
+    r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
+)
 _MAX_PORT = 65535
 _PLAIN_MESSAGES: Final = {
     "tuple_type": "Input should be a list",
@@ -267,8 +270,41 @@ class AccountsPolicy(StrictModel):
         return f"arn:aws:iam::{account.id}:role/{account.role_name or self.defaults.role_name}"
 
 
+_ZoneName = Annotated[
+    str, _matching(_ZONE_NAME, "a DNS zone name like internal.example.com"), _string_schema(_ZONE_NAME)
+]
+_TagKey = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class DnsZone(StrictModel):
+    """A hosted zone the DNS bot writes instance records into."""
+
+    zone: _ZoneName
+    address: Literal["private", "public", "ipv6"]
+    ttl: Annotated[int, Field(ge=0, le=2147483647)] = 60
+
+
+class DnsPolicy(StrictModel):
+    """Contents of dns.yml."""
+
+    zones: _NonEmpty[DnsZone]
+    name_tag: _TagKey = "Name"
+    alias_tag: _TagKey | None = "opsbots:dns-aliases"
+    reverse: bool = True
+    select_tag: _TagKey | None = None
+
+    @field_validator("zones")
+    @classmethod
+    def check_zones_unique(cls, zones: tuple[DnsZone, ...]) -> tuple[DnsZone, ...]:
+        message = _duplicate_message([f"{z.zone} ({z.address})" for z in zones], "zones", "zone and address")
+        if message:
+            raise ValueError(message)
+        return zones
+
+
 POLICY_FILES: Final[Mapping[str, type[StrictModel]]] = {
     "accounts": AccountsPolicy,
+    "dns": DnsPolicy,
     "security_groups": SecurityGroupsPolicy,
 }
 
@@ -278,6 +314,7 @@ class Policies:
     """Every policy file, validated; one field per POLICY_FILES entry."""
 
     accounts: AccountsPolicy
+    dns: DnsPolicy
     security_groups: SecurityGroupsPolicy
 
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
+from chalicelib.dns import DnsDeps, Registry, ZoneCache
 from chalicelib.notify import Notifier, SesNotifier
 from chalicelib.observability import logger, metrics
 from chalicelib.policy import Policies, PolicyError, load_policies
-from chalicelib.settings import Settings
+from chalicelib.settings import DNS_TABLE, Settings
 
 
 @dataclass
@@ -50,8 +51,21 @@ class Runtime:
         """Run-once guard for this invocation; without a table, every step simply runs."""
         return self._dynamodb_once.bind(lambda_context) if self._dynamodb_once else dedupe.always
 
+    @cached_property
+    def dns(self) -> DnsDeps:
+        if not self.settings.dns_table:
+            raise NotConfiguredError(f"{DNS_TABLE} is not set: the DNS bot needs its registry table")
+        home = Target(HOME, self.clients.home_region)
+        route53 = self.clients.client("route53", home)
+        registry = Registry(self.clients.client("dynamodb", home), self.settings.dns_table)
+        return DnsDeps(self.clients, route53, registry, ZoneCache(route53))
+
     def notifier_for(self, target: Target) -> Notifier:
         return SesNotifier(self.clients.client("sesv2", target))
+
+
+class NotConfiguredError(Exception):
+    """A bot was invoked without the resources it needs; fail loudly rather than act half-way."""
 
 
 @cache

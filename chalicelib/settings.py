@@ -14,6 +14,7 @@ from pathlib import Path
 POLICIES_DIR = "OPSBOTS_POLICIES"
 EXTERNAL_ID = "OPSBOTS_EXTERNAL_ID"
 IDEMPOTENCY_TABLE = "OPSBOTS_IDEMPOTENCY_TABLE"
+DNS_TABLE = "OPSBOTS_DNS_TABLE"
 TRACING = "OPSBOTS_TRACING"
 
 # `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
@@ -26,6 +27,7 @@ class Settings:
     policies_dir: Path
     external_id: str | None
     idempotency_table: str | None
+    dns_table: str | None
     tracing: bool
 
     @classmethod
@@ -35,5 +37,6 @@ class Settings:
             policies_dir=Path(environ.get(POLICIES_DIR) or SHIPPED_POLICIES),
             external_id=environ.get(EXTERNAL_ID) or None,
             idempotency_table=environ.get(IDEMPOTENCY_TABLE) or None,
+            dns_table=environ.get(DNS_TABLE) or None,
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
         )

@@ -56,7 +56,17 @@ accounts:
     role_name: data-opsbots
 """
 
-VALID = {"security_groups.yml": SECURITY_GROUPS_YML, "accounts.yml": ACCOUNTS_YML}
+DNS_YML = """\
+zones:
+  - zone: internal.example.com
+    address: private
+  - zone: example.com
+    address: public
+    ttl: 300
+select_tag: opsbots:dns
+"""
+
+VALID = {"security_groups.yml": SECURITY_GROUPS_YML, "accounts.yml": ACCOUNTS_YML, "dns.yml": DNS_YML}
 UNKNOWN_FIELD = (
     "unknown field; expected one of: name, direction, protocols, ports, except_ports, sources, allowed_sources"
 )
@@ -70,6 +80,11 @@ def sg(old: str, new: str) -> dict[str, str | None]:
 def accounts(old: str, new: str) -> dict[str, str | None]:
     assert old in ACCOUNTS_YML
     return {"accounts.yml": ACCOUNTS_YML.replace(old, new)}
+
+
+def dns(old: str, new: str) -> dict[str, str | None]:
+    assert old in DNS_YML
+    return {"dns.yml": DNS_YML.replace(old, new)}
 
 
 def write_policies(directory: Path, changes: dict[str, str | None]) -> None:
@@ -226,15 +241,35 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             id="top-level-list",
         ),
         pytest.param(
-            {"dns.yml": "zones: []\n"},
-            ["policies/dns.yml:1: unknown policy file; expected only accounts.yml, security_groups.yml"],
+            dns("address: private", "address: internal"),
+            ["policies/dns.yml:3: zones[0].address: Input should be 'private', 'public' or 'ipv6'"],
+            id="dns-address",
+        ),
+        pytest.param(
+            dns("zone: example.com", "zone: exa mple.com"),
+            ["policies/dns.yml:4: zones[1].zone: 'exa mple.com' is not a DNS zone name like internal.example.com"],
+            id="dns-zone-name",
+        ),
+        pytest.param(
+            dns("zones:", "zonez:"),
+            [
+                "policies/dns.yml:1: zonez: unknown field; expected one of: zones, name_tag, alias_tag, reverse, select_tag",
+                "policies/dns.yml:1: zones: Field required",
+            ],
+            id="dns-typo",
+        ),
+        pytest.param(
+            {"thumbnails.yml": "buckets: []\n"},
+            [
+                "policies/thumbnails.yml:1: unknown policy file; expected only accounts.yml, dns.yml, security_groups.yml"
+            ],
             id="unknown-file",
         ),
         pytest.param(
             {"accounts.yml": None, "accounts.yaml": ACCOUNTS_YML},
             [
-                "policies/accounts.yaml:1: unknown policy file; expected only accounts.yml, security_groups.yml",
-                f"{ACCOUNTS}:1: policy file not found; expected accounts.yml, security_groups.yml in policies",
+                "policies/accounts.yaml:1: unknown policy file; expected only accounts.yml, dns.yml, security_groups.yml",
+                f"{ACCOUNTS}:1: policy file not found; expected accounts.yml, dns.yml, security_groups.yml in policies",
             ],
             id="missing-file",
         ),
@@ -297,7 +332,7 @@ def test_problems_in_both_files_are_all_reported_at_once(policies: Path) -> None
     # When they are loaded
     # Then every mistake is listed, file by file, in line order
     assert problems_in(policies) == [
-        "policies/snapshots.yml:1: unknown policy file; expected only accounts.yml, security_groups.yml",
+        "policies/snapshots.yml:1: unknown policy file; expected only accounts.yml, dns.yml, security_groups.yml",
         f"{ACCOUNTS}:3: defaults.regions: must list at least one item",
         f"{SG}:1: mode: Input should be 'enforce' or 'report'",
         f"{SG}:14: rules[1].ports[0]: 'ssh' is not a port or range",

@@ -1,0 +1,683 @@
+"""DNS bot: Route53 records that follow EC2 instance state, without touching anyone else's records.
+
+Every record opsbots writes is claimed first in a DynamoDB registry (`OPSBOTS_DNS_TABLE`, one item
+per zone/name/type, with its owner instance): the claim is a conditional write, so when two
+instances ask for one name the current owner keeps it, and the records to remove for a terminated
+instance come from the registry rather than from EC2. A name already present in Route53 that the
+registry does not hold belongs to someone else: it is reported as a conflict and never written.
+
+Events only say "something happened to instance X": the bot decides from the instance's current
+state (one describe), so duplicates and out-of-order deliveries converge on the same records.
+
+Three sections: pure planning over frozen dataclasses, executors (EC2, Route53, the registry),
+and the two entry points app.py calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from chalicelib.aws import Target
+from chalicelib.observability import logger, metrics
+from chalicelib.policy import DnsPolicy, DnsZone
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_route53.type_defs import ChangeTypeDef
+
+    from chalicelib.aws import Clients
+    from chalicelib.policy import AccountsPolicy, Policies
+
+PERMISSIONS = (
+    "ec2:DescribeInstances",
+    "route53:ListHostedZones",
+    "route53:GetHostedZone",
+    "route53:ListResourceRecordSets",
+    "route53:ChangeResourceRecordSets",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "sts:AssumeRole",
+    "sts:GetCallerIdentity",
+)
+RUNNING = "running"
+MAX_CHANGES_PER_BATCH = 1000
+RECONCILE_THREADS = 8
+OWNER_INDEX = "by-owner"
+RecordType = Literal["A", "AAAA", "CNAME", "PTR"]
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+# ---------------------------------------------------------------------------------------------
+# Plain data and pure planning; no AWS.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostedZone:
+    id: str
+    name: str  # lowercase, with the trailing dot
+    private: bool
+    vpc_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Instance:
+    account_id: str
+    region: str
+    instance_id: str
+    state: str
+    tags: Mapping[str, str]
+    vpc_id: str | None = None
+    private_ipv4: str | None = None
+    public_ipv4: str | None = None
+    ipv6: tuple[str, ...] = ()
+
+    @property
+    def owner(self) -> str:
+        return owner_of(self.account_id, self.region, self.instance_id)
+
+
+@dataclass(frozen=True, order=True)
+class Record:
+    zone_id: str
+    name: str
+    type: RecordType
+    value: str
+    ttl: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.zone_id, self.name, self.type)
+
+
+@dataclass(frozen=True, order=True)
+class OwnedRecord:
+    """A registry entry: this record was written by opsbots for this owner."""
+
+    record: Record
+    owner: str
+
+
+@dataclass(frozen=True)
+class Conflict:
+    record: Record
+    owner: str
+    held_by: str  # another instance, or "route53" for a record opsbots did not write
+
+
+@dataclass(frozen=True)
+class Plan:
+    claims: tuple[OwnedRecord, ...] = ()  # names not yet owned: claim, check Route53, then write
+    updates: tuple[tuple[OwnedRecord, OwnedRecord], ...] = ()  # (current, wanted) of an owned name
+    deletes: tuple[OwnedRecord, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.claims or self.updates or self.deletes)
+
+
+def owner_of(account_id: str, region: str, instance_id: str) -> str:
+    return f"{account_id}/{region}/{instance_id}"
+
+
+def dns_label(value: str) -> str | None:
+    """A tag value as one DNS label (dots too become '-': a tag can never leave its zone)."""
+    label = _INVALID.sub("-", value.strip().lower()).strip("-")[:63].strip("-")
+    return label or None
+
+
+def record_names(instance: Instance, policy: DnsPolicy) -> tuple[str | None, tuple[str, ...]]:
+    """The instance's own label (None if its tag cannot be made valid) and its alias labels."""
+    tag = instance.tags.get(policy.name_tag)
+    name = dns_label(tag) if tag else instance.instance_id
+    raw_aliases = instance.tags.get(policy.alias_tag, "") if policy.alias_tag else ""
+    aliases = (dns_label(alias) for alias in raw_aliases.split(","))
+    return name, tuple(sorted({alias for alias in aliases if alias and alias != name}))
+
+
+def selected(instance: Instance, policy: DnsPolicy) -> bool:
+    return policy.select_tag is None or policy.select_tag in instance.tags
+
+
+def _address(instance: Instance, kind: str) -> tuple[RecordType, str] | None:
+    if kind == "private" and instance.private_ipv4:
+        return "A", instance.private_ipv4
+    if kind == "public" and instance.public_ipv4:
+        return "A", instance.public_ipv4
+    if kind == "ipv6" and instance.ipv6:
+        return "AAAA", instance.ipv6[0]
+    return None
+
+
+def zone_for(config: DnsZone, zones: Sequence[HostedZone]) -> HostedZone | None:
+    """The hosted zone a configured zone means: split horizon is resolved by the kind of address."""
+    name = config.zone.lower().rstrip(".") + "."
+    candidates = [zone for zone in zones if zone.name == name]
+    wanted_private = config.address == "private"
+    return next((zone for zone in candidates if zone.private == wanted_private), None) or (
+        candidates[0] if config.address == "ipv6" and candidates else None
+    )
+
+
+def reverse_zone(address: str, zones: Sequence[HostedZone]) -> tuple[HostedZone, str] | None:
+    """The longest hosted zone holding the address's PTR name, and that name."""
+    pointer = ipaddress.ip_address(address).reverse_pointer + "."
+    holding = [zone for zone in zones if pointer.endswith("." + zone.name) or pointer == zone.name]
+    return (max(holding, key=lambda zone: len(zone.name)), pointer) if holding else None
+
+
+def desired_records(
+    instance: Instance, policy: DnsPolicy, zones: Sequence[HostedZone]
+) -> tuple[tuple[Record, ...], tuple[str, ...]]:
+    """The records a running instance should have, and why any expected one cannot be made."""
+    if instance.state != RUNNING or not selected(instance, policy):
+        return (), ()
+    name, aliases = record_names(instance, policy)
+    if name is None:
+        return (), (f"tag {policy.name_tag}={instance.tags.get(policy.name_tag)!r} cannot be made a DNS name",)
+    records: list[Record] = []
+    skipped: list[str] = []
+    for config in policy.zones:
+        address = _address(instance, config.address)
+        zone = zone_for(config, zones)
+        if address is None:
+            continue
+        if zone is None or (zone.private and instance.vpc_id not in zone.vpc_ids):
+            skipped.append(f"no {config.address} hosted zone {config.zone} for {instance.vpc_id or 'this instance'}")
+            continue
+        fqdn = f"{name}.{zone.name}"
+        records.append(Record(zone.id, fqdn, address[0], address[1], config.ttl))
+        records.extend(Record(zone.id, f"{alias}.{zone.name}", "CNAME", fqdn, config.ttl) for alias in aliases)
+        if policy.reverse and (found := reverse_zone(address[1], zones)):
+            records.append(Record(found[0].id, found[1], "PTR", fqdn, config.ttl))
+    return tuple(_first_per_key(records)), tuple(skipped)
+
+
+def _first_per_key(records: Iterable[Record]) -> Iterator[Record]:
+    seen: set[tuple[str, str, str]] = set()
+    for record in records:
+        if record.key not in seen:
+            seen.add(record.key)
+            yield record
+
+
+def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in_scope: Callable[[str], bool]) -> Plan:
+    """What to write so that Route53 holds `wanted`, touching only `owned` records of in-scope owners.
+
+    `wanted` holds every record every in-scope running instance should have; `owned` is the registry.
+    A name owned by someone else stays theirs (a conflict), and when two instances want one free
+    name the smaller owner id wins, so the outcome does not depend on the order of events.
+    """
+    owned_by_key = {entry.record.key: entry for entry in owned}
+    wanted_by_key: dict[tuple[str, str, str], list[OwnedRecord]] = defaultdict(list)
+    for entry in wanted:
+        wanted_by_key[entry.record.key].append(entry)
+    claims: list[OwnedRecord] = []
+    updates: list[tuple[OwnedRecord, OwnedRecord]] = []
+    conflicts: list[Conflict] = []
+    for key, candidates in sorted(wanted_by_key.items()):
+        current = owned_by_key.get(key)
+        keeper = next((c for c in candidates if current and c.owner == current.owner), None)
+        if current is None:
+            keeper = min(candidates, key=lambda entry: entry.owner)
+            claims.append(keeper)
+        elif keeper is None and in_scope(current.owner):
+            # The holder no longer wants the name: hand it over in one compare-and-swap.
+            keeper = min(candidates, key=lambda entry: entry.owner)
+        if current is not None and keeper is not None and keeper != current:
+            updates.append((current, keeper))
+        holder = keeper.owner if keeper else current.owner if current else ""
+        conflicts.extend(Conflict(c.record, c.owner, holder) for c in candidates if c is not keeper)
+    handed_over = {current.record.key for current, _ in updates}
+    deletes = [
+        entry
+        for key, entry in sorted(owned_by_key.items())
+        if in_scope(entry.owner)
+        and key not in handed_over
+        and not any(c.owner == entry.owner for c in wanted_by_key.get(key, ()))
+    ]
+    return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts))
+
+
+def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:
+    """Route53 changes per zone: UPSERT what opsbots owns or has just claimed, DELETE with exact values."""
+    changes: dict[str, list[ChangeTypeDef]] = defaultdict(list)
+    for entry in (*plan.claims, *(wanted for _, wanted in plan.updates)):
+        changes[entry.record.zone_id].append(_change("UPSERT", entry.record))
+    for entry in plan.deletes:
+        changes[entry.record.zone_id].append(_change("DELETE", entry.record))
+    return dict(changes)
+
+
+def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDef:
+    return {
+        "Action": action,
+        "ResourceRecordSet": {
+            "Name": record.name,
+            "Type": record.type,
+            "TTL": record.ttl,
+            "ResourceRecords": [{"Value": record.value}],
+        },
+    }
+
+
+def batches(changes: Sequence[ChangeTypeDef], size: int = MAX_CHANGES_PER_BATCH) -> Iterator[list[ChangeTypeDef]]:
+    for start in range(0, len(changes), size):
+        yield list(changes[start : start + size])
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors.
+# ---------------------------------------------------------------------------------------------
+
+
+class _InstanceModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    InstanceId: str
+    State: dict[str, Any]
+    Tags: list[dict[str, str]] = []
+    VpcId: str | None = None
+    PrivateIpAddress: str | None = None
+    PublicIpAddress: str | None = None
+    NetworkInterfaces: list[dict[str, Any]] = []
+
+
+def instance_from_api(account_id: str, region: str, raw: InstanceTypeDef) -> Instance:
+    model = _InstanceModel.model_validate(raw)
+    ipv6 = tuple(
+        str(ipaddress.ip_address(address["Ipv6Address"]))
+        for interface in model.NetworkInterfaces
+        for address in interface.get("Ipv6Addresses", [])
+    )
+    return Instance(
+        account_id=account_id,
+        region=region,
+        instance_id=model.InstanceId,
+        state=str(model.State.get("Name", "")),
+        tags={tag["Key"]: tag["Value"] for tag in model.Tags},
+        vpc_id=model.VpcId,
+        private_ipv4=model.PrivateIpAddress,
+        public_ipv4=model.PublicIpAddress,
+        ipv6=ipv6,
+    )
+
+
+def describe_instance(ec2: EC2Client, target: Target, instance_id: str) -> Instance | None:
+    """The instance as it is now; None when EC2 no longer knows it."""
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+            return None
+        raise
+    found = [i for reservation in reservations for i in reservation.get("Instances", [])]
+    return instance_from_api(target.account_id, target.region, found[0]) if found else None
+
+
+def running_instances(ec2: EC2Client, target: Target, policy: DnsPolicy) -> tuple[Instance, ...]:
+    filters = [{"Name": "instance-state-name", "Values": [RUNNING]}]
+    if policy.select_tag:
+        filters.append({"Name": "tag-key", "Values": [policy.select_tag]})
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)  # type: ignore[arg-type]
+    return tuple(
+        instance_from_api(target.account_id, target.region, raw)
+        for page in pages
+        for reservation in page["Reservations"]
+        for raw in reservation.get("Instances", [])
+    )
+
+
+def hosted_zones(route53: Route53Client) -> tuple[HostedZone, ...]:
+    zones = []
+    for page in route53.get_paginator("list_hosted_zones").paginate():
+        for zone in page["HostedZones"]:
+            private = bool(zone.get("Config", {}).get("PrivateZone"))
+            vpcs = route53.get_hosted_zone(Id=zone["Id"]).get("VPCs", []) if private else []
+            zones.append(
+                HostedZone(
+                    id=zone["Id"].rsplit("/", 1)[-1],
+                    name=zone["Name"].lower(),
+                    private=private,
+                    vpc_ids=frozenset(vpc["VPCId"] for vpc in vpcs if "VPCId" in vpc),
+                )
+            )
+    return tuple(zones)
+
+
+class Registry:
+    """The DynamoDB table of records opsbots wrote: key `record`, index `by-owner` on `owner`."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    def owned_by(self, owner: str) -> tuple[OwnedRecord, ...]:
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=OWNER_INDEX,
+            KeyConditionExpression="#owner = :owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={":owner": {"S": owner}},
+        )
+        return tuple(_entry(item) for page in pages for item in page.get("Items", []))
+
+    def everything(self) -> tuple[OwnedRecord, ...]:
+        pages = self._db.get_paginator("scan").paginate(TableName=self._table)
+        return tuple(_entry(item) for page in pages for item in page.get("Items", []))
+
+    def claim(self, entry: OwnedRecord, holder: str | None = None) -> str | None:
+        """Take the name if it is free (or already ours), or from `holder` if it still holds it.
+
+        Returns None on success, else whoever holds the name now: the write is conditional, so two
+        invocations racing for one name cannot both win.
+        """
+        condition = "attribute_not_exists(#record) OR #owner = :owner" if holder is None else "#owner = :owner"
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_item(entry),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#record": "record", "#owner": "owner"}
+                if holder is None
+                else {"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": holder or entry.owner}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            held: Any = error.response.get("Item", {})
+            return str(held.get("owner", {}).get("S", "another owner"))
+        return None
+
+    def release(self, entry: OwnedRecord) -> None:
+        try:
+            self._db.delete_item(
+                TableName=self._table,
+                Key={"record": {"S": _registry_key(entry.record)}},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": entry.owner}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+
+def _registry_key(record: Record) -> str:
+    return "|".join(record.key)
+
+
+def _item(entry: OwnedRecord) -> dict[str, Any]:
+    record = entry.record
+    return {
+        "record": {"S": _registry_key(record)},
+        "owner": {"S": entry.owner},
+        "zone_id": {"S": record.zone_id},
+        "name": {"S": record.name},
+        "type": {"S": record.type},
+        "value": {"S": record.value},
+        "ttl": {"N": str(record.ttl)},
+        "updated": {"S": datetime.now(UTC).isoformat()},
+    }
+
+
+def _entry(item: Mapping[str, Any]) -> OwnedRecord:
+    record = Record(
+        zone_id=item["zone_id"]["S"],
+        name=item["name"]["S"],
+        type=item["type"]["S"],
+        value=item["value"]["S"],
+        ttl=int(item["ttl"]["N"]),
+    )
+    return OwnedRecord(record, item["owner"]["S"])
+
+
+def foreign_record(route53: Route53Client, record: Record) -> bool:
+    """Does Route53 already hold this name and type, written by someone else?"""
+    found = route53.list_resource_record_sets(
+        HostedZoneId=record.zone_id, StartRecordName=record.name, StartRecordType=record.type, MaxItems="1"
+    )["ResourceRecordSets"]
+    blocking = {record.type, "CNAME"} if record.type != "CNAME" else None
+    return any(
+        existing["Name"].lower() == record.name and (blocking is None or existing["Type"] in blocking)
+        for existing in found
+    )
+
+
+@dataclass
+class Outcome:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    conflicts: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def merge(self, other: Outcome) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.removed += other.removed
+        self.conflicts += other.conflicts
+        self.failures += other.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "conflicts": self.conflicts,
+            "failures": self.failures,
+        }
+
+
+def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
+    """Claim, then write Route53, then release: a crash leaves a claim (retried) but no stray record."""
+    outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
+    granted = []
+    for entry in plan.claims:
+        holder = registry.claim(entry)
+        if holder is None and foreign_record(route53, entry.record):
+            registry.release(entry)
+            holder = "a record opsbots did not write"
+        if holder is None:
+            granted.append(entry)
+        else:
+            outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
+    updated = []
+    for current, wanted in plan.updates:
+        holder = registry.claim(wanted, holder=current.owner)
+        if holder is None:
+            updated.append((current, wanted))
+        else:
+            outcome.conflicts.append(_conflict_text(Conflict(wanted.record, wanted.owner, holder)))
+    executed = Plan(tuple(granted), tuple(updated), plan.deletes)
+    for zone_id, changes in route53_changes(executed).items():
+        for batch in batches(changes):
+            route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": batch})
+    for entry in plan.deletes:
+        registry.release(entry)
+    outcome.added, outcome.updated, outcome.removed = len(granted), len(updated), len(plan.deletes)
+    return outcome
+
+
+def _conflict_text(conflict: Conflict) -> str:
+    record = conflict.record
+    return f"{record.name} {record.type} wanted by {conflict.owner} is held by {conflict.held_by}"
+
+
+def print_plan(plan: Plan, out: Any) -> None:
+    """A dry run: the registry and Route53 calls `apply` would make."""
+    for entry in plan.claims:
+        out.write(f"  dynamodb.put_item(claim {entry.record.name} {entry.record.type} for {entry.owner})\n")
+        out.write(f"  route53.list_resource_record_sets({entry.record.name} {entry.record.type})  # foreign?\n")
+    for zone_id, changes in route53_changes(plan).items():
+        for change in changes:
+            record = change["ResourceRecordSet"]
+            values = [entry["Value"] for entry in record.get("ResourceRecords", [])]
+            out.write(f"  route53 {zone_id}: {change['Action']} {record['Name']} {record['Type']} {values}\n")
+    for entry in plan.deletes:
+        out.write(f"  dynamodb.delete_item(release {entry.record.name} {entry.record.type})\n")
+    for conflict in plan.conflicts:
+        out.write(f"  conflict: {_conflict_text(conflict)}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points for app.py.
+# ---------------------------------------------------------------------------------------------
+
+
+class _StateChange(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    account: str
+    region: str
+    time: datetime
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StateChange:
+    event_id: str
+    account_id: str
+    region: str
+    instance_id: str
+    state: str
+
+
+def parse_state_change(raw: Mapping[str, Any]) -> StateChange:
+    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+    try:
+        envelope = _StateChange.model_validate(raw)
+        instance_id, state = envelope.detail["instance-id"], envelope.detail["state"]
+    except (ValidationError, KeyError, TypeError) as error:
+        raise MalformedEventError(event_id, f"not an EC2 state-change event: {error}") from None
+    if not (isinstance(instance_id, str) and instance_id.startswith("i-") and isinstance(state, str)):
+        raise MalformedEventError(event_id, f"bad instance-id/state: {instance_id!r}/{state!r}")
+    return StateChange(envelope.id, envelope.account, envelope.region, instance_id, state)
+
+
+class MalformedEventError(Exception):
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event {event_id}: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+class ZoneCache:
+    """Hosted zones of the home account, listed once per container (they rarely change)."""
+
+    def __init__(self, route53: Route53Client) -> None:
+        self._route53 = route53
+        self._zones: tuple[HostedZone, ...] | None = None
+
+    def get(self) -> tuple[HostedZone, ...]:
+        if self._zones is None:
+            self._zones = hosted_zones(self._route53)
+        return self._zones
+
+
+@dataclass(frozen=True)
+class DnsDeps:
+    clients: Clients
+    route53: Route53Client
+    registry: Registry
+    zones: ZoneCache
+
+
+def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
+    """Make one instance's records match its current state."""
+    try:
+        change = parse_state_change(raw)
+    except MalformedEventError as malformed:
+        logger.warning("malformed event skipped", extra={"event_id": malformed.event_id, "reason": malformed.reason})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+        return {"event_id": malformed.event_id, "status": "malformed", "reason": malformed.reason}
+    target = _target(change.account_id, change.region, policies.accounts, deps.clients)
+    if target is None:
+        logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
+        return {"event_id": change.event_id, "status": "unmanaged-account"}
+    instance = describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
+    owner = owner_of(change.account_id, change.region, change.instance_id)
+    wanted: tuple[Record, ...] = ()
+    if instance is not None and instance.state == RUNNING:
+        wanted, skipped = desired_records(instance, policies.dns, deps.zones.get())
+        for reason in skipped:
+            logger.warning("record skipped", extra={"instance": owner, "reason": reason})
+    plan = plan_changes((OwnedRecord(r, owner) for r in wanted), deps.registry.owned_by(owner), owner.__eq__)
+    outcome = apply(plan, route53=deps.route53, registry=deps.registry)
+    _report(outcome)
+    state = instance.state if instance else "gone"
+    logger.info(
+        "dns updated", extra={"instance": owner, "state": state, "event_state": change.state, **outcome.as_dict()}
+    )
+    return {"event_id": change.event_id, "instance": owner, "state": state, **outcome.as_dict()}
+
+
+def _report(outcome: Outcome) -> None:
+    metrics.add_metric(name="RecordsAdded", unit="Count", value=outcome.added)
+    metrics.add_metric(name="RecordsUpdated", unit="Count", value=outcome.updated)
+    metrics.add_metric(name="RecordsRemoved", unit="Count", value=outcome.removed)
+    metrics.add_metric(name="RecordConflicts", unit="Count", value=len(outcome.conflicts))
+    for conflict in outcome.conflicts:
+        logger.warning("dns conflict: name left to its holder", extra={"conflict": conflict})
+
+
+def _target(account_id: str, region: str, accounts: AccountsPolicy, clients: Clients) -> Target | None:
+    member = accounts.member(account_id)
+    if member is not None:
+        return Target(account_id, region, accounts.role_arn(member))
+    home = clients.home(region)
+    return home if home.account_id == account_id else None
+
+
+def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
+    """Make Route53 match the running instances of every account and region; failed units keep their records."""
+    accounts = policies.accounts
+    home = deps.clients.home()
+    targets = [Target(home.account_id, region) for region in accounts.defaults.regions] + [
+        Target(member.id, region, accounts.role_arn(member))
+        for member in accounts.accounts
+        for region in accounts.regions_of(member)
+    ]
+
+    def scan(target: Target) -> tuple[Target, tuple[Instance, ...] | str]:
+        try:
+            return target, running_instances(deps.clients.client("ec2", target), target, policies.dns)
+        except (ClientError, BotoCoreError) as error:
+            return target, f"{type(error).__name__}: {error}"
+
+    with ThreadPoolExecutor(max_workers=RECONCILE_THREADS) as pool:
+        scanned = list(pool.map(scan, targets))
+    zones = deps.zones.get()
+    reached = {(t.account_id, t.region) for t, found in scanned if not isinstance(found, str)}
+    wanted: list[OwnedRecord] = []
+    for _, found in scanned:
+        for instance in found if not isinstance(found, str) else ():
+            records, _skipped = desired_records(instance, policies.dns, zones)
+            wanted.extend(OwnedRecord(record, instance.owner) for record in records)
+
+    def in_scope(owner: str) -> bool:
+        account_id, region, _ = owner.split("/", 2)
+        return (account_id, region) in reached
+
+    plan = plan_changes(wanted, deps.registry.everything(), in_scope)
+    outcome = apply(plan, route53=deps.route53, registry=deps.registry)
+    outcome.failures = [f"{t.account_id}/{t.region}: {found}" for t, found in scanned if isinstance(found, str)]
+    _report(outcome)
+    metrics.add_metric(name="ReconcileFailures", unit="Count", value=len(outcome.failures))
+    logger.info("dns reconciled", extra={"units": len(targets), **outcome.as_dict()})
+    return {"units": len(targets), **outcome.as_dict()}
