@@ -47,13 +47,13 @@ PERMISSIONS = (
     "route53:GetHostedZone",
     "route53:ListResourceRecordSets",
     "route53:ChangeResourceRecordSets",
-    "dynamodb:Query",
-    "dynamodb:Scan",
     "dynamodb:PutItem",
     "dynamodb:DeleteItem",
     "sts:AssumeRole",
     "sts:GetCallerIdentity",
 )
+EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, by the owner index
+RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
 RUNNING = "running"
 MAX_CHANGES_PER_BATCH = 1000
 RECONCILE_THREADS = 8

@@ -19,27 +19,37 @@ from typing import Any
 
 import pytest
 
-from chalicelib import sg_guard
+from chalicelib import dns, sg_guard
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE
 from tests.conftest import FAKE_AWS, ROOT
 
 pytestmark = pytest.mark.packaging
 
 BIN = Path(sys.executable).parent
 
-# What every function needs from the platform besides the bot's own calls (sg_guard.PERMISSIONS).
+# What every function needs from the platform besides its bot's own calls (<bot>.PERMISSIONS).
 LOGS = frozenset({"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"})
 XRAY = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 # Powertools Idempotency's DynamoDB persistence layer; only the event handler uses it.
 IDEMPOTENCY = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
 IDEMPOTENCY_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-idempotency"
 MEMBER_ROLE_ARN = "arn:aws:iam::*:role/opsbots-member"
+DNS_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-dns"
+DNS_INDEX_ARN = f"{DNS_TABLE_ARN}/index/*"
+HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
+SG_GUARD = frozenset(sg_guard.PERMISSIONS)
+DNS_EVENT = frozenset(dns.EVENT_PERMISSIONS)
+DNS_RECONCILE = frozenset(dns.RECONCILE_PERMISSIONS)
 
-# Logical id in the template -> (expected extra actions, memory MB, timeout s).
+# Logical id in the template -> (exact actions granted, memory MB, timeout s).
 FUNCTIONS = {
-    "OnSecurityGroupChange": (LOGS | XRAY | IDEMPOTENCY, 256, 30),
-    "SweepSecurityGroups": (LOGS | XRAY, 512, 300),
+    "OnSecurityGroupChange": (SG_GUARD | LOGS | XRAY | IDEMPOTENCY, 256, 30),
+    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY, 512, 300),
+    "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY, 256, 30),
+    "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY, 1024, 600),
 }
-SHIPPED = ("app.py", "policies/accounts.yml", "policies/security_groups.yml")
+DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
+SHIPPED = ("app.py", "policies/accounts.yml", "policies/security_groups.yml", "policies/dns.yml")
 RUNTIME_PROVIDED = ("boto3/", "botocore/")
 MEMBER_ACCOUNT_ACTIONS = frozenset(
     {
@@ -48,6 +58,7 @@ MEMBER_ACCOUNT_ACTIONS = frozenset(
         "ec2:GetManagedPrefixListEntries",
         "ec2:RevokeSecurityGroupIngress",
         "ec2:RevokeSecurityGroupEgress",
+        "ec2:DescribeInstances",
     }
 )
 
@@ -56,7 +67,7 @@ def _environment() -> dict[str, str]:
     environ = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "MAKE")) and key not in {"MFLAGS", "OPSBOTS_IDEMPOTENCY_TABLE"}
+        if not key.startswith(("AWS_", "MAKE")) and key not in {"MFLAGS", IDEMPOTENCY_TABLE, DNS_TABLE}
     }
     environ.update(FAKE_AWS)
     return environ
@@ -127,9 +138,9 @@ def test_zip_leaves_out_the_runtime_sdk_and_the_tests(zip_names: frozenset[str])
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_each_function_is_granted_exactly_what_it_calls(resources: dict[str, Any], function: str) -> None:
-    extras, _, _ = FUNCTIONS[function]
+    actions, _, _ = FUNCTIONS[function]
 
-    assert _actions(_statements(resources, function)) == set(sg_guard.PERMISSIONS) | extras
+    assert _actions(_statements(resources, function)) == actions
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
@@ -151,6 +162,31 @@ def test_idempotency_access_is_limited_to_its_table(resources: dict[str, Any]) -
 
     for action in IDEMPOTENCY:
         assert _resources_of(statements, action) == {IDEMPOTENCY_TABLE_ARN}
+
+
+@pytest.mark.parametrize("function", DNS_FUNCTIONS)
+def test_dns_registry_access_is_limited_to_its_table_and_index(resources: dict[str, Any], function: str) -> None:
+    statements = _statements(resources, function)
+    granted = FUNCTIONS[function][0]
+    table_actions = {action for action in granted if action.startswith("dynamodb:")} - {"dynamodb:Query"}
+
+    assert table_actions
+    for action in table_actions:
+        assert _resources_of(statements, action) == {DNS_TABLE_ARN}
+    # The event handler queries only the by-owner index, whose ARN is not the table's.
+    if "dynamodb:Query" in granted:
+        assert _resources_of(statements, "dynamodb:Query") == {DNS_INDEX_ARN}
+
+
+@pytest.mark.parametrize("function", DNS_FUNCTIONS)
+def test_route53_writes_are_limited_to_hosted_zones(resources: dict[str, Any], function: str) -> None:
+    statements = _statements(resources, function)
+    zone_actions = {a for a in FUNCTIONS[function][0] if a.startswith("route53:")} - {"route53:ListHostedZones"}
+
+    assert zone_actions
+    for action in zone_actions:
+        assert _resources_of(statements, action) == {HOSTED_ZONE_ARN}
+    assert _resources_of(statements, "route53:ListHostedZones") == {"*"}  # it supports no resource ARN
 
 
 # ----- the template -------------------------------------------------------------------------------
@@ -180,6 +216,33 @@ def test_merge_template_adds_the_idempotency_table(resources: dict[str, Any]) ->
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 
 
+def test_merge_template_adds_the_dns_registry_table_with_its_owner_index(resources: dict[str, Any]) -> None:
+    table = resources["DnsRegistryTable"]
+    properties = table["Properties"]
+
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert properties["TableName"] == DNS_TABLE_ARN.rsplit("/", 1)[1]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "record", "KeyType": "HASH"}]
+    assert sorted(properties["AttributeDefinitions"], key=lambda attribute: attribute["AttributeName"]) == [
+        {"AttributeName": "owner", "AttributeType": "S"},
+        {"AttributeName": "record", "AttributeType": "S"},
+    ]
+    assert properties["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": dns.OWNER_INDEX,
+            "KeySchema": [
+                {"AttributeName": "owner", "KeyType": "HASH"},
+                {"AttributeName": "record", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
 def test_only_the_event_handler_gets_the_idempotency_table(resources: dict[str, Any]) -> None:
     handler = resources["OnSecurityGroupChange"]["Properties"]["Environment"]["Variables"]
     sweep = resources["SweepSecurityGroups"]["Properties"]["Environment"]["Variables"]
@@ -187,6 +250,34 @@ def test_only_the_event_handler_gets_the_idempotency_table(resources: dict[str, 
     assert handler["OPSBOTS_IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert handler["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables, not replacing them
     assert "OPSBOTS_IDEMPOTENCY_TABLE" not in sweep
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_only_the_dns_functions_get_the_dns_table(resources: dict[str, Any], function: str) -> None:
+    variables = resources[function]["Properties"]["Environment"]["Variables"]
+
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables
+    if function in DNS_FUNCTIONS:
+        assert variables[DNS_TABLE] == {"Ref": "DnsRegistryTable"}
+        assert IDEMPOTENCY_TABLE not in variables
+    else:
+        assert DNS_TABLE not in variables
+
+
+def test_every_stage_configures_every_function_alike() -> None:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    stages = {name: stage["lambda_functions"] for name, stage in config["stages"].items()}
+    names = {"".join(part.title() for part in name.split("_")): name for name in stages["prod"]}
+
+    assert set(names) == set(FUNCTIONS)
+    assert all(functions == stages["prod"] for functions in stages.values())
+    for logical_id, name in names.items():
+        policy_file = stages["prod"][name]["iam_policy_file"]
+        assert policy_file == f"policy-{name}.json"
+        assert (ROOT / ".chalice" / policy_file).is_file()
+        assert (stages["prod"][name]["lambda_memory_size"], stages["prod"][name]["lambda_timeout"]) == (
+            FUNCTIONS[logical_id][1:]
+        )
 
 
 # ----- the member-account role --------------------------------------------------------------------
@@ -210,6 +301,6 @@ def test_member_role_grants_only_what_the_bot_does_in_member_accounts() -> None:
     trust = role["AssumeRolePolicyDocument"]["Statement"]
 
     assert _actions(statements) == MEMBER_ACCOUNT_ACTIONS
-    assert MEMBER_ACCOUNT_ACTIONS.issubset(sg_guard.PERMISSIONS)
+    assert MEMBER_ACCOUNT_ACTIONS <= SG_GUARD | DNS_EVENT | DNS_RECONCILE
     assert role["RoleName"] == MEMBER_ROLE_ARN.rsplit("/", 1)[1]
     assert all("sts:ExternalId" in statement["Condition"]["StringEquals"] for statement in trust)

@@ -1,0 +1,260 @@
+"""The DNS bot end to end through Chalice's test client, against moto: zones, ownership, ordering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from tests.conftest import HOME, MEMBER, REGION, load_event
+from tests.functional.conftest import Estate
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_route53 import Route53Client
+
+SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
+SELECT = {"opsbots:dns": "yes"}
+
+
+@dataclass
+class Network:
+    route53: Route53Client
+    zones: dict[str, str]  # zone name -> id
+    home_subnet: str
+    member_subnet: str
+    member_ec2: EC2Client
+    home_ec2: EC2Client
+
+    def launch(self, name: str | None = None, member: bool = False, **tags: str) -> str:
+        ec2 = self.member_ec2 if member else self.home_ec2
+        all_tags = {**SELECT, **({"Name": name} if name else {}), **tags}
+        return ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=self.member_subnet if member else self.home_subnet,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}
+            ],
+        )["Instances"][0]["InstanceId"]
+
+    def records(self, zone: str) -> dict[tuple[str, str], list[str]]:
+        pages = self.route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=self.zones[zone])
+        return {
+            (record["Name"], record["Type"]): [value["Value"] for value in record.get("ResourceRecords", [])]
+            for page in pages
+            for record in page["ResourceRecordSets"]
+            if record["Type"] not in ("SOA", "NS")
+        }
+
+    def upsert(self, zone: str, name: str, value: str) -> None:
+        self.route53.change_resource_record_sets(
+            HostedZoneId=self.zones[zone],
+            ChangeBatch={
+                "Changes": [
+                    {
+                        "Action": "UPSERT",
+                        "ResourceRecordSet": {
+                            "Name": name,
+                            "Type": "A",
+                            "TTL": 300,
+                            "ResourceRecords": [{"Value": value}],
+                        },
+                    }
+                ]
+            },
+        )
+
+
+def subnet(ec2: EC2Client, cidr: str) -> tuple[str, str]:
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/24"))["Subnet"]["SubnetId"]
+    ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
+    return vpc, subnet_id
+
+
+@pytest.fixture
+def network(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> Network:
+    boto3.client("dynamodb").create_table(
+        TableName="opsbots-dns",
+        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "record", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-owner",
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "record", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    monkeypatch.setenv("OPSBOTS_DNS_TABLE", "opsbots-dns")
+    home_vpc, home_subnet = subnet(estate.home_ec2, "10.0.0.0/16")
+    member_vpc, member_subnet = subnet(estate.member_ec2, "10.1.0.0/16")
+    route53 = boto3.client("route53")
+    zones = {}
+    for name, vpc in (("example.com", None), ("internal.example.com", home_vpc), ("10.in-addr.arpa", home_vpc)):
+        private = {"HostedZoneConfig": {"PrivateZone": True, "Comment": ""}, "VPC": {"VPCRegion": REGION, "VPCId": vpc}}
+        zone = route53.create_hosted_zone(Name=name, CallerReference=name, **(private if vpc else {}))["HostedZone"]
+        zones[name] = zone["Id"].rsplit("/", 1)[-1]
+        if vpc:
+            route53.associate_vpc_with_hosted_zone(
+                HostedZoneId=zones[name], VPC={"VPCRegion": REGION, "VPCId": member_vpc}
+            )
+    return Network(route53, zones, home_subnet, member_subnet, estate.member_ec2, estate.home_ec2)
+
+
+def state_event(instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
+    return load_event("ec2-state-running", **{SAMPLE_INSTANCE: instance_id, '"running"': f'"{state}"', HOME: account})
+
+
+def deliver(lambdas: Any, instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
+    payload: dict[str, Any] = lambdas.invoke(
+        "on_instance_state_change", state_event(instance_id, state, account)
+    ).payload
+    return payload
+
+
+def test_a_running_instance_gets_its_records_and_loses_them_when_stopped(network: Network, lambdas: Any) -> None:
+    # Given a running instance with a name and an alias
+    instance = network.launch("App 1", **{"opsbots:dns-aliases": "api"})
+    described = network.home_ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    private_ip, public_ip = described["PrivateIpAddress"], described["PublicIpAddress"]
+
+    # When its running event arrives
+    result = deliver(lambdas, instance, "running")
+
+    # Then A, CNAME and PTR records exist in the private, public and reverse zones (no reverse zone
+    # holds the public address)
+    assert result["added"] == 5
+    assert network.records("internal.example.com") == {
+        ("app-1.internal.example.com.", "A"): [private_ip],
+        ("api.internal.example.com.", "CNAME"): ["app-1.internal.example.com."],
+    }
+    assert network.records("example.com") == {
+        ("app-1.example.com.", "A"): [public_ip],
+        ("api.example.com.", "CNAME"): ["app-1.example.com."],
+    }
+    ptr = ".".join(reversed(private_ip.split("."))) + ".in-addr.arpa."
+    assert network.records("10.in-addr.arpa") == {(ptr, "PTR"): ["app-1.internal.example.com."]}
+
+    # And when it stops, every one of them goes
+    network.home_ec2.stop_instances(InstanceIds=[instance])
+    assert deliver(lambdas, instance, "stopped")["removed"] == 5
+    for zone in network.zones:
+        assert network.records(zone) == {}
+
+
+def test_a_manual_record_with_the_same_name_is_never_touched(network: Network, lambdas: Any) -> None:
+    # Given someone's own record at web.internal.example.com
+    network.upsert("internal.example.com", "web.internal.example.com.", "10.9.9.9")
+    instance = network.launch("web")
+
+    result = deliver(lambdas, instance, "running")
+
+    # Then it is a conflict, and the record survives the instance's start and stop
+    assert any("web.internal.example.com. A" in conflict for conflict in result["conflicts"])
+    assert network.records("internal.example.com")[("web.internal.example.com.", "A")] == ["10.9.9.9"]
+    network.home_ec2.terminate_instances(InstanceIds=[instance])
+    deliver(lambdas, instance, "terminated")
+    assert network.records("internal.example.com") == {("web.internal.example.com.", "A"): ["10.9.9.9"]}
+
+
+def test_the_current_owner_keeps_a_name_two_instances_want(network: Network, lambdas: Any) -> None:
+    first, second = network.launch("db"), network.launch("db")
+    deliver(lambdas, first, "running")
+    first_ip = network.records("internal.example.com")[("db.internal.example.com.", "A")]
+
+    result = deliver(lambdas, second, "running")
+
+    assert result["conflicts"]
+    assert network.records("internal.example.com")[("db.internal.example.com.", "A")] == first_ip
+
+
+def test_duplicates_and_a_late_stopped_event_change_nothing(network: Network, lambdas: Any) -> None:
+    instance = network.launch("app")
+    deliver(lambdas, instance, "running")
+    before = {zone: network.records(zone) for zone in network.zones}
+
+    # When the running event comes again, and then a stale "stopped" arrives after it
+    again = deliver(lambdas, instance, "running")
+    stale = deliver(lambdas, instance, "stopped")
+
+    # Then nothing changed: the bot asked EC2, which says the instance runs
+    assert (again["added"], again["removed"], stale["removed"]) == (0, 0, 0)
+    assert stale["state"] == "running"
+    assert {zone: network.records(zone) for zone in network.zones} == before
+
+
+def test_a_pending_event_writes_nothing(network: Network, lambdas: Any) -> None:
+    instance = network.launch("app")
+    network.home_ec2.stop_instances(InstanceIds=[instance])
+    assert deliver(lambdas, instance, "pending")["added"] == 0
+
+
+def test_an_instance_ec2_no_longer_knows_loses_its_records_from_the_registry(network: Network, lambdas: Any) -> None:
+    # Given records for an instance, and then an event naming an instance EC2 does not know
+    instance = network.launch("app")
+    deliver(lambdas, instance, "running")
+    result = deliver(lambdas, "i-0123456789abcdef0", "terminated")
+
+    # Then nothing of the known instance is touched
+    assert result["state"] == "gone"
+    assert result["removed"] == 0
+    assert ("app.internal.example.com.", "A") in network.records("internal.example.com")
+
+
+def test_a_member_account_instance_is_described_through_its_role(network: Network, lambdas: Any) -> None:
+    instance = network.launch("worker", member=True)
+    private_ip = network.member_ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0][
+        "PrivateIpAddress"
+    ]
+
+    deliver(lambdas, instance, "running", account=MEMBER)
+
+    assert network.records("internal.example.com")[("worker.internal.example.com.", "A")] == [private_ip]
+
+
+def test_an_unselected_instance_gets_nothing(network: Network, lambdas: Any) -> None:
+    instance = network.home_ec2.run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=network.home_subnet
+    )["Instances"][0]["InstanceId"]
+    assert deliver(lambdas, instance, "running")["added"] == 0
+
+
+def test_a_malformed_event_is_skipped(network: Network, lambdas: Any) -> None:
+    event = state_event("i-0123456789abcdef0", "running")
+    del event["detail"]["instance-id"]
+    assert lambdas.invoke("on_instance_state_change", event).payload["status"] == "malformed"
+
+
+def test_reconcile_adds_what_is_missing_and_removes_what_no_longer_runs(network: Network, lambdas: Any) -> None:
+    # Given 200 running instances that no event reported, in two accounts
+    home = [network.launch(f"h{n}") for n in range(150)]
+    for n in range(50):
+        network.launch(f"m{n}", member=True)
+    scheduled = load_event("scheduled-event")
+
+    first = lambdas.invoke("reconcile_dns", scheduled).payload
+
+    # Then each gets its private, public and PTR records
+    assert first["added"] == 200 * 3
+    assert first["failures"] == []
+    assert len(network.records("internal.example.com")) == 200
+
+    # When 40 home instances end, the next reconcile removes exactly theirs
+    network.home_ec2.terminate_instances(InstanceIds=home[:40])
+    second = lambdas.invoke("reconcile_dns", scheduled).payload
+    assert second["added"] == 0
+    assert second["removed"] == 40 * 3
+    assert len(network.records("internal.example.com")) == 160
+    assert ("m0.internal.example.com.", "A") in network.records("internal.example.com")
