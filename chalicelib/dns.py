@@ -55,7 +55,9 @@ PERMISSIONS = (
 EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, by the owner index
 RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
 RUNNING = "running"
-MAX_CHANGES_PER_BATCH = 1000
+MAX_RECORDS_PER_BATCH = 1000
+# Past this many new names, listing the zones once is cheaper than one look-up per name.
+LIST_ZONES_ABOVE = 20
 RECONCILE_THREADS = 8
 OWNER_INDEX = "by-owner"
 RecordType = Literal["A", "AAAA", "CNAME", "PTR"]
@@ -275,9 +277,24 @@ def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDe
     }
 
 
-def batches(changes: Sequence[ChangeTypeDef], size: int = MAX_CHANGES_PER_BATCH) -> Iterator[list[ChangeTypeDef]]:
-    for start in range(0, len(changes), size):
-        yield list(changes[start : start + size])
+def _weight(change: ChangeTypeDef) -> int:
+    # Route53 counts an UPSERT twice towards a batch's 1,000 ResourceRecord elements.
+    values = len(change["ResourceRecordSet"].get("ResourceRecords", []))
+    return values * (2 if change["Action"] == "UPSERT" else 1)
+
+
+def batches(changes: Sequence[ChangeTypeDef], limit: int = MAX_RECORDS_PER_BATCH) -> Iterator[list[ChangeTypeDef]]:
+    """As few change batches as Route53 allows: at most `limit` ResourceRecord elements each."""
+    batch: list[ChangeTypeDef] = []
+    weight = 0
+    for change in changes:
+        if batch and weight + _weight(change) > limit:
+            yield batch
+            batch, weight = [], 0
+        batch.append(change)
+        weight += _weight(change)
+    if batch:
+        yield batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,16 +464,37 @@ def _entry(item: Mapping[str, Any]) -> OwnedRecord:
     return OwnedRecord(record, item["owner"]["S"])
 
 
-def foreign_record(route53: Route53Client, record: Record) -> bool:
-    """Does Route53 already hold this name and type, written by someone else?"""
-    found = route53.list_resource_record_sets(
-        HostedZoneId=record.zone_id, StartRecordName=record.name, StartRecordType=record.type, MaxItems="1"
-    )["ResourceRecordSets"]
-    blocking = {record.type, "CNAME"} if record.type != "CNAME" else None
-    return any(
-        existing["Name"].lower() == record.name and (blocking is None or existing["Type"] in blocking)
-        for existing in found
-    )
+def _blocks(record: Record, name: str, record_type: str) -> bool:
+    """Would an existing (name, type) stop us writing `record`? A CNAME shares its name with nothing."""
+    return name.lower() == record.name and (record.type == "CNAME" or record_type in (record.type, "CNAME"))
+
+
+class ExistingRecords:
+    """Answers "does Route53 already hold this name?" for names the registry does not own.
+
+    A few names are looked up one by one; many (a first reconcile) by listing each zone once.
+    """
+
+    def __init__(self, route53: Route53Client, claims: Sequence[OwnedRecord]) -> None:
+        self._route53 = route53
+        self._listed: dict[str, set[tuple[str, str]]] | None = None
+        if len(claims) > LIST_ZONES_ABOVE:
+            zone_ids = sorted({claim.record.zone_id for claim in claims})
+            self._listed = {zone_id: self._list_zone(zone_id) for zone_id in zone_ids}
+
+    def hold(self, record: Record) -> bool:
+        if self._listed is not None:
+            return any(
+                _blocks(record, name, kind) for name, kind in self._listed[record.zone_id] if name == record.name
+            )
+        found = self._route53.list_resource_record_sets(
+            HostedZoneId=record.zone_id, StartRecordName=record.name, StartRecordType=record.type, MaxItems="1"
+        )["ResourceRecordSets"]
+        return any(_blocks(record, existing["Name"], existing["Type"]) for existing in found)
+
+    def _list_zone(self, zone_id: str) -> set[tuple[str, str]]:
+        pages = self._route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
+        return {(entry["Name"].lower(), entry["Type"]) for page in pages for entry in page["ResourceRecordSets"]}
 
 
 @dataclass
@@ -487,10 +525,11 @@ class Outcome:
 def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
     """Claim, then write Route53, then release: a crash leaves a claim (retried) but no stray record."""
     outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
+    existing = ExistingRecords(route53, plan.claims)
     granted = []
     for entry in plan.claims:
         holder = registry.claim(entry)
-        if holder is None and foreign_record(route53, entry.record):
+        if holder is None and existing.hold(entry.record):
             registry.release(entry)
             holder = "a record opsbots did not write"
         if holder is None:

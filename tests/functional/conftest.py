@@ -12,6 +12,7 @@ from chalice.test import Client
 from moto import mock_aws
 from moto.ses.models import ses_backends
 
+from chalicelib.aws import Clients
 from tests.conftest import HOME, MEMBER, REGION, ROOT
 
 if TYPE_CHECKING:
@@ -71,6 +72,14 @@ def member_client(service: str) -> Any:
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
     )
+
+
+def counting_clients() -> tuple[Clients, list[str]]:
+    """Clients whose home-account calls are recorded by operation name, through a botocore hook."""
+    calls: list[str] = []
+    session = boto3.Session()
+    session.events.register("before-call", lambda model, **_: calls.append(model.name))
+    return Clients(home_session=session), calls
 
 
 @pytest.fixture

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
-from tests.conftest import HOME, MEMBER, REGION, load_event
-from tests.functional.conftest import Estate
+from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.aws import Target
+from chalicelib.dns import DnsDeps, Registry, ZoneCache, handle_state_change, reconcile
+from chalicelib.policy import load_policies
+from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
+from tests.functional.conftest import Estate, counting_clients
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -71,7 +75,7 @@ class Network:
 
 def subnet(ec2: EC2Client, cidr: str) -> tuple[str, str]:
     vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
-    subnet_id = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/24"))["Subnet"]["SubnetId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"))["Subnet"]["SubnetId"]
     ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
     return vpc, subnet_id
 
@@ -258,3 +262,64 @@ def test_reconcile_adds_what_is_missing_and_removes_what_no_longer_runs(network:
     assert second["removed"] == 40 * 3
     assert len(network.records("internal.example.com")) == 160
     assert ("m0.internal.example.com.", "A") in network.records("internal.example.com")
+
+
+def counted_deps() -> tuple[DnsDeps, list[str]]:
+    clients, calls = counting_clients()
+    home = Target(HOME_KEY, REGION)
+    route53 = clients.client("route53", home)
+    return DnsDeps(
+        clients, route53, Registry(clients.client("dynamodb", home), "opsbots-dns"), ZoneCache(route53)
+    ), calls
+
+
+def test_aws_calls_per_event(network: Network) -> None:
+    # Given a warm container (home account id and hosted zones already known)
+    deps, calls = counted_deps()
+    deps.clients.home()
+    deps.zones.get()
+    policies = load_policies(ROOT / "policies")
+    instance = network.launch("app")
+    calls.clear()
+
+    def count(state: str) -> list[str]:
+        calls.clear()
+        handle_state_change(state_event(instance, state), policies=policies, deps=deps)
+        return list(calls)
+
+    # Then: running = describe + registry query + 3 claims + 3 name checks + one batch per zone
+    running = count("running")
+    assert running.count("DescribeInstances") == 1
+    assert running.count("ChangeResourceRecordSets") == 3
+    assert len(running) == 11
+    # A repeated event only reads: describe + registry query
+    assert count("running") == ["DescribeInstances", "Query"]
+    # Stopped: describe + query + one batch per zone + 3 registry deletes
+    network.home_ec2.stop_instances(InstanceIds=[instance])
+    stopped = count("stopped")
+    assert stopped.count("ChangeResourceRecordSets") == 3
+    assert len(stopped) == 8
+
+
+def test_aws_calls_to_reconcile_a_thousand_instances(network: Network) -> None:
+    network.home_ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1000,
+        MaxCount=1000,
+        SubnetId=network.home_subnet,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "opsbots:dns", "Value": "yes"}]}],
+    )
+    deps, calls = counted_deps()
+
+    result = reconcile(policies=load_policies(ROOT / "policies"), deps=deps)
+
+    assert result["added"] == 3000
+    route53 = [
+        call
+        for call in calls
+        if call in {"ListHostedZones", "GetHostedZone", "ListResourceRecordSets", "ChangeResourceRecordSets"}
+    ]
+    # 3 zones: listing (1 + 2 private zones' VPCs), one listing of each zone, and 500 UPSERTs per batch
+    assert calls.count("ChangeResourceRecordSets") == 2 + 2 + 2
+    assert len(route53) == 3 + 3 + 6
+    assert calls.count("PutItem") == 3000

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
 from chalicelib import dedupe
 from chalicelib.aws import Clients
 from chalicelib.notify import SesNotifier
 from chalicelib.policy import load_policies
 from chalicelib.sg_guard import handle_change
 from tests.conftest import ROOT, load_event
-from tests.functional.conftest import Estate, tcp
-
-
-def counting_clients() -> tuple[Clients, list[str]]:
-    calls: list[str] = []
-    session = boto3.Session()
-    session.events.register("before-call", lambda model, **_: calls.append(model.name))
-    return Clients(home_session=session), calls
+from tests.functional.conftest import Estate, counting_clients, tcp
 
 
 def handle(event: dict[str, Any], clients: Clients) -> dict[str, Any]:

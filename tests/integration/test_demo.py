@@ -41,6 +41,7 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "✘" not in demo.stdout
     assert "✔ chapter security-groups: passed" in demo.stdout
+    assert "✔ chapter dns: passed" in demo.stdout
     assert "all checks passed in" in demo.stdout
 
 
@@ -70,8 +71,52 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
         "✔ the compliant rules of the earlier scenes are untouched",
     ],
 )
-def test_the_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
+def test_the_security_group_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
     assert line in demo.stdout
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # 1. the zones in the home account, and a record made by hand
+        "Chapter 2: the DNS bot (chalicelib/dns.py)",
+        "internal.example.com.  ",
+        "private, VPC vpc-",
+        "someone creates web.internal.example.com. A 10.9.9.9 by hand",
+        # 2. app-1 starts in the member account
+        "tags Name=app-1, opsbots:dns=yes, opsbots:dns-aliases=api",
+        "✔ the handler found app-1 running and added 3 records, no conflict",
+        "✔ A app-1.internal.example.com. → 10.20.1.",
+        "✔ CNAME api.internal.example.com. → app-1.internal.example.com.",
+        ".1.20.10.in-addr.arpa. → app-1.internal.example.com.",
+        "✔ the registry holds exactly those 3 for 222222222222/eu-west-1/i-",
+        "sts:AssumeRole",
+        # 3. web's name is taken by the record made by hand
+        "✔ the record made by hand survives unchanged: web.internal.example.com. A 10.9.9.9",
+        "is held by a record opsbots did not write",
+        "the bot logged WARNING",
+        # 4. duplicate and stale events
+        "✔ duplicate: decided from app-1's current state (running): nothing added, changed or removed",
+        "✔ stale: decided from app-1's current state (running): nothing added, changed or removed",
+        # 5. stop, then terminate
+        "✔ the handler found app-1 stopped and removed its 3 records",
+        "✔ terminated: nothing left to remove, nothing else touched",
+        # 6. the reconcile
+        "✔ the reconcile reached both accounts and added db-1's 2 records, removed none",
+        "✔ no record for batch-7 (no opsbots:dns tag)",
+        "counts: 2 account/region unit(s) scanned, added 2, updated 0, removed 0, 1 conflict(s), 0 failure(s)",
+    ],
+)
+def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
+    assert line in demo.stdout
+
+
+def test_the_dns_chapter_plays_alone() -> None:
+    result = run_demo("dns")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✔ chapter dns: passed" in result.stdout
+    assert "chapter security-groups" not in result.stdout
 
 
 def test_the_bots_logs_and_metrics_stay_out_of_the_timeline(demo: subprocess.CompletedProcess[str]) -> None:
@@ -83,4 +128,4 @@ def test_an_unknown_chapter_is_refused() -> None:
     result = run_demo("no-such-chapter")
 
     assert result.returncode == 2
-    assert "known: security-groups" in result.stdout
+    assert "known: security-groups, dns" in result.stdout

@@ -167,10 +167,15 @@ def test_records_of_owners_out_of_scope_are_never_deleted() -> None:
     assert plan == Plan()
 
 
-def test_changes_go_in_batches_of_at_most_a_thousand() -> None:
-    plan = Plan(claims=tuple(owned(f"n{i}.", "i-1") for i in range(2500)))
+def test_changes_go_in_as_few_batches_as_route53_allows() -> None:
+    # Given 1,200 new names (UPSERTs count twice) and 700 names to delete in one zone
+    plan = Plan(
+        claims=tuple(owned(f"n{i}.", "i-1") for i in range(1200)),
+        deletes=tuple(owned(f"d{i}.", "i-1") for i in range(700)),
+    )
+    # Then batches hold at most 1,000 ResourceRecord elements
     sizes = [len(batch) for batch in batches(route53_changes(plan)["Z"])]
-    assert sizes == [1000, 1000, 500]
+    assert sizes == [500, 500, 200 + 600, 100]
 
 
 def test_deletes_carry_the_exact_current_values() -> None:
