@@ -12,9 +12,9 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from chalicelib import sg_guard
+from chalicelib import dns, sg_guard
 from chalicelib.events import IgnoredEvent, MalformedEventError, parse_security_group_change
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
@@ -66,9 +66,69 @@ def _schema(name: str | None, directory: Path | None, out: IO[str]) -> int:
 
 
 def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
-    """Print what the guard would decide and do for a CloudTrail event, using a printing executor."""
+    """Print what the bot the event wakes would decide and do; no AWS call is made."""
+    raw = json.loads(path.read_text())
+    kind = raw.get("detail-type") if isinstance(raw, dict) else None
+    if kind == "EC2 Instance State-change Notification":
+        return _simulate_state_change(raw, policies, out)
+    if kind == "Scheduled Event":
+        return _simulate_schedule(policies, out)
+    return _simulate_security_group_change(raw, policies, out)
+
+
+def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     try:
-        change = parse_security_group_change(json.loads(path.read_text()))
+        change = dns.parse_state_change(raw)
+    except dns.MalformedEventError as malformed:
+        out.write(f"skipped: {malformed}\n")
+        return 0
+    member = policies.accounts.member(change.account_id)
+    owner = dns.owner_of(change.account_id, change.region, change.instance_id)
+    out.write(
+        f"event {change.event_id}: {change.instance_id} -> {change.state} in {change.account_id} {change.region}\n"
+    )
+    out.write("AWS calls it would make:\n")
+    if member:
+        out.write(
+            f"  sts.assume_role(RoleArn='{policies.accounts.role_arn(member)}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n"
+        )
+    out.write(f"  ec2.describe_instances(InstanceIds=['{change.instance_id}'])\n")
+    out.write(f"  dynamodb.query(by-owner = '{owner}')  # the records opsbots holds for it\n")
+    out.write(
+        "decision: made from the instance's current state, not the event's: if it runs, its records are\n"
+        f"  {_record_names(policies)} (claimed in the registry, written with UPSERT, a name held by\n"
+        "  anything else is a conflict); if not, or EC2 no longer knows it, the records it holds are deleted.\n"
+    )
+    return 0
+
+
+def _record_names(policies: Policies) -> str:
+    zones = ", ".join(f"<{policies.dns.name_tag}>.{zone.zone} ({zone.address})" for zone in policies.dns.zones)
+    extras = [
+        f"CNAMEs from {policies.dns.alias_tag}" if policies.dns.alias_tag else "",
+        "PTRs" if policies.dns.reverse else "",
+    ]
+    return ", ".join([zones, *filter(None, extras)])
+
+
+def _simulate_schedule(policies: Policies, out: IO[str]) -> int:
+    accounts = policies.accounts
+    units = [f"home/{region}" for region in accounts.defaults.regions] + [
+        f"{member.id} ({member.name})/{region}"
+        for member in accounts.accounts
+        for region in accounts.regions_of(member)
+    ]
+    out.write(f"scheduled run over {len(units)} account/region unit(s): {', '.join(units)}\n")
+    out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
+    out.write("    revoke what breaks the policy; one digest email if anything was found or failed\n")
+    out.write("  reconcile_dns: describe_instances (running) per unit, one registry scan, one listing per\n")
+    out.write("    zone with new names, change batches of up to 1,000 records; failed units keep their records\n")
+    return 0
+
+
+def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) -> int:
+    try:
+        change = parse_security_group_change(raw)
     except (IgnoredEvent, MalformedEventError) as skipped:
         out.write(f"skipped: {skipped}\n")
         return 0

@@ -48,6 +48,9 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ("sg-authorize-egress", ["decision: compliant; no AWS call would be made"]),
         ("sg-authorize-ingress-failed", ["skipped:", "the call failed"]),
         ("sg-modify-rules", ["describe_security_group_rules"]),
+        ("ec2-state-stopped", ["ec2.describe_instances(InstanceIds=['i-0c4f1a9e27b83d615'])", "current state"]),
+        ("ec2-state-running-other-account", ["sts.assume_role", "dynamodb.query"]),
+        ("scheduled-event", ["reconcile_dns", "sweep_security_groups", "home/eu-west-1"]),
     ],
 )
 def test_simulate_prints_the_decision_the_calls_and_the_email(
