@@ -87,17 +87,19 @@ def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]
     out.write(
         f"event {change.event_id}: {change.instance_id} -> {change.state} in {change.account_id} {change.region}\n"
     )
+    if member is None:
+        out.write(f"account {change.account_id} is not in accounts.yml: acted on only if it is the home account\n")
     out.write("AWS calls it would make:\n")
-    if member:
-        out.write(
-            f"  sts.assume_role(RoleArn='{policies.accounts.role_arn(member)}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n"
-        )
+    if member is not None:
+        role = policies.accounts.role_arn(member)
+        out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
     out.write(f"  ec2.describe_instances(InstanceIds=['{change.instance_id}'])\n")
     out.write(f"  dynamodb.query(by-owner = '{owner}')  # the records opsbots holds for it\n")
     out.write(
-        "decision: made from the instance's current state, not the event's: if it runs, its records are\n"
-        f"  {_record_names(policies)} (claimed in the registry, written with UPSERT, a name held by\n"
-        "  anything else is a conflict); if not, or EC2 no longer knows it, the records it holds are deleted.\n"
+        "decision: from the instance's current state, not the event's.\n"
+        f"  running: {_record_names(policies)};\n"
+        "    each claimed in the registry, then written; a name held by anything else is a conflict\n"
+        "  otherwise, or unknown to EC2: delete exactly the records the registry holds for it\n"
     )
     return 0
 

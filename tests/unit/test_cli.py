@@ -49,7 +49,8 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ("sg-authorize-ingress-failed", ["skipped:", "the call failed"]),
         ("sg-modify-rules", ["describe_security_group_rules"]),
         ("ec2-state-stopped", ["ec2.describe_instances(InstanceIds=['i-0c4f1a9e27b83d615'])", "current state"]),
-        ("ec2-state-running-other-account", ["sts.assume_role", "dynamodb.query"]),
+        ("ec2-state-running-other-account", ["333333333333 is not in accounts.yml", "dynamodb.query"]),
+        ("ec2-state-running", ["ec2.describe_instances", "exactly the records the registry holds"]),
         ("scheduled-event", ["reconcile_dns", "sweep_security_groups", "home/eu-west-1"]),
     ],
 )
