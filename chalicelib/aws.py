@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sts import STSClient
 
+    from chalicelib.policy import AccountsPolicy
+
 BOTO_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
     connect_timeout=5,
@@ -131,6 +133,23 @@ class Clients:
                 sts = self.client("sts", Target(HOME, region))
                 self._home_account_id = sts.get_caller_identity()["Account"]
             return Target(self._home_account_id, region)
+
+    def target_for(self, account_id: str, region: str, accounts: AccountsPolicy) -> Target | None:
+        """Where an event from `account_id` is handled: a member's role, home, or nowhere (unknown)."""
+        member = accounts.member(account_id)
+        if member is not None:
+            return Target(account_id, region, accounts.role_arn(member))
+        home = self.home(region)
+        return home if home.account_id == account_id else None
+
+    def units(self, accounts: AccountsPolicy) -> list[tuple[Target, str]]:
+        """Every account/region a scheduled run covers, with the account's name: home first."""
+        home = self.home()
+        return [(Target(home.account_id, region), HOME) for region in accounts.defaults.regions] + [
+            (Target(member.id, region, accounts.role_arn(member)), member.name)
+            for member in accounts.accounts
+            for region in accounts.regions_of(member)
+        ]
 
     def _session(self, role_arn: str | None) -> boto3.Session:
         if role_arn is None:

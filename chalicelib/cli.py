@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chalicelib import dns, sg_guard
-from chalicelib.events import IgnoredEvent, MalformedEventError, parse_security_group_change
+from chalicelib.events import SkippedEvent, parse_security_group_change, parse_state_change
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
 
@@ -78,9 +78,9 @@ def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
 
 def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     try:
-        change = dns.parse_state_change(raw)
-    except dns.MalformedEventError as malformed:
-        out.write(f"skipped: {malformed}\n")
+        change = parse_state_change(raw)
+    except SkippedEvent as skipped:
+        out.write(f"skipped: {skipped}\n")
         return 0
     member = policies.accounts.member(change.account_id)
     owner = dns.owner_of(change.account_id, change.region, change.instance_id)
@@ -131,7 +131,7 @@ def _simulate_schedule(policies: Policies, out: IO[str]) -> int:
 def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) -> int:
     try:
         change = parse_security_group_change(raw)
-    except (IgnoredEvent, MalformedEventError) as skipped:
+    except SkippedEvent as skipped:
         out.write(f"skipped: {skipped}\n")
         return 0
     policy = policies.security_groups

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +26,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from chalicelib.aws import Target
+from chalicelib.events import SkippedEvent, parse_state_change
 from chalicelib.observability import logger, metrics
 from chalicelib.policy import DnsPolicy, DnsZone
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_route53.type_defs import ChangeTypeDef
 
     from chalicelib.aws import Clients
-    from chalicelib.policy import AccountsPolicy, Policies
+    from chalicelib.policy import Policies
 
 PERMISSIONS = (
     "ec2:DescribeInstances",
@@ -58,6 +60,9 @@ RUNNING = "running"
 MAX_RECORDS_PER_BATCH = 1000
 # Past this many new names, listing the zones once is cheaper than one look-up per name.
 LIST_ZONES_ABOVE = 20
+TYPES_AT_A_NAME = 20
+ZONE_CACHE_SECONDS = 900
+PRIMARY_TYPES = frozenset({"A", "AAAA"})
 RECONCILE_THREADS = 8
 OWNER_INDEX = "by-owner"
 RecordType = Literal["A", "AAAA", "CNAME", "PTR"]
@@ -127,6 +132,7 @@ class Plan:
     updates: tuple[tuple[OwnedRecord, OwnedRecord], ...] = ()  # (current, wanted) of an owned name
     deletes: tuple[OwnedRecord, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
+    kept: tuple[OwnedRecord, ...] = ()  # owned, wanted and unchanged: nothing to write
 
     def __bool__(self) -> bool:
         return bool(self.claims or self.updates or self.deletes)
@@ -230,6 +236,7 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
         wanted_by_key[entry.record.key].append(entry)
     claims: list[OwnedRecord] = []
     updates: list[tuple[OwnedRecord, OwnedRecord]] = []
+    kept: list[OwnedRecord] = []
     conflicts: list[Conflict] = []
     for key, candidates in sorted(wanted_by_key.items()):
         current = owned_by_key.get(key)
@@ -240,8 +247,8 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
         elif keeper is None and in_scope(current.owner):
             # The holder no longer wants the name: hand it over in one compare-and-swap.
             keeper = min(candidates, key=lambda entry: entry.owner)
-        if current is not None and keeper is not None and keeper != current:
-            updates.append((current, keeper))
+        if current is not None and keeper is not None:
+            (kept.append(current) if keeper == current else updates.append((current, keeper)))
         holder = keeper.owner if keeper else current.owner if current else ""
         conflicts.extend(Conflict(c.record, c.owner, holder) for c in candidates if c is not keeper)
     handed_over = {current.record.key for current, _ in updates}
@@ -252,7 +259,7 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
         and key not in handed_over
         and not any(c.owner == entry.owner for c in wanted_by_key.get(key, ()))
     ]
-    return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts))
+    return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts), tuple(kept))
 
 
 def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:
@@ -487,8 +494,9 @@ class ExistingRecords:
             return any(
                 _blocks(record, name, kind) for name, kind in self._listed[record.zone_id] if name == record.name
             )
+        # Every type at the name: an A blocks a CNAME although it sorts before it.
         found = self._route53.list_resource_record_sets(
-            HostedZoneId=record.zone_id, StartRecordName=record.name, StartRecordType=record.type, MaxItems="1"
+            HostedZoneId=record.zone_id, StartRecordName=record.name, MaxItems=str(TYPES_AT_A_NAME)
         )["ResourceRecordSets"]
         return any(_blocks(record, existing["Name"], existing["Type"]) for existing in found)
 
@@ -503,14 +511,8 @@ class Outcome:
     updated: int = 0
     removed: int = 0
     conflicts: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # aliases and PTRs of a name the instance lost
     failures: list[str] = field(default_factory=list)
-
-    def merge(self, other: Outcome) -> None:
-        self.added += other.added
-        self.updated += other.updated
-        self.removed += other.removed
-        self.conflicts += other.conflicts
-        self.failures += other.failures
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -518,39 +520,121 @@ class Outcome:
             "updated": self.updated,
             "removed": self.removed,
             "conflicts": self.conflicts,
+            "skipped": self.skipped,
             "failures": self.failures,
         }
 
 
 def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
-    """Claim, then write Route53, then release: a crash leaves a claim (retried) but no stray record."""
+    """Claim, then write Route53, then release: a crash leaves a claim (retried) but no stray record.
+
+    A CNAME or PTR is written only if its owner holds the name it points at, so a name lost to a
+    conflict never gets aliases or a reverse record pointing at someone else's address.
+    """
     outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
+    held = {(entry.owner, entry.record.name) for entry in plan.kept if entry.record.type in PRIMARY_TYPES}
+    updated = _take_over(plan.updates, held, registry, outcome)
     existing = ExistingRecords(route53, plan.claims)
     granted = []
-    for entry in plan.claims:
-        holder = registry.claim(entry)
-        if holder is None and existing.hold(entry.record):
-            registry.release(entry)
-            holder = "a record opsbots did not write"
+    for entry in sorted(plan.claims, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
+        if entry.record.type not in PRIMARY_TYPES and (entry.owner, entry.record.value) not in held:
+            outcome.skipped.append(
+                f"{entry.record.name} {entry.record.type}: {entry.record.value} is not the instance's"
+            )
+            continue
+        holder = _claim(entry, registry, existing)
         if holder is None:
             granted.append(entry)
+            held.add((entry.owner, entry.record.name))
         else:
             outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
+    refused = write(route53, Plan(tuple(granted), tuple(updated), plan.deletes))
+    _settle(refused, granted, updated, plan.deletes, registry, outcome)
+    return outcome
+
+
+def _take_over(
+    updates: Iterable[tuple[OwnedRecord, OwnedRecord]], held: set[tuple[str, str]], registry: Registry, outcome: Outcome
+) -> list[tuple[OwnedRecord, OwnedRecord]]:
+    """Compare-and-swap each owned name to its new value (or new owner); lost races are conflicts."""
     updated = []
-    for current, wanted in plan.updates:
+    for current, wanted in updates:
         holder = registry.claim(wanted, holder=current.owner)
         if holder is None:
             updated.append((current, wanted))
+            held.add((wanted.owner, wanted.record.name))
         else:
             outcome.conflicts.append(_conflict_text(Conflict(wanted.record, wanted.owner, holder)))
-    executed = Plan(tuple(granted), tuple(updated), plan.deletes)
-    for zone_id, changes in route53_changes(executed).items():
-        for batch in batches(changes):
-            route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": batch})
-    for entry in plan.deletes:
+    return updated
+
+
+def _settle(
+    refused: Mapping[tuple[str, str, str], str],
+    granted: Sequence[OwnedRecord],
+    updated: Sequence[tuple[OwnedRecord, OwnedRecord]],
+    deletes: Sequence[OwnedRecord],
+    registry: Registry,
+    outcome: Outcome,
+) -> None:
+    """Make the registry say what Route53 now holds, and count what really changed.
+
+    A refused claim is not ours to keep, a refused update keeps what Route53 still holds, and a
+    refused DELETE means someone changed the record: it is no longer the one opsbots wrote.
+    """
+    for entry in (*granted, *(wanted for _, wanted in updated), *deletes):
+        if entry.record.key in refused:
+            outcome.conflicts.append(
+                f"{entry.record.name} {entry.record.type}: Route53 refused it: {refused[entry.record.key]}"
+            )
+    for entry in granted:
+        if entry.record.key in refused:
+            registry.release(entry)
+    for current, wanted in updated:
+        if wanted.record.key in refused:
+            registry.claim(current, holder=wanted.owner)
+    for entry in deletes:
         registry.release(entry)
-    outcome.added, outcome.updated, outcome.removed = len(granted), len(updated), len(plan.deletes)
-    return outcome
+    outcome.added = sum(entry.record.key not in refused for entry in granted)
+    outcome.updated = sum(wanted.record.key not in refused for _, wanted in updated)
+    outcome.removed = sum(entry.record.key not in refused for entry in deletes)
+
+
+def _claim(entry: OwnedRecord, registry: Registry, existing: ExistingRecords) -> str | None:
+    """Claim one name; returns who holds it instead, or None when it is now this owner's."""
+    holder = registry.claim(entry)
+    if holder is None and existing.hold(entry.record):
+        registry.release(entry)
+        return "a record opsbots did not write"
+    return holder
+
+
+def write(route53: Route53Client, plan: Plan) -> dict[tuple[str, str, str], str]:
+    """Send the plan's changes in batches; returns the changes Route53 refused, with its reason.
+
+    Route53 rejects a whole batch for one bad change (a name someone changed or took meanwhile),
+    so a refused batch is retried change by change to keep every good one.
+    """
+    refused: dict[tuple[str, str, str], str] = {}
+    for zone_id, changes in route53_changes(plan).items():
+        for batch in batches(changes):
+            for change, reason in _send(route53, zone_id, batch, retry_alone=len(batch) > 1):
+                record = change["ResourceRecordSet"]
+                refused[(zone_id, record["Name"], record["Type"])] = reason
+    return refused
+
+
+def _send(
+    route53: Route53Client, zone_id: str, batch: list[ChangeTypeDef], *, retry_alone: bool
+) -> list[tuple[ChangeTypeDef, str]]:
+    try:
+        route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": batch})
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "InvalidChangeBatch":
+            raise
+        if not retry_alone:
+            return [(batch[0], str(error.response.get("Error", {}).get("Message", "")))]
+        return [failure for change in batch for failure in _send(route53, zone_id, [change], retry_alone=False)]
+    return []
 
 
 def _conflict_text(conflict: Conflict) -> str:
@@ -579,53 +663,19 @@ def print_plan(plan: Plan, out: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _StateChange(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    id: str
-    account: str
-    region: str
-    time: datetime
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StateChange:
-    event_id: str
-    account_id: str
-    region: str
-    instance_id: str
-    state: str
-
-
-def parse_state_change(raw: Mapping[str, Any]) -> StateChange:
-    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
-    try:
-        envelope = _StateChange.model_validate(raw)
-        instance_id, state = envelope.detail["instance-id"], envelope.detail["state"]
-    except (ValidationError, KeyError, TypeError) as error:
-        raise MalformedEventError(event_id, f"not an EC2 state-change event: {error}") from None
-    if not (isinstance(instance_id, str) and instance_id.startswith("i-") and isinstance(state, str)):
-        raise MalformedEventError(event_id, f"bad instance-id/state: {instance_id!r}/{state!r}")
-    return StateChange(envelope.id, envelope.account, envelope.region, instance_id, state)
-
-
-class MalformedEventError(Exception):
-    def __init__(self, event_id: str, reason: str) -> None:
-        super().__init__(f"event {event_id}: {reason}")
-        self.event_id = event_id
-        self.reason = reason
-
-
 class ZoneCache:
-    """Hosted zones of the home account, listed once per container (they rarely change)."""
+    """Hosted zones of the home account, listed again after ZONE_CACHE_SECONDS (they rarely change)."""
 
-    def __init__(self, route53: Route53Client) -> None:
+    def __init__(self, route53: Route53Client, clock: Callable[[], float] = time.monotonic) -> None:
         self._route53 = route53
+        self._clock = clock
         self._zones: tuple[HostedZone, ...] | None = None
+        self._listed_at = 0.0
 
     def get(self) -> tuple[HostedZone, ...]:
-        if self._zones is None:
+        if self._zones is None or self._clock() - self._listed_at > ZONE_CACHE_SECONDS:
             self._zones = hosted_zones(self._route53)
+            self._listed_at = self._clock()
         return self._zones
 
 
@@ -641,11 +691,9 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     """Make one instance's records match its current state."""
     try:
         change = parse_state_change(raw)
-    except MalformedEventError as malformed:
-        logger.warning("malformed event skipped", extra={"event_id": malformed.event_id, "reason": malformed.reason})
-        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
-        return {"event_id": malformed.event_id, "status": "malformed", "reason": malformed.reason}
-    target = _target(change.account_id, change.region, policies.accounts, deps.clients)
+    except SkippedEvent as skipped:
+        return skipped.report()
+    target = deps.clients.target_for(change.account_id, change.region, policies.accounts)
     if target is None:
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
         return {"event_id": change.event_id, "status": "unmanaged-account"}
@@ -653,8 +701,8 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     owner = owner_of(change.account_id, change.region, change.instance_id)
     wanted: tuple[Record, ...] = ()
     if instance is not None and instance.state == RUNNING:
-        wanted, skipped = desired_records(instance, policies.dns, deps.zones.get())
-        for reason in skipped:
+        wanted, reasons = desired_records(instance, policies.dns, deps.zones.get())
+        for reason in reasons:
             logger.warning("record skipped", extra={"instance": owner, "reason": reason})
     plan = plan_changes((OwnedRecord(r, owner) for r in wanted), deps.registry.owned_by(owner), owner.__eq__)
     outcome = apply(plan, route53=deps.route53, registry=deps.registry)
@@ -673,25 +721,13 @@ def _report(outcome: Outcome) -> None:
     metrics.add_metric(name="RecordConflicts", unit="Count", value=len(outcome.conflicts))
     for conflict in outcome.conflicts:
         logger.warning("dns conflict: name left to its holder", extra={"conflict": conflict})
-
-
-def _target(account_id: str, region: str, accounts: AccountsPolicy, clients: Clients) -> Target | None:
-    member = accounts.member(account_id)
-    if member is not None:
-        return Target(account_id, region, accounts.role_arn(member))
-    home = clients.home(region)
-    return home if home.account_id == account_id else None
+    for skipped in outcome.skipped:
+        logger.info("dns record skipped: it would point at a name the instance lost", extra={"record": skipped})
 
 
 def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
     """Make Route53 match the running instances of every account and region; failed units keep their records."""
-    accounts = policies.accounts
-    home = deps.clients.home()
-    targets = [Target(home.account_id, region) for region in accounts.defaults.regions] + [
-        Target(member.id, region, accounts.role_arn(member))
-        for member in accounts.accounts
-        for region in accounts.regions_of(member)
-    ]
+    targets = [target for target, _ in deps.clients.units(policies.accounts)]
 
     def scan(target: Target) -> tuple[Target, tuple[Instance, ...] | str]:
         try:

@@ -13,9 +13,11 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from chalicelib.observability import logger, metrics
 
 Direction = Literal["ingress", "egress"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,20 +28,37 @@ SECURITY_GROUP_CALLS = frozenset(
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
 
 
-class MalformedEventError(Exception):
-    """The event is not what its type promises; log it with its id and skip it."""
+class SkippedEvent(Exception):  # noqa: N818 - a verdict on an event, not a failure of ours
+    """An event a handler logs, counts and skips: never retried, never acted on."""
+
+    status: ClassVar[str]
+    metric: ClassVar[str]
 
     def __init__(self, event_id: str, reason: str) -> None:
         super().__init__(f"event {event_id}: {reason}")
         self.event_id = event_id
         self.reason = reason
 
+    def report(self) -> dict[str, Any]:
+        """Log and count the skip; the handler returns this summary."""
+        log = logger.warning if isinstance(self, MalformedEventError) else logger.info
+        log(f"{self.status} event skipped", extra={"event_id": self.event_id, "reason": self.reason})
+        metrics.add_metric(name=self.metric, unit="Count", value=1)
+        return {"event_id": self.event_id, "status": self.status, "reason": self.reason}
 
-class IgnoredEvent(Exception):  # noqa: N818 - not an error: a well-formed event with nothing to do
-    def __init__(self, event_id: str, reason: str) -> None:
-        super().__init__(f"event {event_id}: {reason}")
-        self.event_id = event_id
-        self.reason = reason
+
+class MalformedEventError(SkippedEvent):
+    """The event is not what its type promises."""
+
+    status = "malformed"
+    metric = "MalformedEvents"
+
+
+class IgnoredEvent(SkippedEvent):
+    """A well-formed event with nothing to do (a failed call, another API)."""
+
+    status = "ignored"
+    metric = "EventsIgnored"
 
 
 @dataclass(frozen=True)
@@ -326,3 +345,26 @@ def _modified(request: Mapping[str, Any]) -> tuple[Permission, ...]:
         )
         for rule in rules
     )
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """An "EC2 Instance State-change Notification": only a hint to look at the instance again."""
+
+    event_id: str
+    account_id: str
+    region: str
+    instance_id: str
+    state: str
+
+
+def parse_state_change(raw: Mapping[str, Any]) -> StateChange:
+    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+    try:
+        envelope = _Envelope.model_validate(raw)
+        instance_id, state = envelope.detail["instance-id"], envelope.detail["state"]
+    except (ValidationError, KeyError) as error:
+        raise MalformedEventError(event_id, f"not an EC2 state-change event: {error}") from None
+    if not (isinstance(instance_id, str) and instance_id.startswith("i-") and isinstance(state, str)):
+        raise MalformedEventError(event_id, f"bad instance-id/state: {instance_id!r}/{state!r}")
+    return StateChange(envelope.id, envelope.account, envelope.region, instance_id, state)

@@ -24,12 +24,11 @@ from chalicelib.aws import Target
 from chalicelib.events import (
     Direction,
     GroupSource,
-    IgnoredEvent,
-    MalformedEventError,
     Network,
     Permission,
     PrefixListSource,
     SecurityGroupChange,
+    SkippedEvent,
     Source,
     normalize_protocol,
     parse_security_group_change,
@@ -523,21 +522,15 @@ def handle_change(
     """Handle one CloudTrail security-group event end to end; returns a JSON summary."""
     try:
         change = parse_security_group_change(raw)
-    except IgnoredEvent as ignored:
-        logger.info("event ignored", extra={"event_id": ignored.event_id, "reason": ignored.reason})
-        metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
-        return {"event_id": ignored.event_id, "status": "ignored", "reason": ignored.reason}
-    except MalformedEventError as malformed:
-        logger.warning("malformed event skipped", extra={"event_id": malformed.event_id, "reason": malformed.reason})
-        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
-        return {"event_id": malformed.event_id, "status": "malformed", "reason": malformed.reason}
+    except SkippedEvent as skipped:
+        return skipped.report()
 
     policy = policies.security_groups
     metrics.add_metric(name="PermissionsEvaluated", unit="Count", value=len(change.permissions))
     if not needs_action(change.permissions, policy.rules):
         return {"event_id": change.event_id, "status": "compliant"}
 
-    target = target_for(change.account_id, change.region, policies.accounts, clients)
+    target = clients.target_for(change.account_id, change.region, policies.accounts)
     if target is None:
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
         return {"event_id": change.event_id, "status": "unmanaged-account"}
@@ -625,14 +618,6 @@ def _record(change: SecurityGroupChange, verdict: Verdict, account_name: str, ex
         metrics.add_metric(name="ExposureSeconds", unit="Seconds", value=exposure)
 
 
-def target_for(account_id: str, region: str, accounts: AccountsPolicy, clients: Clients) -> Target | None:
-    member = accounts.member(account_id)
-    if member is not None:
-        return Target(account_id, region, accounts.role_arn(member))
-    home = clients.home(region)
-    return home if home.account_id == account_id else None
-
-
 def _account_name(account_id: str, accounts: AccountsPolicy) -> str:
     member = accounts.member(account_id)
     return member.name if member else "home"
@@ -672,15 +657,8 @@ def sweep(
 ) -> dict[str, Any]:
     """Check every group of the home account and of every member account/region; one digest email."""
     policy = policies.security_groups
-    accounts = policies.accounts
     home = clients.home()
-    units: list[tuple[Target, str]] = [
-        (Target(home.account_id, region), "home") for region in accounts.defaults.regions
-    ] + [
-        (Target(member.id, region, accounts.role_arn(member)), member.name)
-        for member in accounts.accounts
-        for region in accounts.regions_of(member)
-    ]
+    units = clients.units(policies.accounts)
     started = now()
 
     def run(unit: tuple[Target, str]) -> SweepFinding:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import unescape
@@ -49,6 +50,15 @@ def quoted(text: str, prefix: str = "│ ") -> str:
         wrapped = textwrap.wrap(line, WIDTH - STAMP_WIDTH - len(MARGIN) - len(prefix), subsequent_indent="    ")
         lines.extend([prefix + part for part in wrapped] or [prefix.rstrip()])
     return "\n".join(lines)
+
+
+def columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Rows of cells as left-aligned columns, one line per row."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows), default=0))]
+    return "\n".join(
+        (indent + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False))).rstrip()
+        for row in rows
+    )
 
 
 @dataclass

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from moto.ses.models import Message
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_route53 import Route53Client
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "tests" / "events"
@@ -32,6 +33,8 @@ SENDER = "opsbots@example.com"
 MEMBER_ROLE = f"arn:aws:iam::{MEMBER}:role/opsbots-member"
 EXTERNAL_ID = "opsbots-demo-external-id"
 IDEMPOTENCY_TABLE = "opsbots-idempotency"
+DNS_TABLE = "opsbots-dns"  # the DNS bot's registry of the records it wrote
+DNS_OWNER_INDEX = "by-owner"
 CLOUDTRAIL_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -72,9 +75,13 @@ class Stage:
     def dynamodb(self) -> DynamoDBClient:
         return self.home.session.client("dynamodb")
 
+    @property
+    def route53(self) -> Route53Client:
+        return self.home.session.client("route53")
+
 
 def build(endpoint: str) -> Stage:
-    """Accounts, the SES sender, the idempotency table, and the app wired to them."""
+    """Accounts, the SES sender, the idempotency and DNS registry tables, and the app wired to them."""
     home = Account(HOME, "home", boto3.Session(region_name=REGION))
     credentials = home.session.client("sts").assume_role(
         RoleArn=MEMBER_ROLE, RoleSessionName="opsbots-demo-setup", ExternalId=EXTERNAL_ID
@@ -96,7 +103,10 @@ def build(endpoint: str) -> Stage:
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    os.environ.update(OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE, OPSBOTS_EXTERNAL_ID=EXTERNAL_ID)
+    create_dns_registry(home.session.client("dynamodb"))
+    os.environ.update(
+        OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE, OPSBOTS_EXTERNAL_ID=EXTERNAL_ID, OPSBOTS_DNS_TABLE=DNS_TABLE
+    )
 
     from app import app
     from chalicelib.runtime import current
@@ -106,11 +116,35 @@ def build(endpoint: str) -> Stage:
     return Stage(endpoint, home, member, lambdas)
 
 
+def create_dns_registry(dynamodb: DynamoDBClient) -> None:
+    """The DNS bot's registry, shaped as deploy/ declares it: key `record`, index `by-owner` (owner, record)."""
+    dynamodb.create_table(
+        TableName=DNS_TABLE,
+        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "record", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": DNS_OWNER_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "record", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 def introduce(stage: Stage) -> None:
     show.step(f"moto's HTTP server listening on {stage.endpoint} (AWS_ENDPOINT_URL)")
     show.note(
         f"home account {stage.home}: the Lambda's own; SES sender {SENDER} verified;\n"
-        f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery\n"
+        f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery,\n"
+        f"  DynamoDB table {DNS_TABLE} (key record, index {DNS_OWNER_INDEX}) for the DNS bot's registry\n"
         f"member account {stage.member}: reached through {MEMBER_ROLE}, ExternalId {EXTERNAL_ID}\n"
         "handlers: app.py through chalice.test.Client(stage 'dev'), the way Lambda invokes them"
     )

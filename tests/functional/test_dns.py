@@ -12,8 +12,10 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.dns import DnsDeps, Registry, ZoneCache, handle_state_change, reconcile
 from chalicelib.policy import load_policies
+from chalicelib.runtime import current
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import Estate, counting_clients
+from tests.functional.faults import answer_with_error
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -171,6 +173,43 @@ def test_a_manual_record_with_the_same_name_is_never_touched(network: Network, l
     network.home_ec2.terminate_instances(InstanceIds=[instance])
     deliver(lambdas, instance, "terminated")
     assert network.records("internal.example.com") == {("web.internal.example.com.", "A"): ["10.9.9.9"]}
+
+
+def test_an_alias_never_lands_on_a_name_someone_else_holds(network: Network, lambdas: Any) -> None:
+    # Given a hand-made A record where an instance wants its alias (a CNAME) to go
+    network.upsert("internal.example.com", "api.internal.example.com.", "10.9.9.9")
+    instance = network.launch("app", **{"opsbots:dns-aliases": "api"})
+
+    result = deliver(lambdas, instance, "running")
+
+    assert any("api.internal.example.com. CNAME" in conflict for conflict in result["conflicts"])
+    records = network.records("internal.example.com")
+    assert ("api.internal.example.com.", "CNAME") not in records
+    assert records[("api.internal.example.com.", "A")] == ["10.9.9.9"]
+    assert ("app.internal.example.com.", "A") in records
+
+
+def test_a_name_lost_to_a_conflict_gets_no_alias_and_no_reverse_record(network: Network, lambdas: Any) -> None:
+    network.upsert("internal.example.com", "web.internal.example.com.", "10.9.9.9")
+    instance = network.launch("web", **{"opsbots:dns-aliases": "www"})
+
+    deliver(lambdas, instance, "running")
+
+    assert network.records("internal.example.com") == {("web.internal.example.com.", "A"): ["10.9.9.9"]}
+    assert network.records("10.in-addr.arpa") == {}
+
+
+def test_changes_route53_refuses_are_conflicts_and_leave_no_claim(network: Network, lambdas: Any) -> None:
+    # Given Route53 refuses every change (as it does a name taken or changed meanwhile)
+    instance = network.launch("app")
+    answer_with_error(current().dns.route53, "ChangeResourceRecordSets", "InvalidChangeBatch", status=400)
+
+    result = deliver(lambdas, instance, "running")
+
+    # Then nothing is counted as added, each refusal is reported, and the registry claims nothing
+    assert result["added"] == 0
+    assert sum("Route53 refused it" in conflict for conflict in result["conflicts"]) == 3
+    assert boto3.client("dynamodb").scan(TableName="opsbots-dns")["Items"] == []
 
 
 def test_the_current_owner_keeps_a_name_two_instances_want(network: Network, lambdas: Any) -> None:

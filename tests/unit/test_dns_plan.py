@@ -127,7 +127,12 @@ def everyone(_: str) -> bool:
     ("wanted", "registry", "expected"),
     [
         pytest.param([owned("a.", "i-1")], [], Plan(claims=(owned("a.", "i-1"),)), id="a new name is claimed"),
-        pytest.param([owned("a.", "i-1")], [owned("a.", "i-1")], Plan(), id="an owned, unchanged name: nothing"),
+        pytest.param(
+            [owned("a.", "i-1")],
+            [owned("a.", "i-1")],
+            Plan(kept=(owned("a.", "i-1"),)),
+            id="an owned, unchanged name: nothing",
+        ),
         pytest.param(
             [owned("a.", "i-1", "10.0.0.2")],
             [owned("a.", "i-1")],

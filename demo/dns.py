@@ -1,0 +1,574 @@
+"""Chapter: the DNS bot (`on_instance_state_change` and `reconcile_dns`).
+
+The hosted zones live in the home account, where the bots run; the instances run in the member
+account, in a VPC the private zones are associated with. Every scene changes EC2 for real in moto
+first, then delivers the state-change notification EC2 would have sent (the shape of the recorded
+samples, with the real account, instance and time in it) through the real handler, and checks the
+outcome against Route53 and the bot's DynamoDB registry as moto holds them, not the handler's word.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import logging
+import textwrap
+import threading
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from demo import show
+from demo.environment import MEMBER, REGION
+from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLE, Stage, sample_event
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+    from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_route53.type_defs import ChangeTypeDef
+
+PRIVATE_ZONE = "internal.example.com."
+PUBLIC_ZONE = "example.com."
+REVERSE_ZONE = "10.in-addr.arpa."
+VPC_CIDR = "10.20.0.0/16"
+SUBNET_CIDR = "10.20.1.0/24"
+IMAGE = "ami-0d1e2f3a4b5c6d7e8"
+SELECT_TAG = "opsbots:dns"  # policies/dns.yml: select_tag
+ALIAS_TAG = "opsbots:dns-aliases"  # policies/dns.yml: alias_tag
+TTL = 60  # policies/dns.yml: internal.example.com's ttl
+MANUAL = ("web.internal.example.com.", "A", "10.9.9.9")  # made by hand before the bot ever ran
+BY_HAND = "by hand"
+WRITES = {"route53:ChangeResourceRecordSets", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+
+
+@dataclass(frozen=True, order=True)
+class RecordSet:
+    """One record set as moto's Route53 holds it."""
+
+    name: str
+    type: str
+    values: tuple[str, ...]
+    ttl: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.type)
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    """One item of the bot's registry: this record was written by opsbots for this owner."""
+
+    name: str
+    type: str
+    value: str
+    owner: str  # account/region/instance-id
+
+
+@dataclass(frozen=True)
+class Machine:
+    """An instance the demo started, as EC2 describes it."""
+
+    id: str
+    name: str
+    private_ip: str
+    public_ip: str | None
+
+    @property
+    def owner(self) -> str:
+        return f"{MEMBER}/{REGION}/{self.id}"
+
+    @property
+    def reverse(self) -> str:
+        return ipaddress.ip_address(self.private_ip).reverse_pointer + "."
+
+
+def state_change(instance_id: str, state: str, at: datetime | None = None) -> dict[str, Any]:
+    """The notification EC2 sends through EventBridge (shape of ../shared/events/ec2-state-*.json)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": MEMBER,
+        "time": (at or datetime.now(UTC)).astimezone(UTC).strftime(CLOUDTRAIL_TIME),
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{MEMBER}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "state": state},
+    }
+
+
+@contextmanager
+def bot_calls() -> Iterator[Counter[str]]:
+    """The AWS calls the bot's own clients make meanwhile ("route53:ChangeResourceRecordSets": n); observe only."""
+    from chalicelib.aws import HOME, Target
+    from chalicelib.runtime import current
+
+    runtime = current()
+    clients = runtime.clients
+    watched = (
+        clients.client("ec2", Target(MEMBER, REGION, MEMBER_ROLE)),
+        clients.client("ec2", Target(HOME, REGION)),
+        clients.client("dynamodb", Target(HOME, REGION)),
+        clients.client("sts", Target(HOME, clients.home_region)),
+        runtime.dns.route53,
+    )
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()  # the reconcile scans accounts from a thread pool
+
+    def record(model: Any, **_: Any) -> None:
+        with lock:
+            seen[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    for client in watched:
+        client.meta.events.register("before-call", record)
+    try:
+        yield seen
+    finally:
+        for client in watched:
+            client.meta.events.unregister("before-call", record)
+
+
+@contextmanager
+def bot_logs() -> Iterator[list[dict[str, Any]]]:
+    """The bots' JSON log lines meanwhile, kept out of the timeline and handed back parsed."""
+    from chalicelib.observability import logger
+
+    handler = logger.registered_handler
+    if not isinstance(handler, logging.StreamHandler):
+        yield []
+        return
+    lines: list[dict[str, Any]] = []
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield lines
+    finally:
+        handler.setStream(previous)
+        for line in buffer.getvalue().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"level": "?", "message": line})
+
+
+def wrapped(text: str, indent: str = "  ") -> str:
+    """Text folded to the timeline's width, continuation lines indented."""
+    width = show.WIDTH - len(show.MARGIN) - show.STAMP_WIDTH
+    return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
+def calls_text(calls: Counter[str]) -> str:
+    return ", ".join(f"{call} ({count})" if count > 1 else call for call, count in sorted(calls.items())) or "none"
+
+
+@dataclass
+class DnsChapter:
+    stage: Stage
+    zones: dict[str, str] = field(default_factory=dict)  # zone name -> hosted zone id
+    vpc: str = ""
+    subnet: str = ""
+    machines: dict[str, Machine] = field(default_factory=dict)  # by Name tag
+    first_running: dict[str, Any] | None = None  # scene 2's event, delivered again in scene 4
+
+    def play(self) -> bool:
+        scenes: Sequence[tuple[str, Callable[[], bool]]] = (
+            ("the zones in the home account, and a record made by hand", self.estate),
+            (f"app-1 starts in member account {MEMBER}: its records appear", self.first_instance),
+            ("web starts: its name is taken by the record made by hand", self.conflict),
+            ("the running event again, then a stale 'stopped' while app-1 still runs", self.duplicates),
+            ("app-1 stops, then is terminated", self.stop_and_terminate),
+            ("the hourly reconcile finds an instance no event told it about", self.reconcile),
+        )
+        return all([self._play(number, title, scene) for number, (title, scene) in enumerate(scenes, 1)])
+
+    def _play(self, number: int, title: str, scene: Callable[[], bool]) -> bool:
+        show.scene(number, title)
+        try:
+            return scene()
+        except Exception as error:  # a crash is a failed scene; the next scenes still play
+            traceback.print_exc()
+            show.Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
+            return False
+
+    # ----- moto's state -------------------------------------------------------------------------
+
+    @property
+    def route53(self) -> Route53Client:
+        return self.stage.route53
+
+    @property
+    def ec2(self) -> EC2Client:
+        return self.stage.member.ec2
+
+    def records(self) -> dict[tuple[str, str], RecordSet]:
+        """Every record set of the three zones but each zone's own NS and SOA, by (name, type)."""
+        found: dict[tuple[str, str], RecordSet] = {}
+        for zone, zone_id in self.zones.items():
+            for page in self.route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id):
+                for rrset in page["ResourceRecordSets"]:
+                    if rrset["Name"] == zone and rrset["Type"] in {"NS", "SOA"}:
+                        continue
+                    values = tuple(sorted(r["Value"] for r in rrset.get("ResourceRecords", [])))
+                    record = RecordSet(rrset["Name"], rrset["Type"], values, rrset.get("TTL", 0))
+                    found[record.key] = record
+        return found
+
+    def registry(self) -> set[Claim]:
+        items = self.stage.dynamodb.get_paginator("scan").paginate(TableName=DNS_TABLE)
+        return {
+            Claim(item["name"]["S"], item["type"]["S"], item["value"]["S"], item["owner"]["S"])
+            for page in items
+            for item in page.get("Items", [])
+        }
+
+    def claims_of(self, machine: Machine) -> set[tuple[str, str, str]]:
+        return {(c.name, c.type, c.value) for c in self.registry() if c.owner == machine.owner}
+
+    def who(self, owner: str) -> str:
+        instance = owner.rsplit("/", 1)[-1]
+        name = next((m.name for m in self.machines.values() if m.id == instance), "?")
+        return f"opsbots: {name} {instance}"
+
+    def show_records(self, heading: str = "Route53 now") -> dict[tuple[str, str], RecordSet]:
+        records = self.records()
+        owners = {(c.name, c.type): self.who(c.owner) for c in self.registry()}
+        rows = [
+            [r.name, r.type, ", ".join(r.values), f"ttl {r.ttl}", owners.get(r.key, "not in the registry")]
+            for r in sorted(records.values())
+        ]
+        mine = sum(key in owners for key in records)
+        show.step(
+            f"{heading}: {len(records)} record(s) besides NS/SOA, {mine} of them in the registry {DNS_TABLE}\n"
+            + (show.columns(rows) if rows else "  (none)")
+        )
+        return records
+
+    # ----- acting -------------------------------------------------------------------------------
+
+    def start(self, name: str, tags: Mapping[str, str]) -> Machine:
+        tag_list: list[TagTypeDef] = [{"Key": "Name", "Value": name}]
+        tag_list += [{"Key": key, "Value": value} for key, value in tags.items()]
+        started = self.ec2.run_instances(
+            ImageId=IMAGE,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            SubnetId=self.subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}],
+        )["Instances"][0]
+        state, public_ip = self.describe(started["InstanceId"])
+        machine = Machine(started["InstanceId"], name, started["PrivateIpAddress"], public_ip)
+        self.machines[name] = machine
+        shown = ", ".join(f"{tag['Key']}={tag['Value']}" for tag in tag_list)
+        show.step(
+            f"run_instances in {MEMBER}: {machine.id} ({name}), now {state}, in {self.subnet}\n"
+            f"tags {shown}\nprivate IPv4 {machine.private_ip}, public IPv4 {machine.public_ip or 'none'}"
+        )
+        return machine
+
+    def describe(self, instance_id: str) -> tuple[str, str | None]:
+        """The instance's state now, and its public IPv4 if it has one."""
+        [reservation] = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        instance = reservation["Instances"][0]
+        return instance["State"]["Name"], instance.get("PublicIpAddress")
+
+    def deliver(self, function: str, event: Mapping[str, Any], what: str) -> tuple[dict[str, Any], Counter[str]]:
+        source = "EventBridge schedule" if function.startswith("reconcile") else "EC2 → EventBridge"
+        show.step(wrapped(f"{source} invokes {function}: {what} (event {event['id'][:8]}…, time {event['time']})"))
+        with bot_calls() as calls, bot_logs() as logs:
+            answer = self.stage.invoke(function, event)
+        shown = {k: v for k, v in answer.items() if k not in {"event_id", "conflicts"}}
+        show.step(wrapped(f"{function} answered {shown}"))
+        for conflict in answer.get("conflicts", []):
+            show.note(wrapped(f"conflict: {conflict}"))
+        for entry in logs:
+            reason = f" ({entry['reason']})" if "reason" in entry else ""
+            show.note(f'the bot logged {entry.get("level")} "{entry.get("message")}"{reason}')
+        show.note(wrapped(f"AWS calls by the bot: {calls_text(calls)}"))
+        if calls["route53:ListHostedZones"]:
+            show.note("(the first DNS invocation of this container lists the hosted zones once and keeps them)")
+        return answer, calls
+
+    def expected(self, machine: Machine, aliases: Sequence[str] = ()) -> set[tuple[str, str, str]]:
+        """(name, type, value) of the records policies/dns.yml asks for, for a running instance."""
+        fqdn = f"{machine.name}.{PRIVATE_ZONE}"
+        wanted = {(fqdn, "A", machine.private_ip), (machine.reverse, "PTR", fqdn)}
+        wanted |= {(f"{alias}.{PRIVATE_ZONE}", "CNAME", fqdn) for alias in aliases}
+        if machine.public_ip:
+            wanted |= {(f"{machine.name}.{PUBLIC_ZONE}", "A", machine.public_ip)}
+        return wanted
+
+    def holds(self, records: Mapping[tuple[str, str], RecordSet], wanted: set[tuple[str, str, str]]) -> bool:
+        return all(
+            (record := records.get((name, kind))) is not None and record.values == (value,) and record.ttl == TTL
+            for name, kind, value in wanted
+        )
+
+    # ----- scenes -------------------------------------------------------------------------------
+
+    def estate(self) -> bool:
+        ec2 = self.ec2
+        self.vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+        self.subnet = ec2.create_subnet(VpcId=self.vpc, CidrBlock=SUBNET_CIDR)["Subnet"]["SubnetId"]
+        show.step(f"member account {self.stage.member}: {self.vpc} {VPC_CIDR} and {self.subnet} {SUBNET_CIDR}")
+        vpc = {"VPCRegion": REGION, "VPCId": self.vpc}
+        for zone, private in ((PRIVATE_ZONE, True), (PUBLIC_ZONE, False), (REVERSE_ZONE, True)):
+            created = self.route53.create_hosted_zone(
+                Name=zone,
+                CallerReference=f"opsbots-demo-{zone}",
+                HostedZoneConfig={"Comment": "opsbots demo", "PrivateZone": private},
+                **({"VPC": vpc} if private else {}),  # type: ignore[arg-type]
+            )["HostedZone"]
+            self.zones[zone] = created["Id"].rsplit("/", 1)[-1]
+        listed = self.route53.list_hosted_zones()["HostedZones"]
+        rows = []
+        for hosted in listed:
+            private = hosted.get("Config", {}).get("PrivateZone", False)
+            vpcs = [v["VPCId"] for v in self.route53.get_hosted_zone(Id=hosted["Id"]).get("VPCs", []) if "VPCId" in v]
+            where = f"private, VPC {', '.join(vpcs)} of {MEMBER}" if private else "public"
+            rows.append([hosted["Name"], hosted["Id"].rsplit("/", 1)[-1], where])
+        show.step(f"Route53 in home account {self.stage.home}: hosted zones\n{show.columns(rows)}")
+
+        name, kind, value = MANUAL
+        by_hand: ChangeTypeDef = {
+            "Action": "UPSERT",
+            "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 300, "ResourceRecords": [{"Value": value}]},
+        }
+        self.route53.change_resource_record_sets(
+            HostedZoneId=self.zones[PRIVATE_ZONE],
+            ChangeBatch={"Comment": "made by hand, long before opsbots", "Changes": [by_hand]},
+        )
+        show.step(f"someone creates {name} {kind} {value} by hand (UPSERT, ttl 300)")
+        records = self.show_records()
+
+        checks = show.Checks()
+        checks.that(
+            sorted(zone["Name"] for zone in listed) == sorted(self.zones),
+            f"three hosted zones: {', '.join(self.zones)}",
+            f"{[zone['Name'] for zone in listed]}",
+        )
+        checks.that(
+            records.get(MANUAL[:2]) == RecordSet(name, kind, (value,), 300) and len(records) == 1,
+            f"the record made by hand is the only record: {name} {kind} {value}",
+            f"{list(records.values())}",
+        )
+        checks.that(not self.registry(), f"the registry {DNS_TABLE} is empty")
+        return checks.ok
+
+    def first_instance(self) -> bool:
+        app1 = self.start("app-1", {SELECT_TAG: "yes", ALIAS_TAG: "api"})
+        if app1.public_ip is None:
+            show.note(
+                "moto gives instances no public IPv4, so the public zone example.com gets no record\n"
+                "(policies/dns.yml writes example.com only for a public address)"
+            )
+        event = state_change(app1.id, "running")
+        answer, calls = self.deliver("on_instance_state_change", event, f"{app1.id} is running")
+        records = self.show_records()
+        wanted = self.expected(app1, ["api"])
+
+        checks = show.Checks()
+        checks.that(
+            (answer.get("state"), answer.get("added"), answer.get("conflicts")) == ("running", len(wanted), []),
+            f"the handler found app-1 running and added {len(wanted)} records, no conflict",
+            f"{answer}",
+        )
+        for name, kind, value in sorted(wanted):
+            checks.that(self.holds(records, {(name, kind, value)}), f"{kind} {name} → {value}")
+        public = [r for r in records.values() if r.name.endswith(PUBLIC_ZONE) and not r.name.endswith(PRIVATE_ZONE)]
+        if app1.public_ip is None:
+            checks.that(not public, f"nothing in {PUBLIC_ZONE}: app-1 has no public address", f"{public}")
+        checks.that(
+            self.claims_of(app1) == wanted,
+            f"the registry holds exactly those {len(wanted)} for {app1.owner}",
+            f"{self.claims_of(app1)}",
+        )
+        checks.that(
+            records.get(MANUAL[:2]) == RecordSet(*MANUAL[:2], (MANUAL[2],), 300), "the record made by hand is unchanged"
+        )
+        checks.that(
+            calls["route53:ChangeResourceRecordSets"] == 2,
+            "one Route53 change batch per zone written (internal.example.com, 10.in-addr.arpa)",
+            f"{calls_text(calls)}",
+        )
+        self.first_running = event
+        return checks.ok
+
+    def conflict(self) -> bool:
+        before = self.records()
+        registry_before = self.registry()
+        web = self.start("web", {SELECT_TAG: "yes"})
+        event = state_change(web.id, "running")
+        answer, _ = self.deliver("on_instance_state_change", event, f"{web.id} is running")
+        records = self.show_records()
+        name, kind, value = MANUAL
+
+        checks = show.Checks()
+        checks.that(
+            records.get((name, kind)) == before[(name, kind)],
+            f"the record made by hand survives unchanged: {name} {kind} {value}",
+            f"{records.get((name, kind))}",
+        )
+        conflicts = answer.get("conflicts", [])
+        checks.that(
+            len(conflicts) == 1 and conflicts[0].startswith(f"{name} A wanted by {web.owner} is held by"),
+            f"the handler reports the conflict on {name}",
+            f"{conflicts}",
+        )
+        checks.that(
+            not any(c.name == name for c in self.registry()),
+            f"the registry does not claim {name} for anyone",
+            f"{[c for c in self.registry() if c.name == name]}",
+        )
+        checks.that(
+            {c for c in self.registry() if c.owner != web.owner} == registry_before
+            and all(records.get(key) == record for key, record in before.items()),
+            "app-1's records and claims are untouched",
+        )
+        written = sorted(self.claims_of(web))
+        if written:
+            pointer = ", ".join(f"{kind} {name} → {value}" for name, kind, value in written)
+            show.note(
+                f"besides the conflict, the bot wrote for web: {pointer}\n"
+                f"(that name resolves to the record made by hand, {value}, not to web's {web.private_ip})"
+            )
+        return checks.ok
+
+    def duplicates(self) -> bool:
+        checks = show.Checks()
+        if self.first_running is None:
+            return checks.that(False, "scene 2 left an event to deliver again")
+        app1 = self.machines["app-1"]
+        before, registry_before = self.records(), self.registry()
+        again, again_calls = self.deliver(
+            "on_instance_state_change", self.first_running, f"the same event {app1.id} is running, again"
+        )
+        after_again, registry_again = self.records(), self.registry()
+        show.step(f"Route53 and the registry {'unchanged' if after_again == before else 'CHANGED'}")
+
+        stale_at = datetime.now(UTC) - timedelta(minutes=20)
+        stale = state_change(app1.id, "stopped", stale_at)
+        show.step(f"app-1 is still {self.describe(app1.id)[0]}: a 'stopped' from a stop 20 minutes ago arrives late")
+        late, late_calls = self.deliver("on_instance_state_change", stale, f"{app1.id} stopped (stale)")
+        after_late, registry_late = self.records(), self.registry()
+        show.step(f"Route53 and the registry {'unchanged' if after_late == before else 'CHANGED'}")
+
+        for label, answer, calls in (("duplicate", again, again_calls), ("stale", late, late_calls)):
+            counts = (answer.get("state"), answer.get("added"), answer.get("updated"), answer.get("removed"))
+            checks.that(
+                counts == ("running", 0, 0, 0) and not WRITES & set(calls),
+                f"{label}: decided from app-1's current state (running): nothing added, changed or removed",
+                f"{answer}; calls {calls_text(calls)}",
+            )
+        checks.that(
+            after_again == before == after_late and registry_again == registry_before == registry_late,
+            "every record and registry item is exactly as before",
+        )
+        return checks.ok
+
+    def stop_and_terminate(self) -> bool:
+        app1, web = self.machines["app-1"], self.machines["web"]
+        before = self.records()
+        others = {key: record for key, record in before.items() if record.key not in self._keys_of(app1)}
+        app1_wanted = self.expected(app1, ["api"])
+
+        self.ec2.stop_instances(InstanceIds=[app1.id])
+        stopped_state = self.describe(app1.id)[0]
+        show.step(f"stop_instances {app1.id}: now {stopped_state}")
+        stopped, _ = self.deliver("on_instance_state_change", state_change(app1.id, "stopped"), f"{app1.id} stopped")
+        after_stop = self.show_records()
+        claims_after_stop = self.claims_of(app1)
+
+        self.ec2.terminate_instances(InstanceIds=[app1.id])
+        ended_state = self.describe(app1.id)[0]
+        show.step(f"terminate_instances {app1.id}: now {ended_state}")
+        ended, ended_calls = self.deliver(
+            "on_instance_state_change", state_change(app1.id, "terminated"), f"{app1.id} terminated"
+        )
+        after_end = self.records()
+        show.step(f"Route53 {'unchanged' if after_end == after_stop else 'CHANGED'} by the terminated event")
+
+        checks = show.Checks()
+        checks.that(
+            (stopped_state, stopped.get("state"), stopped.get("removed")) == ("stopped", "stopped", len(app1_wanted)),
+            f"the handler found app-1 stopped and removed its {len(app1_wanted)} records",
+            f"{stopped}",
+        )
+        leftovers = [key for key in after_stop if key in {(name, kind) for name, kind, _ in app1_wanted}]
+        checks.that(not leftovers and not claims_after_stop, "app-1's records and claims are gone", f"{leftovers}")
+        checks.that(
+            after_stop == others,
+            f"everything else is untouched: the record made by hand, web's {self._list(self.claims_of(web))}",
+            f"{sorted(set(others.items()) ^ set(after_stop.items()))}",
+        )
+        checks.that(
+            (ended_state, ended.get("state"), ended.get("removed"), ended.get("added")) == ("terminated",) * 2 + (0, 0)
+            and after_end == after_stop
+            and not WRITES & set(ended_calls),
+            "terminated: nothing left to remove, nothing else touched",
+            f"{ended}; calls {calls_text(ended_calls)}",
+        )
+        return checks.ok
+
+    def _keys_of(self, machine: Machine) -> set[tuple[str, str]]:
+        return {(name, kind) for name, kind, _ in self.claims_of(machine)}
+
+    def reconcile(self) -> bool:
+        before, registry_before = self.records(), self.registry()
+        db = self.start("db-1", {SELECT_TAG: "yes"})
+        batch = self.start("batch-7", {})
+        show.step(f"no event reaches the bot; batch-7 lacks the {SELECT_TAG} tag, so it is not the bot's")
+        event = sample_event("scheduled-event", {})
+        answer, _ = self.deliver("reconcile_dns", event, "every member account and region, and the home account")
+        records = self.show_records()
+        wanted = self.expected(db)
+        registry = self.registry()
+        show.step(
+            f"counts: {answer.get('units')} account/region unit(s) scanned, added {answer.get('added')}, "
+            f"updated {answer.get('updated')}, removed {answer.get('removed')}, "
+            f"{len(answer.get('conflicts', []))} conflict(s), {len(answer.get('failures', []))} failure(s);\n"
+            f"Route53 holds {len(records)} record(s), {len(registry)} of them in the registry"
+        )
+
+        checks = show.Checks()
+        checks.that(
+            (answer.get("units"), answer.get("added"), answer.get("removed"), answer.get("failures"))
+            == (2, len(wanted), 0, []),
+            f"the reconcile reached both accounts and added db-1's {len(wanted)} records, removed none",
+            f"{answer}",
+        )
+        checks.that(self.holds(records, wanted), f"db-1's records are there: {self._list(wanted)}")
+        checks.that(self.claims_of(db) == wanted, "and the registry claims them for db-1", f"{self.claims_of(db)}")
+        checks.that(
+            not any(batch.private_ip in r.values or r.name.startswith("batch-7.") for r in records.values()),
+            f"no record for batch-7 (no {SELECT_TAG} tag)",
+        )
+        web = self.machines["web"]
+        conflicts = answer.get("conflicts", [])
+        checks.that(
+            [c.split(" wanted by ")[0] for c in conflicts] == [f"{MANUAL[0]} A"],
+            f"the conflict on {MANUAL[0]} is reported again, and it is the only one",
+            f"{conflicts}",
+        )
+        checks.that(
+            all(records.get(key) == record for key, record in before.items())
+            and {c for c in registry if c.owner != db.owner} == registry_before,
+            f"the record made by hand and web's records ({self._list(self.claims_of(web))}) are untouched",
+        )
+        return checks.ok
+
+    @staticmethod
+    def _list(records: set[tuple[str, str, str]]) -> str:
+        return ", ".join(f"{kind} {name}" for name, kind, _ in sorted(records))
+
+
+def run(stage: Stage) -> bool:
+    return DnsChapter(stage).play()
