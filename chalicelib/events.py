@@ -203,9 +203,13 @@ class _ModifiedRule(_Lenient):
     SecurityGroupRule: _ModifiedRuleSpec
 
 
+def _event_id(raw: object) -> str:
+    return str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+
+
 def parse_security_group_change(raw: Mapping[str, Any]) -> SecurityGroupChange:
     """Read an "AWS API Call via CloudTrail" event for a security-group call."""
-    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+    event_id = _event_id(raw)
     try:
         envelope = _Envelope.model_validate(raw)
         detail = _Detail.model_validate(envelope.detail)
@@ -359,7 +363,7 @@ class StateChange:
 
 
 def parse_state_change(raw: Mapping[str, Any]) -> StateChange:
-    event_id = str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
+    event_id = _event_id(raw)
     try:
         envelope = _Envelope.model_validate(raw)
         instance_id, state = envelope.detail["instance-id"], envelope.detail["state"]

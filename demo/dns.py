@@ -15,7 +15,6 @@ import json
 import logging
 import textwrap
 import threading
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -187,16 +186,7 @@ class DnsChapter:
             ("app-1 stops, then is terminated", self.stop_and_terminate),
             ("the hourly reconcile finds an instance no event told it about", self.reconcile),
         )
-        return all([self._play(number, title, scene) for number, (title, scene) in enumerate(scenes, 1)])
-
-    def _play(self, number: int, title: str, scene: Callable[[], bool]) -> bool:
-        show.scene(number, title)
-        try:
-            return scene()
-        except Exception as error:  # a crash is a failed scene; the next scenes still play
-            traceback.print_exc()
-            show.Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
-            return False
+        return show.play_scenes(scenes)
 
     # ----- moto's state -------------------------------------------------------------------------
 

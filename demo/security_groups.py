@@ -8,7 +8,6 @@ the real handler, and finally checks the outcome against moto's state, not the h
 from __future__ import annotations
 
 import re
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,16 +115,7 @@ class SecurityGroupsChapter:
             ("a compliant change: SMTP egress to the internet", self.compliant_egress),
             ("the hourly sweep finds RDP opened with no event", self.sweep),
         )
-        return all([self._play(number, title, scene) for number, (title, scene) in enumerate(scenes, 1)])
-
-    def _play(self, number: int, title: str, scene: Callable[[], bool]) -> bool:
-        show.scene(number, title)
-        try:
-            return scene()
-        except Exception as error:  # a crash is a failed scene; the next scenes still play
-            traceback.print_exc()
-            show.Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
-            return False
+        return show.play_scenes(scenes)
 
     # ----- helpers ------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import unescape
@@ -149,3 +150,17 @@ def html_as_text(html: str) -> str:
     parser.feed(html)
     parser.close()
     return parser.text()
+
+
+def play_scenes(scenes: Sequence[tuple[str, Callable[[], bool]]]) -> bool:
+    """Play every scene in order; a scene that crashes fails, and the next ones still play."""
+    results = []
+    for number, (title, play) in enumerate(scenes, 1):
+        scene(number, title)
+        try:
+            results.append(play())
+        except Exception as error:
+            traceback.print_exc()
+            Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
+            results.append(False)
+    return all(results)
