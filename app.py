@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate
+from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate, SQSEvent
 
-from chalicelib import dns, sg_guard
+from chalicelib import dns, sg_guard, snapshots
 from chalicelib.events import SECURITY_GROUP_CALLS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
@@ -51,3 +51,19 @@ def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
 def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
     runtime = current()
     return dns.reconcile(policies=runtime.policies, deps=runtime.dns)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return snapshots.take_snapshots(
+        policies=runtime.policies.snapshots, accounts=runtime.policies.accounts, deps=runtime.snapshots
+    )
+
+
+@app.on_sqs_message(queue=snapshots.QUEUE_NAME, batch_size=1)
+def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
+    runtime = current()
+    return snapshots.work_on(
+        (record.body for record in event), policies=runtime.policies.snapshots, deps=runtime.snapshots
+    )

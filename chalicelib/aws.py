@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_route53 import Route53Client
     from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
 
     from chalicelib.policy import AccountsPolicy
@@ -112,6 +113,8 @@ class Clients:
     def client(self, service: Literal["sts"], target: Target) -> STSClient: ...
     @overload
     def client(self, service: Literal["route53"], target: Target) -> Route53Client: ...
+    @overload
+    def client(self, service: Literal["sqs"], target: Target) -> SQSClient: ...
 
     def client(self, service: str, target: Target) -> Any:
         key = (target.role_arn or HOME, target.region, service)

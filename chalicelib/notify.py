@@ -13,6 +13,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.observability import logger, metrics
+
 if TYPE_CHECKING:
     import jinja2
     from mypy_boto3_sesv2 import SESV2Client
@@ -55,6 +59,20 @@ class SesNotifier:
             },
         )
         return response.get("MessageId", "")
+
+
+def send_report(notifier: Notifier, email: Email) -> str | None:
+    """Send a run's report; a failure is logged and counted, not raised.
+
+    Not retried: a re-run would find the work done and have nothing left to report, while the
+    findings are already in the log lines, and `NotificationFailures` is there to alarm on.
+    """
+    try:
+        return notifier.send(email)
+    except (ClientError, BotoCoreError) as error:
+        logger.error("report email failed", extra={"subject": email.subject, "reason": str(error)})
+        metrics.add_metric(name="NotificationFailures", unit="Count", value=1)
+        return None
 
 
 def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, get_args
@@ -31,6 +32,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -302,10 +304,106 @@ class DnsPolicy(StrictModel):
         return zones
 
 
+_DURATION = re.compile(r"\s*(\d+)\s*([mhdw])\s*")
+_DURATION_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+
+def _parse_duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a duration like 90m, 24h, 30d or 2w")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+_Duration = Annotated[
+    timedelta,
+    PlainValidator(_parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+[mhdw]$"}),
+]
+
+
+class Retention(StrictModel):
+    """Keep the newest `count`, and anything younger than `max_age`; prune only what both let go."""
+
+    count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_age: _Duration | None = None
+
+    @model_validator(mode="after")
+    def check_something_is_kept(self) -> Retention:
+        if self.count is None and self.max_age is None:
+            raise ValueError("give count, max_age or both")
+        return self
+
+
+class SnapshotSelection(StrictModel):
+    """Volumes whose tags (or whose instance's tags) carry every key and value listed."""
+
+    tags: dict[str, str] = {}
+    instance_tags: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def check_not_empty(self) -> SnapshotSelection:
+        if not self.tags and not self.instance_tags:
+            raise ValueError("an empty selection would take every volume; give tags or instance_tags")
+        return self
+
+
+class CopyTo(StrictModel):
+    region: _Region
+    retention: Retention | None = None  # default: the policy's own
+
+
+class SnapshotPolicy(StrictModel):
+    name: _RuleName
+    every: _Duration
+    select: SnapshotSelection
+    accounts: Literal["all"] | tuple[str, ...] = "all"
+    regions: _Regions | None = None
+    retention: Retention
+    consistency: Literal["volume", "instance"] = "volume"
+    copy_to: CopyTo | None = None
+    copy_tags: bool = False
+
+    @field_validator("every")
+    @classmethod
+    def check_at_least_an_hour(cls, every: timedelta) -> timedelta:
+        if every < timedelta(hours=1):
+            raise ValueError("snapshots run hourly: every must be at least 1h")
+        return every
+
+    @field_validator("accounts")
+    @classmethod
+    def check_accounts_known(cls, accounts: object, info: ValidationInfo) -> object:
+        known = (info.context or {}).get("account_ids")
+        if isinstance(accounts, tuple) and known is not None:
+            for account in accounts:
+                if account != "home" and account not in known:
+                    raise ValueError(f"{account!r} is not 'home' or an account id in accounts.yml")
+        return accounts
+
+
+class SnapshotsPolicy(StrictModel):
+    """Contents of snapshots.yml."""
+
+    notify: NotifySettings | None = None
+    policies: tuple[SnapshotPolicy, ...]
+
+    @field_validator("policies")
+    @classmethod
+    def check_policy_names_unique(cls, policies: tuple[SnapshotPolicy, ...]) -> tuple[SnapshotPolicy, ...]:
+        message = _duplicate_message([policy.name for policy in policies], "policies", "name")
+        if message:
+            raise ValueError(message)
+        return policies
+
+
 POLICY_FILES: Final[Mapping[str, type[StrictModel]]] = {
     "accounts": AccountsPolicy,
     "dns": DnsPolicy,
     "security_groups": SecurityGroupsPolicy,
+    "snapshots": SnapshotsPolicy,
 }
 
 
@@ -316,6 +414,7 @@ class Policies:
     accounts: AccountsPolicy
     dns: DnsPolicy
     security_groups: SecurityGroupsPolicy
+    snapshots: SnapshotsPolicy
 
 
 @dataclass(frozen=True)
@@ -349,8 +448,11 @@ def load_policies(directory: Path | str) -> Policies:
     problems = _unknown_files(root)
     loaded: dict[str, Any] = {}
     for stem, model in POLICY_FILES.items():
+        # Later files are checked against accounts.yml (ids they name must be listed there).
+        accounts = loaded.get("accounts")
+        context = {"account_ids": {account.id for account in accounts.accounts}} if accounts else None
         try:
-            loaded[stem] = _load_file(root / f"{stem}.yml", model)
+            loaded[stem] = _load_file(root / f"{stem}.yml", model, context)
         except PolicyError as error:
             problems.extend(error.problems)
     if problems:
@@ -378,12 +480,12 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _load_file(path: Path, model: type[StrictModel]) -> StrictModel:
+def _load_file(path: Path, model: type[StrictModel], context: dict[str, Any] | None = None) -> StrictModel:
     shown = _shown(path)
     loader = _parse(shown, _read(path, shown))
     problems = [PolicyProblem(shown, line, _location(where), message) for where, line, message in loader.duplicates]
     try:
-        policy = model.model_validate(loader.data)
+        policy = model.model_validate(loader.data, context=context)
     except ValidationError as error:
         problems.extend(_validation_problem(shown, loader.lines, model, details) for details in error.errors())
     else:

@@ -18,6 +18,7 @@ from chalicelib.notify import Notifier, SesNotifier
 from chalicelib.observability import logger, metrics
 from chalicelib.policy import Policies, PolicyError, load_policies
 from chalicelib.settings import DNS_TABLE, Settings
+from chalicelib.snapshots import SnapshotDeps
 
 
 @dataclass
@@ -59,6 +60,12 @@ class Runtime:
         route53 = self.clients.client("route53", home)
         registry = Registry(self.clients.client("dynamodb", home), self.settings.dns_table)
         return DnsDeps(self.clients, route53, registry, ZoneCache(route53))
+
+    @cached_property
+    def snapshots(self) -> SnapshotDeps:
+        queue = self.settings.snapshot_queue
+        sqs = self.clients.client("sqs", Target(HOME, self.clients.home_region)) if queue else None
+        return SnapshotDeps(self.clients, queue, sqs, self.notifier_for)
 
     def notifier_for(self, target: Target) -> Notifier:
         return SesNotifier(self.clients.client("sesv2", target))

@@ -15,6 +15,7 @@ POLICIES_DIR = "OPSBOTS_POLICIES"
 EXTERNAL_ID = "OPSBOTS_EXTERNAL_ID"
 IDEMPOTENCY_TABLE = "OPSBOTS_IDEMPOTENCY_TABLE"
 DNS_TABLE = "OPSBOTS_DNS_TABLE"
+SNAPSHOT_QUEUE = "OPSBOTS_SNAPSHOT_QUEUE"
 TRACING = "OPSBOTS_TRACING"
 
 # `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
@@ -28,6 +29,7 @@ class Settings:
     external_id: str | None
     idempotency_table: str | None
     dns_table: str | None
+    snapshot_queue: str | None
     tracing: bool
 
     @classmethod
@@ -38,5 +40,6 @@ class Settings:
             external_id=environ.get(EXTERNAL_ID) or None,
             idempotency_table=environ.get(IDEMPOTENCY_TABLE) or None,
             dns_table=environ.get(DNS_TABLE) or None,
+            snapshot_queue=environ.get(SNAPSHOT_QUEUE) or None,
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
         )

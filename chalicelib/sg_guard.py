@@ -566,17 +566,6 @@ def _send(notifier: notify.Notifier, email: notify.Email, change: SecurityGroupC
         raise NotificationError(change.event_id, _reason(error)) from error
 
 
-def _send_digest(notifier: notify.Notifier, email: notify.Email) -> str | None:
-    # Not retried: a re-run would find the rules already reverted and have nothing to report; the
-    # audit lines already hold every finding, and the metric is there to alarm on.
-    try:
-        return notifier.send(email)
-    except (ClientError, BotoCoreError) as error:
-        logger.error("sweep digest email failed", extra={"reason": _reason(error)})
-        metrics.add_metric(name="NotificationFailures", unit="Count", value=1)
-        return None
-
-
 class NotificationError(Exception):
     """Raised so that Lambda retries the event; the revoke already happened and is not repeated."""
 
@@ -694,7 +683,7 @@ def sweep(
             describe_traffic=describe_traffic,
             describe_source=describe_source,
         )
-        message_id = _send_digest(notifier_for(home), email)
+        message_id = notify.send_report(notifier_for(home), email)
     logger.info("sweep finished", extra={"units": len(units), "violations": violations, "failures": len(failures)})
     return {
         "units": len(units),
