@@ -11,6 +11,7 @@ honoured by botocore itself, which is how the demo and the tests point everythin
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -94,8 +95,14 @@ class Clients:
         external_id: str | None = None,
         home_session: boto3.Session | None = None,
         config: Config = BOTO_CONFIG,
+        handlers: Sequence[tuple[str, Callable[..., Any]]] = (),
     ) -> None:
+        """`handlers` are botocore event handlers registered on every session built here (home and
+        assumed-role alike): how tests and benchmarks count calls or inject faults without patching."""
+        self._handlers = tuple(handlers)
         self._home = home_session or boto3.Session()
+        for event, handler in self._handlers:
+            self._home.events.register(event, handler)
         self._external_id = external_id
         self._config = config
         self._sessions: dict[str, boto3.Session] = {}
@@ -162,5 +169,7 @@ class Clients:
             core = botocore.session.Session()
             provider = _AssumedRoleProvider(sts, role_arn, self._external_id)
             core.register_component("credential_provider", CredentialResolver([provider]))
+            for event, handler in self._handlers:
+                core.register(event, handler)
             self._sessions[role_arn] = boto3.Session(botocore_session=core)
         return self._sessions[role_arn]
