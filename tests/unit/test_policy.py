@@ -66,8 +66,22 @@ zones:
 select_tag: opsbots:dns
 """
 
-VALID = {"security_groups.yml": SECURITY_GROUPS_YML, "accounts.yml": ACCOUNTS_YML, "dns.yml": DNS_YML}
-FILES = "accounts.yml, dns.yml, security_groups.yml"
+SNAPSHOTS_YML = """\
+policies:
+  - name: daily
+    every: 24h
+    select: {tags: {Backup: daily}}
+    accounts: [home, "222222222222"]
+    retention: {count: 7, max_age: 30d}
+"""
+
+VALID = {
+    "security_groups.yml": SECURITY_GROUPS_YML,
+    "accounts.yml": ACCOUNTS_YML,
+    "dns.yml": DNS_YML,
+    "snapshots.yml": SNAPSHOTS_YML,
+}
+FILES = "accounts.yml, dns.yml, security_groups.yml, snapshots.yml"
 DNS_FIELDS = ("zones", "name_tag", "alias_tag", "reverse", "select_tag")
 UNKNOWN_FIELD = (
     "unknown field; expected one of: name, direction, protocols, ports, except_ports, sources, allowed_sources"
@@ -87,6 +101,11 @@ def accounts(old: str, new: str) -> dict[str, str | None]:
 def dns(old: str, new: str) -> dict[str, str | None]:
     assert old in DNS_YML
     return {"dns.yml": DNS_YML.replace(old, new)}
+
+
+def snapshots(old: str, new: str) -> dict[str, str | None]:
+    assert old in SNAPSHOTS_YML
+    return {"snapshots.yml": SNAPSHOTS_YML.replace(old, new)}
 
 
 def write_policies(directory: Path, changes: dict[str, str | None]) -> None:
@@ -243,6 +262,27 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             id="top-level-list",
         ),
         pytest.param(
+            snapshots('"222222222222"', '"999999999999"'),
+            [
+                "policies/snapshots.yml:5: policies[0].accounts: "
+                "'999999999999' is not 'home' or an account id in accounts.yml"
+            ],
+            id="snapshot-unknown-account",
+        ),
+        pytest.param(
+            snapshots("every: 24h", "every: 1 day"),
+            ["policies/snapshots.yml:3: policies[0].every: '1 day' is not a duration like 90m, 24h, 30d or 2w"],
+            id="snapshot-bad-duration",
+        ),
+        pytest.param(
+            snapshots("select: {tags: {Backup: daily}}", "select: {}"),
+            [
+                "policies/snapshots.yml:4: policies[0].select: "
+                "an empty selection would take every volume; give tags or instance_tags"
+            ],
+            id="snapshot-empty-selection",
+        ),
+        pytest.param(
             dns("address: private", "address: internal"),
             ["policies/dns.yml:3: zones[0].address: Input should be 'private', 'public' or 'ipv6'"],
             id="dns-address",
@@ -326,13 +366,13 @@ def test_problems_in_both_files_are_all_reported_at_once(policies: Path) -> None
                 "mode: enforce", "mode: loud"
             ),
             "accounts.yml": ACCOUNTS_YML.replace("regions: [eu-west-1]", "regions: []"),
-            "snapshots.yml": "keep: 7\n",
+            "thumbnails.yml": "keep: 7\n",
         },
     )
     # When they are loaded
     # Then every mistake is listed, file by file, in line order
     assert problems_in(policies) == [
-        f"policies/snapshots.yml:1: unknown policy file; expected only {FILES}",
+        f"policies/thumbnails.yml:1: unknown policy file; expected only {FILES}",
         f"{ACCOUNTS}:3: defaults.regions: must list at least one item",
         f"{SG}:1: mode: Input should be 'enforce' or 'report'",
         f"{SG}:14: rules[1].ports[0]: 'ssh' is not a port or range",
