@@ -1,0 +1,151 @@
+"""The snapshot bot against moto: member accounts through their role, DR copies, failures, duplicates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from chalice.test import Client
+
+from chalicelib.aws import Target
+from chalicelib.runtime import current
+from chalicelib.snapshots import MANAGED, POLICY, Unit, take_snapshots, work_on
+from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
+from tests.functional.conftest import Estate, member_client
+from tests.functional.faults import answer_with_error
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+
+DR_REGION = "eu-central-1"
+FIRST_RUN = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+
+
+def volume(ec2: EC2Client, **tags: str) -> str:
+    spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+    return ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1, TagSpecifications=spec)["VolumeId"]  # type: ignore[arg-type]
+
+
+def snapshots_of(ec2: EC2Client, volume_id: str | None = None) -> list[dict[str, Any]]:
+    filters = [{"Name": "volume-id", "Values": [volume_id]}] if volume_id else []
+    return ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]  # type: ignore[arg-type, return-value]
+
+
+def run(now: datetime) -> dict[str, Any]:
+    runtime = current()
+    return take_snapshots(
+        policies=runtime.policies.snapshots, accounts=runtime.policies.accounts, deps=runtime.snapshots, now=now
+    )
+
+
+def test_the_schedule_snapshots_selected_volumes_in_every_account(
+    estate: Estate, lambdas: Any, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an hourly policy (due whatever the time), tagged volumes in home and the member account
+    path = policies_dir / "snapshots.yml"
+    path.write_text(path.read_text().replace("every: 24h", "every: 1h"))
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    home = volume(estate.home_ec2, Backup="daily", Team="web")
+    member = volume(estate.member_ec2, Backup="daily")
+    untagged = volume(estate.home_ec2)
+
+    # When the hourly schedule fires
+    result = lambdas.invoke("take_snapshots", load_event("scheduled-event")).payload
+
+    # Then each tagged volume has one snapshot, marked as opsbots', with its own tags copied
+    assert (result["taken"], result["failed"]) == (2, [])
+    [taken] = snapshots_of(estate.home_ec2, home)
+    tags = {tag["Key"]: tag["Value"] for tag in taken["Tags"]}
+    assert (tags[MANAGED], tags[POLICY], tags["Team"], tags["opsbots:volume"]) == ("true", "daily", "web", home)
+    assert len(snapshots_of(estate.member_ec2, member)) == 1
+    assert snapshots_of(estate.home_ec2, untagged) == []
+
+
+def test_a_second_run_in_the_window_and_a_duplicate_message_take_nothing(estate: Estate) -> None:
+    home = volume(estate.home_ec2, Backup="daily")
+    assert run(FIRST_RUN)["taken"] == 1
+
+    again = run(FIRST_RUN + timedelta(hours=1))
+    unit = Unit(HOME, "home", REGION, None, ("daily",), FIRST_RUN)
+    duplicates = work_on(
+        [unit.to_message(), unit.to_message()], policies=current().policies.snapshots, deps=current().snapshots
+    )
+
+    assert (again["taken"], again["present"]) == (0, 1)
+    assert (duplicates["taken"], duplicates["present"]) == (0, 2)
+    assert len(snapshots_of(estate.home_ec2, home)) == 1
+
+
+def test_the_worker_takes_a_queued_unit(estate: Estate) -> None:
+    from app import app
+
+    member = volume(estate.member_ec2, Backup="daily")
+    unit = Unit(MEMBER, "workloads", REGION, f"arn:aws:iam::{MEMBER}:role/opsbots-member", ("daily",), FIRST_RUN)
+    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
+        event = client.events.generate_sqs_event(message_bodies=[unit.to_message(), "not json"])
+        result = client.lambda_.invoke("snapshot_worker", event).payload
+
+    assert result["taken"] == 1
+    assert len(snapshots_of(estate.member_ec2, member)) == 1
+
+
+def test_retention_prunes_only_owned_snapshots_and_copies_survive_in_the_dr_region(estate: Estate) -> None:
+    # Given a volume with a hand-made snapshot, and eleven daily runs (two an hour apart each day)
+    home = volume(estate.home_ec2, Backup="daily")
+    by_hand = estate.home_ec2.create_snapshot(VolumeId=home, Description="before the upgrade")["SnapshotId"]
+    for day in range(40):
+        for hour in (1, 2):
+            run(FIRST_RUN + timedelta(days=day, hours=hour - 1))
+
+    # Then the source region keeps the newest 7 and anything younger than 30 days: 30 + the hand-made one
+    kept = snapshots_of(estate.home_ec2, home)
+    assert by_hand in {s["SnapshotId"] for s in kept}
+    assert len(kept) == 30 + 1
+    # And the DR region keeps 3 copies, each naming its source
+    copies = boto3.client("ec2", region_name=DR_REGION).describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    assert len(copies) in (3, 4)  # the newest copy is made after that run's pruning
+    assert all(any(t["Key"] == "opsbots:copy-of" for t in c["Tags"]) for c in copies)
+
+
+def test_one_failing_account_does_not_stop_the_others(
+    estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a second member account whose role is denied
+    accounts = policies_dir / "accounts.yml"
+    accounts.write_text(accounts.read_text() + '  - id: "333333333333"\n    name: broken\n')
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    current.cache_clear()
+    broken = current().clients.client(
+        "ec2", Target("333333333333", REGION, "arn:aws:iam::333333333333:role/opsbots-member")
+    )
+    answer_with_error(broken, "DescribeSnapshots", "UnauthorizedOperation")
+    home = volume(estate.home_ec2, Backup="daily")
+
+    result = run(FIRST_RUN)
+
+    assert len(snapshots_of(estate.home_ec2, home)) == 1
+    assert [failure.split(":")[0] for failure in result["failed"]] == [f"333333333333/{REGION}"]
+
+
+def test_a_snapshot_in_use_is_kept_and_the_run_goes_on(estate: Estate) -> None:
+    # Given every deletion in the source region refused as in use (by an AMI, say)
+    home = volume(estate.home_ec2, Backup="daily")
+    home_ec2 = current().clients.client("ec2", current().clients.home(REGION))
+    answer_with_error(home_ec2, "DeleteSnapshot", "InvalidSnapshot.InUse", 400)
+
+    # When forty daily runs would each prune the oldest
+    results = [run(FIRST_RUN + timedelta(days=day)) for day in range(40)]
+
+    # Then every snapshot is kept, and no run counts that as a failure
+    assert all(result["failed"] == [] for result in results)
+    assert len(snapshots_of(estate.home_ec2, home)) == 40
+
+
+def test_a_member_snapshot_is_taken_with_the_member_role(estate: Estate) -> None:
+    member = volume(estate.member_ec2, Backup="daily")
+    run(FIRST_RUN)
+    [snapshot] = snapshots_of(member_client("ec2"), member)
+    assert snapshot["OwnerId"] == MEMBER
