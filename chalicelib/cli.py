@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from chalicelib import dns, sg_guard
+from chalicelib import dns, sg_guard, snapshots
+from chalicelib.aws import Target
 from chalicelib.events import SkippedEvent, parse_security_group_change, parse_state_change
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
@@ -72,7 +73,7 @@ def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
     if kind == "EC2 Instance State-change Notification":
         return _simulate_state_change(raw, policies, out)
     if kind == "Scheduled Event":
-        return _simulate_schedule(policies, out)
+        return _simulate_schedule(raw, policies, out)
     return _simulate_security_group_change(raw, policies, out)
 
 
@@ -113,18 +114,23 @@ def _record_names(policies: Policies) -> str:
     return ", ".join([zones, *filter(None, extras)])
 
 
-def _simulate_schedule(policies: Policies, out: IO[str]) -> int:
+def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     accounts = policies.accounts
-    units = [f"home/{region}" for region in accounts.defaults.regions] + [
-        f"{member.id} ({member.name})/{region}"
+    targets = [(Target("home", region), "home") for region in accounts.defaults.regions] + [
+        (Target(member.id, region, accounts.role_arn(member)), member.name)
         for member in accounts.accounts
         for region in accounts.regions_of(member)
     ]
-    out.write(f"scheduled run over {len(units)} account/region unit(s): {', '.join(units)}\n")
+    now = datetime.fromisoformat(str(raw.get("time", ""))) if raw.get("time") else datetime.now(UTC)
+    out.write(f"scheduled run at {now.isoformat()} over {len(targets)} account/region unit(s)\n")
     out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
     out.write("    revoke what breaks the policy; one digest email if anything was found or failed\n")
     out.write("  reconcile_dns: describe_instances (running) per unit, one registry scan, one listing per\n")
     out.write("    zone with new names, change batches of up to 1,000 records; failed units keep their records\n")
+    units = snapshots.plan_units(policies.snapshots, accounts, targets, now)
+    out.write(f"  take_snapshots: {len(units)} unit(s) with a policy due (nothing is taken or deleted here):\n")
+    for unit in units:
+        snapshots.print_unit(unit, policies.snapshots, out)
     return 0
 
 

@@ -425,25 +425,24 @@ def _prune(
 
 def print_unit(unit: Unit, policies: SnapshotsPolicy, out: Any) -> None:
     """A dry run of one unit: the calls it would make, without making any."""
-    out.write(f"{unit.account_id} ({unit.account_name}) {unit.region}: {', '.join(unit.policies)}\n")
-    for name in unit.policies:
-        policy = next(p for p in policies.policies if p.name == name)
+    out.write(f"    {unit.account_id} ({unit.account_name}) {unit.region}: {', '.join(unit.policies)}\n")
+    for policy in (p for p in policies.policies if p.name in unit.policies):
         window = window_tag(window_start(unit.now, policy.every))
-        out.write(f"  ec2.describe_volumes(tags={dict(policy.select.tags)}) + describe_snapshots({POLICY}={name})\n")
-        out.write(f"  ec2.create_snapshot(...) for each selected volume without a {WINDOW}={window} snapshot\n")
-        out.write(
-            f"  ec2.delete_snapshot(...) for {name} snapshots beyond retention {_retention_text(policy.retention)}\n"
-        )
+        selection = policy.select.model_dump(exclude_defaults=True)
+        out.write(f"      ec2.describe_volumes({selection}) + describe_snapshots({POLICY}={policy.name})\n")
+        out.write(f"      ec2.create_snapshot for each selected volume without a {WINDOW}={window} snapshot\n")
+        out.write(f"      ec2.delete_snapshot for {policy.name} snapshots beyond {_retention_text(policy.retention)}\n")
         if policy.copy_to:
-            out.write(f"  ec2.copy_snapshot(...) to {policy.copy_to.region} for completed {window} snapshots\n")
+            out.write(
+                f"      ec2.copy_snapshot to {policy.copy_to.region} for each volume's newest uncopied snapshot\n"
+            )
 
 
 def _retention_text(retention: Retention) -> str:
-    parts = [
-        f"newest {retention.count}" if retention.count else "",
-        f"max age {retention.max_age}" if retention.max_age else "",
-    ]
-    return " and ".join(filter(None, parts))
+    count = f"the newest {retention.count}" if retention.count else ""
+    age = f"{retention.max_age.days} days old" if retention.max_age and retention.max_age.days else ""
+    age = age or (f"{retention.max_age.total_seconds() / 3600:g} hours old" if retention.max_age else "")
+    return " and ".join(filter(None, (count, age)))
 
 
 # ---------------------------------------------------------------------------------------------
