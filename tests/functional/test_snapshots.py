@@ -149,3 +149,33 @@ def test_a_member_snapshot_is_taken_with_the_member_role(estate: Estate) -> None
     run(FIRST_RUN)
     [snapshot] = snapshots_of(member_client("ec2"), member)
     assert snapshot["OwnerId"] == MEMBER
+
+
+def test_instance_consistency_snapshots_an_instances_volumes_in_one_call(
+    estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a policy selecting by instance tag, crash-consistent
+    path = policies_dir / "snapshots.yml"
+    text = path.read_text().replace("select: {tags: {Backup: daily}}", "select: {instance_tags: {Backup: daily}}")
+    path.write_text(text.replace("consistency: volume", "consistency: instance"))
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    current.cache_clear()
+    instance = estate.home_ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Backup", "Value": "daily"}]}],
+    )["Instances"][0]["InstanceId"]
+    calls: list[str] = []
+    ec2 = current().clients.client("ec2", current().clients.home(REGION))
+    ec2.meta.events.register("before-call.ec2.*", lambda model, **_: calls.append(model.name))
+
+    result = run(FIRST_RUN)
+
+    assert result["taken"] >= 1
+    assert "CreateSnapshots" in calls
+    assert "CreateSnapshot" not in calls
+    taken = estate.home_ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:opsbots:instance", "Values": [instance]}]
+    )
+    assert len(taken["Snapshots"]) == result["taken"]
