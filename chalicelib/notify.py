@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import jinja2
     from mypy_boto3_sesv2 import SESV2Client
 
+    from chalicelib.policy import EmailSettings
+
 SUBJECT_LIMIT = 200
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -80,12 +82,12 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def render(template: str, *, sender: str, recipients: tuple[str, ...], subject: str, **context: Any) -> Email:
-    """Render `templates/<template>.txt.j2` and `.html.j2` into one email."""
+def render(template: str, *, to: EmailSettings, subject: str, **context: Any) -> Email:
+    """Render `templates/<template>.txt.j2` and `.html.j2` into one email from the policy's sender."""
     environment = _environment()
     return Email(
-        sender=sender,
-        recipients=recipients,
+        sender=to.sender,
+        recipients=to.recipients,
         subject=one_line(subject),
         text=environment.get_template(f"{template}.txt.j2").render(**context),
         html=environment.get_template(f"{template}.html.j2").render(**context),

@@ -493,8 +493,7 @@ def violation_email(
     )
     return notify.render(
         "sg_violation",
-        sender=policy.notify.email.sender,
-        recipients=policy.notify.email.recipients,
+        to=policy.notify.email,
         subject=subject,
         change=change,
         verdict=verdict,
@@ -673,8 +672,7 @@ def sweep(
     if violations or failures:
         email = notify.render(
             "sg_digest",
-            sender=policy.notify.email.sender,
-            recipients=policy.notify.email.recipients,
+            to=policy.notify.email,
             subject=f"[opsbots] security-group sweep: {violations} violation(s), {len(failures)} account failure(s)",
             findings=findings,
             mode=policy.mode,

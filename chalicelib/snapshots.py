@@ -506,8 +506,7 @@ def _summarize(results: Sequence[UnitResult], policies: SnapshotsPolicy, deps: S
     if failed and policies.notify:
         email = notify.render(
             "snapshot_failures",
-            sender=policies.notify.email.sender,
-            recipients=policies.notify.email.recipients,
+            to=policies.notify.email,
             subject=f"[opsbots] snapshots: {len(failed)} failure(s) in {len(failed_accounts)} account(s)",
             results=results,
         )
