@@ -179,3 +179,22 @@ def test_instance_consistency_snapshots_an_instances_volumes_in_one_call(
         OwnerIds=["self"], Filters=[{"Name": "tag:opsbots:instance", "Values": [instance]}]
     )
     assert len(taken["Snapshots"]) == result["taken"]
+
+
+def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the queue the template creates
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="opsbots-snapshots")["QueueUrl"]
+    monkeypatch.setenv("OPSBOTS_SNAPSHOT_QUEUE", queue_url)
+    current.cache_clear()
+    home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
+
+    # When the schedule runs, it only queues: one message per account x region
+    assert run(FIRST_RUN) == {"queued": 2}
+    assert snapshots_of(estate.home_ec2, home) == []
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]]
+
+    # Then the worker, given those messages, takes the snapshots in both accounts
+    result = work_on(bodies, policies=current().policies.snapshots, deps=current().snapshots)
+    assert (result["units"], result["taken"]) == (2, 2)
+    assert len(snapshots_of(estate.home_ec2, home)) == len(snapshots_of(estate.member_ec2, member)) == 1
