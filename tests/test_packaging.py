@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib import dns, sg_guard
-from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE
+from chalicelib import dns, sg_guard, snapshots
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
 
 pytestmark = pytest.mark.packaging
@@ -32,14 +32,23 @@ LOGS = frozenset({"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEve
 XRAY = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
 # Powertools Idempotency's DynamoDB persistence layer; only the event handler uses it.
 IDEMPOTENCY = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
+# What Lambda's SQS event source mapping calls with the worker's role; the worker itself calls none.
+SQS_CONSUME = frozenset({"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
 IDEMPOTENCY_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-idempotency"
 MEMBER_ROLE_ARN = "arn:aws:iam::*:role/opsbots-member"
 DNS_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-dns"
 DNS_INDEX_ARN = f"{DNS_TABLE_ARN}/index/*"
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
+SNAPSHOT_QUEUE_ARN = f"arn:aws:sqs:*:*:{snapshots.QUEUE_NAME}"
 SG_GUARD = frozenset(sg_guard.PERMISSIONS)
 DNS_EVENT = frozenset(dns.EVENT_PERMISSIONS)
 DNS_RECONCILE = frozenset(dns.RECONCILE_PERMISSIONS)
+SNAPSHOTS = frozenset(snapshots.PERMISSIONS)
+SNAPSHOT_SCHEDULER = frozenset(snapshots.SCHEDULER_PERMISSIONS)
+SNAPSHOT_EC2 = frozenset(action for action in SNAPSHOTS if action.startswith("ec2:"))
+# Tags may be set only by the calls that create snapshots, and only opsbots' own snapshots deleted.
+CREATE_TAGS_CONDITION = {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}}
+DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{snapshots.MANAGED}": "true"}}
 
 # Logical id in the template -> (exact actions granted, memory MB, timeout s).
 FUNCTIONS = {
@@ -47,9 +56,18 @@ FUNCTIONS = {
     "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY, 512, 300),
     "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY, 256, 30),
     "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY, 1024, 600),
+    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY, 512, 900),
+    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME, 512, 900),
 }
 DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
-SHIPPED = ("app.py", "policies/accounts.yml", "policies/security_groups.yml", "policies/dns.yml")
+SNAPSHOT_FUNCTIONS = ("TakeSnapshots", "SnapshotWorker")
+SHIPPED = (
+    "app.py",
+    "policies/accounts.yml",
+    "policies/security_groups.yml",
+    "policies/dns.yml",
+    "policies/snapshots.yml",
+)
 RUNTIME_PROVIDED = ("boto3/", "botocore/")
 MEMBER_ACCOUNT_ACTIONS = frozenset(
     {
@@ -60,6 +78,7 @@ MEMBER_ACCOUNT_ACTIONS = frozenset(
         "ec2:RevokeSecurityGroupEgress",
         "ec2:DescribeInstances",
     }
+    | SNAPSHOT_EC2
 )
 
 
@@ -67,7 +86,7 @@ def _environment() -> dict[str, str]:
     environ = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "MAKE")) and key not in {"MFLAGS", IDEMPOTENCY_TABLE, DNS_TABLE}
+        if not key.startswith(("AWS_", "MAKE")) and key not in {"MFLAGS", IDEMPOTENCY_TABLE, DNS_TABLE, SNAPSHOT_QUEUE}
     }
     environ.update(FAKE_AWS)
     return environ
@@ -107,6 +126,10 @@ def _statements(resources: dict[str, Any], function: str) -> list[dict[str, Any]
     role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
     policies = resources[role]["Properties"]["Policies"]
     return [statement for policy in policies for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def _granting(statements: Iterable[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [statement for statement in statements if action in _actions([statement])]
 
 
 def _resources_of(statements: Iterable[dict[str, Any]], action: str) -> set[str]:
@@ -189,6 +212,41 @@ def test_route53_writes_are_limited_to_hosted_zones(resources: dict[str, Any], f
     assert _resources_of(statements, "route53:ListHostedZones") == {"*"}  # it supports no resource ARN
 
 
+@pytest.mark.parametrize("function", SNAPSHOT_FUNCTIONS)
+def test_snapshot_deletion_is_limited_to_managed_snapshots(resources: dict[str, Any], function: str) -> None:
+    granting = _granting(_statements(resources, function), "ec2:DeleteSnapshot")
+
+    assert granting
+    for statement in granting:
+        assert _actions([statement]) == {"ec2:DeleteSnapshot"}  # the condition covers nothing else
+        assert statement["Condition"] == DELETE_SNAPSHOT_CONDITION
+
+
+@pytest.mark.parametrize("function", SNAPSHOT_FUNCTIONS)
+def test_snapshot_tags_are_set_only_by_the_calls_that_create_snapshots(
+    resources: dict[str, Any], function: str
+) -> None:
+    granting = _granting(_statements(resources, function), "ec2:CreateTags")
+
+    assert granting
+    for statement in granting:
+        assert _actions([statement]) == {"ec2:CreateTags"}
+        assert statement["Condition"] == CREATE_TAGS_CONDITION
+
+
+def test_only_the_scheduler_sends_and_only_to_the_snapshot_queue(resources: dict[str, Any]) -> None:
+    assert _resources_of(_statements(resources, "TakeSnapshots"), "sqs:SendMessage") == {SNAPSHOT_QUEUE_ARN}
+    for function in set(FUNCTIONS) - {"TakeSnapshots"}:
+        assert not {action for action in FUNCTIONS[function][0] if action.startswith("sqs:Send")}
+
+
+def test_the_worker_consumes_only_the_snapshot_queue(resources: dict[str, Any]) -> None:
+    statements = _statements(resources, "SnapshotWorker")
+
+    for action in SQS_CONSUME:
+        assert _resources_of(statements, action) == {SNAPSHOT_QUEUE_ARN}
+
+
 # ----- the template -------------------------------------------------------------------------------
 
 
@@ -241,6 +299,46 @@ def test_merge_template_adds_the_dns_registry_table_with_its_owner_index(resourc
     ]
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_merge_template_adds_the_snapshot_queue_with_its_dead_letter_queue(resources: dict[str, Any]) -> None:
+    queue, dead_letters = resources["SnapshotQueue"], resources["SnapshotDeadLetterQueue"]
+    worker_timeout = resources["SnapshotWorker"]["Properties"]["Timeout"]
+
+    assert queue["Type"] == dead_letters["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["QueueName"] == snapshots.QUEUE_NAME
+    assert queue["Properties"]["VisibilityTimeout"] >= 6 * worker_timeout  # AWS's advice for Lambda consumers
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["SnapshotDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    assert dead_letters["Properties"]["QueueName"] == f"{snapshots.QUEUE_NAME}-dlq"
+    assert dead_letters["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert dead_letters["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_the_worker_listens_to_the_snapshot_queue_once_it_exists(resources: dict[str, Any]) -> None:
+    worker = resources["SnapshotWorker"]
+    (source,) = worker["Properties"]["Events"].values()
+
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["BatchSize"] == 1
+    # chalice names the queue by an ARN built from its name, so nothing orders the mapping after the
+    # queue but this: SAM's mapping refers to the function, and the function waits for the queue.
+    assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{snapshots.QUEUE_NAME}")
+    assert "SnapshotQueue" in worker["DependsOn"]
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_only_the_scheduler_gets_the_snapshot_queue(resources: dict[str, Any], function: str) -> None:
+    variables = resources[function]["Properties"]["Environment"]["Variables"]
+
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables
+    if function == "TakeSnapshots":
+        assert variables[SNAPSHOT_QUEUE] == {"Ref": "SnapshotQueue"}  # the queue's URL
+    else:
+        assert SNAPSHOT_QUEUE not in variables
 
 
 def test_only_the_event_handler_gets_the_idempotency_table(resources: dict[str, Any]) -> None:
@@ -301,6 +399,23 @@ def test_member_role_grants_only_what_the_bot_does_in_member_accounts() -> None:
     trust = role["AssumeRolePolicyDocument"]["Statement"]
 
     assert _actions(statements) == MEMBER_ACCOUNT_ACTIONS
-    assert MEMBER_ACCOUNT_ACTIONS <= SG_GUARD | DNS_EVENT | DNS_RECONCILE
+    assert MEMBER_ACCOUNT_ACTIONS <= SG_GUARD | DNS_EVENT | DNS_RECONCILE | SNAPSHOTS
     assert role["RoleName"] == MEMBER_ROLE_ARN.rsplit("/", 1)[1]
     assert all("sts:ExternalId" in statement["Condition"]["StringEquals"] for statement in trust)
+
+
+def test_member_role_deletes_only_managed_snapshots_and_tags_only_at_creation() -> None:
+    from cfnlint.decode import cfn_yaml
+
+    role = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]["MemberRole"]["Properties"]
+    statements = [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+
+    for action, condition in (
+        ("ec2:DeleteSnapshot", DELETE_SNAPSHOT_CONDITION),
+        ("ec2:CreateTags", CREATE_TAGS_CONDITION),
+    ):
+        granting = _granting(statements, action)
+        assert granting
+        for statement in granting:
+            assert _actions([statement]) == {action}
+            assert statement["Condition"] == condition
