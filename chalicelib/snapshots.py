@@ -308,6 +308,7 @@ class Ec2Snapshots:
             if "Ebs" in device and device["Ebs"]["VolumeId"] not in wanted
         ]
         tags = snapshot_tags(policy, window, None) | {INSTANCE: instance_id}
+        copy_tags: dict[str, Any] = {"CopyTagsFromSource": "volume"} if policy.copy_tags else {}
         created = self._ec2.create_snapshots(
             InstanceSpecification={
                 "InstanceId": instance_id,
@@ -316,7 +317,7 @@ class Ec2Snapshots:
             },
             Description=f"opsbots {policy.name} {window_tag(window)}",
             TagSpecifications=[_tag_specification("snapshot", tags)],
-            CopyTagsFromSource="volume" if policy.copy_tags else None,  # type: ignore[arg-type]
+            **copy_tags,
         )["Snapshots"]
         return len(created)
 

@@ -151,12 +151,14 @@ def test_a_member_snapshot_is_taken_with_the_member_role(estate: Estate) -> None
     assert snapshot["OwnerId"] == MEMBER
 
 
+@pytest.mark.parametrize("copy_tags", ["true", "false"])
 def test_instance_consistency_snapshots_an_instances_volumes_in_one_call(
-    estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+    estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch, copy_tags: str
 ) -> None:
     # Given a policy selecting by instance tag, crash-consistent
     path = policies_dir / "snapshots.yml"
     text = path.read_text().replace("select: {tags: {Backup: daily}}", "select: {instance_tags: {Backup: daily}}")
+    text = text.replace("copy_tags: true", f"copy_tags: {copy_tags}")
     path.write_text(text.replace("consistency: volume", "consistency: instance"))
     monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
     current.cache_clear()
