@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAGE ?= prod
 PACKAGE_DIR := build/package
 
-.PHONY: demo test lint pytest package validate clean
+.PHONY: demo test lint pytest package validate clean bench
 
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 
 demo: $(BIN)/activate
 	$(BIN)/python -m demo
+
+# Benchmarks against moto's HTTP server (bench/README.md); the table lands in bench/results/latest.md.
+bench: $(BIN)/activate
+	$(BIN)/python -m bench.snapshots
 
 # tests/test_packaging.py runs `make package` (chalice package + cfn-lint) once, inside pytest.
 test: lint pytest

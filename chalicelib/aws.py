@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
@@ -108,6 +109,8 @@ class Clients:
         self._sessions: dict[str, boto3.Session] = {}
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._home_account_id: str | None = None
+        # Member sessions share one loader, so the service models are read once, not once per account.
+        self._loader = botocore.loaders.create_loader()
         self._lock = threading.RLock()
 
     @overload
@@ -169,7 +172,10 @@ class Clients:
             core = botocore.session.Session()
             provider = _AssumedRoleProvider(sts, role_arn, self._external_id)
             core.register_component("credential_provider", CredentialResolver([provider]))
+            core.register_component("data_loader", self._loader)
             for event, handler in self._handlers:
                 core.register(event, handler)
             self._sessions[role_arn] = boto3.Session(botocore_session=core)
+            # boto3 appends its own data path to the loader each time; keep the shared list unique.
+            self._loader.search_paths[:] = list(dict.fromkeys(self._loader.search_paths))
         return self._sessions[role_arn]

@@ -42,6 +42,7 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
     assert "✘" not in demo.stdout
     assert "✔ chapter security-groups: passed" in demo.stdout
     assert "✔ chapter dns: passed" in demo.stdout
+    assert "✔ chapter snapshots: passed" in demo.stdout
     assert "all checks passed in" in demo.stdout
 
 
@@ -110,6 +111,46 @@ def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str]
     assert line in demo.stdout
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # 1. the estate, and the policy as shipped
+        "Chapter 3: the snapshot bot (chalicelib/snapshots.py)",
+        "policy daily: every 24h, volumes tagged Backup=daily",
+        "222222222222 (workloads): scratch vol-",
+        "someone snapshots web-data by hand in 123456789012: snap-",
+        "someone snapshots app-data by hand in 222222222222: snap-",
+        # 2. the real handler, no queue
+        "EventBridge schedule invokes take_snapshots",
+        "take_snapshots answered units 2, taken 5, present 0, pruned 0, copied 0, failed []",
+        "✔ each of the 5 tagged volumes has one snapshot, tagged opsbots:managed=true, opsbots:policy=daily",
+        "✔ no snapshot of scratch, the volume without the tag",
+        "✔ the snapshots made by hand in both accounts are untouched",
+        # 3. ten days at 01:00 and 02:00: copies the next hour, DR copies pruned beyond 3
+        "taken present pruned copied  taken present pruned copied",
+        " 01:00      2       0      2      0      3       0      3      0",
+        " 02:00      0       2      0      2      0       3      0      3",
+        "✔ on all 20 runs the bot's counts match moto's state",
+        "✔ every 02:00 run took nothing: a second run in the same window finds every volume done",
+        "✔ no volume ever had fewer than min(7, windows so far) snapshots in eu-west-1",
+        "✔ after every 02:00 run, each volume's newest snapshot has a copy in eu-central-1 tagged opsbots:copy-of",
+        "✔ eu-central-1 keeps 3 copies per volume",
+        "✔ the snapshots made by hand in both accounts survived all 20 runs",
+        "✔ scratch (no Backup tag) was never snapshotted",
+        # 4. retention {count: 2}
+        "take_snapshots answered units 2, taken 0, present 5, pruned 50, copied 0, failed []",
+        "✔ each volume keeps exactly its newest 2 snapshots in eu-west-1, pruned down from 11",
+        "✔ the snapshots made by hand survive: retention considers only opsbots'",
+        # 5. one SQS message delivered twice
+        "work_on answered units 2, taken 3, present 3, pruned 0, copied 3, failed []",
+        "✔ the first delivery took 3 snapshots, the second found those 3 done and took nothing",
+        "✔ moto holds exactly one snapshot per member volume for the window",
+    ],
+)
+def test_the_snapshot_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
+    assert line in demo.stdout
+
+
 def test_the_dns_chapter_plays_alone() -> None:
     result = run_demo("dns")
 
@@ -127,4 +168,4 @@ def test_an_unknown_chapter_is_refused() -> None:
     result = run_demo("no-such-chapter")
 
     assert result.returncode == 2
-    assert "known: security-groups, dns" in result.stdout
+    assert "known: security-groups, dns, snapshots" in result.stdout
