@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import botocore.session
 
-from chalicelib.aws import Clients, Target
+from chalicelib.aws import Clients
 from chalicelib.notify import SesNotifier
 from chalicelib.policy import Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
@@ -275,24 +275,6 @@ def serial(round_: Round) -> Measurement:
     return Measurement("serial", round_, seconds, calls.seen)
 
 
-def client_construction() -> tuple[float, float]:
-    """Seconds to build one EC2 client per member account, no call made: through `Clients` as it is
-    (a botocore session per account, each loading the EC2 model), and with one data loader shared by
-    those sessions (the model loaded once)."""
-    clients = Clients(external_id=EXTERNAL_ID, home_session=boto3.Session(region_name=HOME_REGION))
-    started = time.perf_counter()
-    for account in MEMBERS:
-        clients.client("ec2", Target(account, HOME_REGION, role_arn(account)))
-    as_is = time.perf_counter() - started
-    started = time.perf_counter()
-    loader = botocore.session.get_session().get_component("data_loader")
-    for _ in MEMBERS:
-        core = botocore.session.Session()
-        core.register_component("data_loader", loader)
-        core.create_client("ec2", region_name=HOME_REGION)
-    return as_is, time.perf_counter() - started
-
-
 def instrumented(session: boto3.Session, hooks: Sequence[tuple[str, Callable[..., Any]]]) -> boto3.Session:
     """The session, with the handlers on it; registered before any client is made from it."""
     for event, handler in hooks:
@@ -308,7 +290,7 @@ APPROACHES = {
 }
 
 
-def report(measurements: Sequence[Measurement], construction: tuple[float, float], total_seconds: float) -> str:
+def report(measurements: Sequence[Measurement], total_seconds: float) -> str:
     lines = [
         "# Snapshot bot benchmark",
         "",
@@ -342,13 +324,6 @@ def report(measurements: Sequence[Measurement], construction: tuple[float, float
     for op in operations:
         counts = {m.approach: m.calls.get(op, 0) for m in first}
         lines.append(f"| {op} | {counts.get('ours', 0):,} | {counts.get('serial', 0):,} |")
-    as_is, shared = construction
-    lines += [
-        "",
-        f"Client construction, one EC2 client per member account ({len(MEMBERS)}), no call made: "
-        f"{as_is:.1f} s through `Clients` (a botocore session per account, each loading the EC2 model, "
-        f"one at a time under its lock); {shared:.1f} s with one data loader shared by those sessions.",
-    ]
     return "\n".join(lines) + "\n"
 
 
@@ -371,8 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 if taken != round_.volumes:
                     raise RuntimeError(f"{measurement.approach} took {taken} snapshots of {round_.volumes} volumes")
                 measurements.append(measurement)
-        construction = client_construction()
-    text = report(measurements, construction, time.perf_counter() - started)
+    text = report(measurements, time.perf_counter() - started)
     print("\n" + text)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(text)
