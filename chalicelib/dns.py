@@ -310,7 +310,8 @@ def batches(changes: Sequence[ChangeTypeDef], limit: int = MAX_RECORDS_PER_BATCH
 
 
 class _InstanceModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Built on first use, not at import: each Lambda function needs only some models (cold start).
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
     InstanceId: str
     State: dict[str, Any]
     Tags: list[dict[str, str]] = []

@@ -125,7 +125,8 @@ NetworkField = Annotated[Network, BeforeValidator(_network)]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Built on first use, not at import: each Lambda function needs only some models (cold start).
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class _Envelope(_Lenient):

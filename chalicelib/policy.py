@@ -178,7 +178,8 @@ def _duplicate_message(values: Sequence[str], collection: str, what: str) -> str
 class StrictModel(BaseModel):
     """Base of every policy model: a typo is an error and a loaded policy cannot change."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first use, not at import: each Lambda function needs only some models (cold start).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class EmailSettings(StrictModel):
