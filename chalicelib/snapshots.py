@@ -472,6 +472,7 @@ def take_snapshots(
             ]
             deps.sqs.send_message_batch(QueueUrl=deps.queue_url, Entries=entries)  # type: ignore[arg-type]
         logger.info("snapshot units queued", extra={"units": len(units)})
+        metrics.add_metric(name="SnapshotUnitsQueued", unit="Count", value=len(units))
         return {"queued": len(units)}
     with ThreadPoolExecutor(max_workers=UNIT_THREADS) as pool:
         results = list(pool.map(lambda unit: run_unit(unit, policies, _ec2_for(deps.clients, unit)), units))
