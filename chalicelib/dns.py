@@ -643,22 +643,6 @@ def _conflict_text(conflict: Conflict) -> str:
     return f"{record.name} {record.type} wanted by {conflict.owner} is held by {conflict.held_by}"
 
 
-def print_plan(plan: Plan, out: Any) -> None:
-    """A dry run: the registry and Route53 calls `apply` would make."""
-    for entry in plan.claims:
-        out.write(f"  dynamodb.put_item(claim {entry.record.name} {entry.record.type} for {entry.owner})\n")
-        out.write(f"  route53.list_resource_record_sets({entry.record.name} {entry.record.type})  # foreign?\n")
-    for zone_id, changes in route53_changes(plan).items():
-        for change in changes:
-            record = change["ResourceRecordSet"]
-            values = [entry["Value"] for entry in record.get("ResourceRecords", [])]
-            out.write(f"  route53 {zone_id}: {change['Action']} {record['Name']} {record['Type']} {values}\n")
-    for entry in plan.deletes:
-        out.write(f"  dynamodb.delete_item(release {entry.record.name} {entry.record.type})\n")
-    for conflict in plan.conflicts:
-        out.write(f"  conflict: {_conflict_text(conflict)}\n")
-
-
 # ---------------------------------------------------------------------------------------------
 # Entry points for app.py.
 # ---------------------------------------------------------------------------------------------
