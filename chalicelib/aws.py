@@ -157,12 +157,7 @@ class Clients:
 
     def units(self, accounts: AccountsPolicy) -> list[tuple[Target, str]]:
         """Every account/region a scheduled run covers, with the account's name: home first."""
-        home = self.home()
-        return [(Target(home.account_id, region), HOME) for region in accounts.defaults.regions] + [
-            (Target(member.id, region, accounts.role_arn(member)), member.name)
-            for member in accounts.accounts
-            for region in accounts.regions_of(member)
-        ]
+        return units_of(accounts, self.home().account_id)
 
     def _session(self, role_arn: str | None) -> boto3.Session:
         if role_arn is None:
@@ -179,3 +174,12 @@ class Clients:
             # boto3 appends its own data path to the loader each time; keep the shared list unique.
             self._loader.search_paths[:] = list(dict.fromkeys(self._loader.search_paths))
         return self._sessions[role_arn]
+
+
+def units_of(accounts: AccountsPolicy, home_account_id: str) -> list[tuple[Target, str]]:
+    """The home account in the default regions, then every member account in its own regions."""
+    return [(Target(home_account_id, region), HOME) for region in accounts.defaults.regions] + [
+        (Target(member.id, region, accounts.role_arn(member)), member.name)
+        for member in accounts.accounts
+        for region in accounts.regions_of(member)
+    ]

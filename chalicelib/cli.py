@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from chalicelib import dns, sg_guard, snapshots
-from chalicelib.aws import Target
+from chalicelib.aws import HOME, units_of
 from chalicelib.events import SkippedEvent, parse_security_group_change, parse_state_change
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
@@ -116,11 +116,7 @@ def _record_names(policies: Policies) -> str:
 
 def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     accounts = policies.accounts
-    targets = [(Target("home", region), "home") for region in accounts.defaults.regions] + [
-        (Target(member.id, region, accounts.role_arn(member)), member.name)
-        for member in accounts.accounts
-        for region in accounts.regions_of(member)
-    ]
+    targets = units_of(accounts, HOME)
     now = datetime.fromisoformat(str(raw.get("time", ""))) if raw.get("time") else datetime.now(UTC)
     out.write(f"scheduled run at {now.isoformat()} over {len(targets)} account/region unit(s)\n")
     out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
