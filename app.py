@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate, SQSEvent
 
-from chalicelib import dns, sg_guard, snapshots
+from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.events import SECURITY_GROUP_CALLS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
@@ -67,3 +67,9 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     return snapshots.work_on(
         (record.body for record in event), policies=runtime.policies.snapshots, deps=runtime.snapshots
     )
+
+
+@app.on_cw_event({"source": ["aws.s3"], "detail-type": ["Object Created"]})
+def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
+    runtime = current()
+    return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
@@ -125,6 +126,8 @@ class Clients:
     def client(self, service: Literal["route53"], target: Target) -> Route53Client: ...
     @overload
     def client(self, service: Literal["sqs"], target: Target) -> SQSClient: ...
+    @overload
+    def client(self, service: Literal["s3"], target: Target) -> S3Client: ...
 
     def client(self, service: str, target: Target) -> Any:
         key = (target.role_arn or HOME, target.region, service)

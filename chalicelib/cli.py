@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from chalicelib import dns, sg_guard, snapshots
+from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import HOME, units_of
-from chalicelib.events import SkippedEvent, parse_security_group_change, parse_state_change
+from chalicelib.events import SkippedEvent, parse_object_created, parse_security_group_change, parse_state_change
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "validate":
             policies = load_policies(_policies_dir(arguments.directory))
             rules, members = len(policies.security_groups.rules), len(policies.accounts.accounts)
-            print(f"ok: {rules} security-group rule(s), {members} member account(s)")
+            uploads = len(policies.thumbnails.buckets)
+            print(f"ok: {rules} security-group rule(s), {members} member account(s), {uploads} thumbnail location(s)")
             return 0
         return simulate_event(arguments.event, load_policies(_policies_dir(arguments.policies)), sys.stdout)
     except PolicyError as error:
@@ -74,6 +75,8 @@ def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
         return _simulate_state_change(raw, policies, out)
     if kind == "Scheduled Event":
         return _simulate_schedule(raw, policies, out)
+    if kind == "Object Created" or (isinstance(raw, dict) and "Records" in raw):
+        return _simulate_upload(raw, policies, out)
     return _simulate_security_group_change(raw, policies, out)
 
 
@@ -127,6 +130,25 @@ def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) ->
     out.write(f"  take_snapshots: {len(units)} unit(s) with a policy due (nothing is taken or deleted here):\n")
     for unit in units:
         snapshots.print_unit(unit, policies.snapshots, out)
+    return 0
+
+
+def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
+    try:
+        uploads = parse_object_created(raw)
+    except SkippedEvent as skipped:
+        out.write(f"skipped: {skipped}\n")
+        return 0
+    for upload in uploads:
+        try:
+            thumbnails.print_plan(thumbnails.plan_thumbnails(upload, policies.thumbnails), out)
+        except SkippedEvent as skipped:
+            out.write(f"skipped: {skipped}\n")
+    out.write(
+        "AWS calls it would make: s3.head_object per thumbnail (metadata says whose it is and from which ETag);\n"
+        "  if any is missing or stale: s3.get_object(IfMatch=ETag), then s3.put_object per missing or stale one,\n"
+        "  conditional on the key being free or still ours\n"
+    )
     return 0
 
 

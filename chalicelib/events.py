@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from chalicelib.observability import logger, metrics
 
@@ -34,17 +35,20 @@ class SkippedEvent(Exception):  # noqa: N818 - a verdict on an event, not a fail
     status: ClassVar[str]
     metric: ClassVar[str]
 
-    def __init__(self, event_id: str, reason: str) -> None:
+    warns: ClassVar[bool] = False
+
+    def __init__(self, event_id: str, reason: str, **subject: str) -> None:
         super().__init__(f"event {event_id}: {reason}")
         self.event_id = event_id
         self.reason = reason
+        self.subject = subject  # what the event was about (a key, an instance), for the log line
 
     def report(self) -> dict[str, Any]:
         """Log and count the skip; the handler returns this summary."""
-        log = logger.warning if isinstance(self, MalformedEventError) else logger.info
-        log(f"{self.status} event skipped", extra={"event_id": self.event_id, "reason": self.reason})
+        summary = {"event_id": self.event_id, **self.subject, "status": self.status, "reason": self.reason}
+        (logger.warning if self.warns else logger.info)(f"{self.status} event skipped", extra=summary)
         metrics.add_metric(name=self.metric, unit="Count", value=1)
-        return {"event_id": self.event_id, "status": self.status, "reason": self.reason}
+        return summary
 
 
 class MalformedEventError(SkippedEvent):
@@ -52,6 +56,7 @@ class MalformedEventError(SkippedEvent):
 
     status = "malformed"
     metric = "MalformedEvents"
+    warns = True
 
 
 class IgnoredEvent(SkippedEvent):
@@ -373,3 +378,82 @@ def parse_state_change(raw: Mapping[str, Any]) -> StateChange:
     if not (isinstance(instance_id, str) and instance_id.startswith("i-") and isinstance(state, str)):
         raise MalformedEventError(event_id, f"bad instance-id/state: {instance_id!r}/{state!r}")
     return StateChange(envelope.id, envelope.account, envelope.region, instance_id, state)
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    """An S3 object was written. `key` is the key as stored: never URL-encoded."""
+
+    event_id: str
+    region: str
+    bucket: str
+    key: str
+    size: int | None
+    etag: str
+    version_id: str | None
+
+
+class _S3Object(_Lenient):
+    key: str
+    size: int | None = None
+    etag: str = Field(min_length=1)
+    version_id: str | None = Field(None, alias="version-id")
+
+
+class _S3Bucket(_Lenient):
+    name: str
+
+
+class _S3Detail(_Lenient):
+    bucket: _S3Bucket
+    object: _S3Object
+
+
+class _ClassicObject(_Lenient):
+    key: str
+    size: int | None = None
+    eTag: str = Field(min_length=1)  # noqa: N815 - S3's field names
+    versionId: str | None = None  # noqa: N815
+
+
+class _ClassicS3(_Lenient):
+    bucket: _S3Bucket
+    object: _ClassicObject
+
+
+class _ClassicRecord(_Lenient):
+    eventName: str  # noqa: N815
+    awsRegion: str  # noqa: N815
+    responseElements: dict[str, Any] = {}  # noqa: N815
+    s3: _ClassicS3
+
+
+def parse_object_created(raw: Mapping[str, Any]) -> tuple[ObjectCreated, ...]:
+    """Read an EventBridge "Object Created" event, or a classic S3 notification (`Records`).
+
+    EventBridge delivers the key as stored; classic notifications form-encode it ("red flower.jpg"
+    arrives as "red+flower.jpg", a literal "+" as "%2B"), so only those are decoded, exactly once.
+    """
+    event_id = _event_id(raw)
+    try:
+        if isinstance(raw, Mapping) and "Records" in raw:
+            return tuple(_classic(_ClassicRecord.model_validate(record)) for record in raw["Records"])
+        envelope = _Envelope.model_validate(raw)
+        if raw.get("source") != "aws.s3" or raw.get("detail-type") != "Object Created":
+            raise IgnoredEvent(event_id, f"{raw.get('source')} {raw.get('detail-type')!r} is not an S3 upload")
+        detail = _S3Detail.model_validate(envelope.detail)
+    except ValidationError as error:
+        raise MalformedEventError(event_id, _summary(error)) from None
+    except TypeError as error:
+        raise MalformedEventError(event_id, f"not an S3 upload event: {error}") from None
+    bucket, obj = detail.bucket.name, detail.object
+    return (ObjectCreated(envelope.id, envelope.region, bucket, obj.key, obj.size, obj.etag, obj.version_id),)
+
+
+def _classic(record: _ClassicRecord) -> ObjectCreated:
+    request_id = str(record.responseElements.get("x-amz-request-id", ""))
+    if not record.eventName.startswith("ObjectCreated:"):
+        raise IgnoredEvent(request_id, f"{record.eventName} is not an upload")
+    obj = record.s3.object
+    key = unquote_plus(obj.key)
+    return ObjectCreated(request_id, record.awsRegion, record.s3.bucket.name, key, obj.size, obj.eTag, obj.versionId)

@@ -19,6 +19,7 @@ from chalicelib.observability import logger, metrics
 from chalicelib.policy import Policies, PolicyError, load_policies
 from chalicelib.settings import DNS_TABLE, Settings
 from chalicelib.snapshots import SnapshotDeps
+from chalicelib.thumbnails import ThumbnailDeps
 
 
 @dataclass
@@ -66,6 +67,10 @@ class Runtime:
         queue = self.settings.snapshot_queue
         sqs = self.clients.client("sqs", Target(HOME, self.clients.home_region)) if queue else None
         return SnapshotDeps(self.clients, queue, sqs, self.notifier_for)
+
+    @cached_property
+    def thumbnails(self) -> ThumbnailDeps:
+        return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
 
     def notifier_for(self, target: Target) -> Notifier:
         return SesNotifier(self.clients.client("sesv2", target))

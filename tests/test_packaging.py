@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib import dns, sg_guard, snapshots
+from chalicelib import dns, sg_guard, snapshots, thumbnails
+from chalicelib.policy import load_policies
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
 
@@ -46,6 +47,8 @@ DNS_RECONCILE = frozenset(dns.RECONCILE_PERMISSIONS)
 SNAPSHOTS = frozenset(snapshots.PERMISSIONS)
 SNAPSHOT_SCHEDULER = frozenset(snapshots.SCHEDULER_PERMISSIONS)
 SNAPSHOT_EC2 = frozenset(action for action in SNAPSHOTS if action.startswith("ec2:"))
+THUMBNAILS = frozenset(thumbnails.PERMISSIONS)
+ZIPPED_LIMIT = 50 * 2**20  # Lambda's limit on a directly uploaded zip
 # Tags may be set only by the calls that create snapshots, and only opsbots' own snapshots deleted.
 CREATE_TAGS_CONDITION = {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}}
 DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{snapshots.MANAGED}": "true"}}
@@ -58,6 +61,7 @@ FUNCTIONS = {
     "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY, 1024, 600),
     "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY, 512, 900),
     "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME, 512, 900),
+    "OnImageUploaded": (THUMBNAILS | LOGS | XRAY, 1769, 60),
 }
 DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
 SNAPSHOT_FUNCTIONS = ("TakeSnapshots", "SnapshotWorker")
@@ -67,6 +71,7 @@ SHIPPED = (
     "policies/security_groups.yml",
     "policies/dns.yml",
     "policies/snapshots.yml",
+    "policies/thumbnails.yml",
 )
 RUNTIME_PROVIDED = ("boto3/", "botocore/")
 MEMBER_ACCOUNT_ACTIONS = frozenset(
@@ -151,6 +156,15 @@ def test_zip_ships_the_app_its_templates_and_the_policies(zip_names: frozenset[s
     assert set(SHIPPED) | templates <= zip_names
 
 
+def test_zip_ships_pillow_built_for_lambda_and_stays_under_the_zipped_limit(
+    package_dir: Path, zip_names: frozenset[str]
+) -> None:
+    native = [name for name in zip_names if name.startswith("PIL/_imaging.") and name.endswith(".so")]
+
+    assert native == ["PIL/_imaging.cpython-311-x86_64-linux-gnu.so"]
+    assert (package_dir / "deployment.zip").stat().st_size < ZIPPED_LIMIT
+
+
 def test_zip_leaves_out_the_runtime_sdk_and_the_tests(zip_names: frozenset[str]) -> None:
     assert not {name for name in zip_names if name.startswith(RUNTIME_PROVIDED)}
     assert not {name for name in zip_names if name.startswith(("tests/", "demo/")) or name.endswith("conftest.py")}
@@ -177,7 +191,9 @@ def test_no_wildcard_actions_and_allow_only(resources: dict[str, Any], function:
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
 def test_functions_assume_only_the_member_role(resources: dict[str, Any], function: str) -> None:
-    assert _resources_of(_statements(resources, function), "sts:AssumeRole") == {MEMBER_ROLE_ARN}
+    assumes = _resources_of(_statements(resources, function), "sts:AssumeRole")
+
+    assert assumes == ({MEMBER_ROLE_ARN} if "sts:AssumeRole" in FUNCTIONS[function][0] else set())
 
 
 def test_idempotency_access_is_limited_to_its_table(resources: dict[str, Any]) -> None:
@@ -232,6 +248,19 @@ def test_snapshot_tags_are_set_only_by_the_calls_that_create_snapshots(
     for statement in granting:
         assert _actions([statement]) == {"ec2:CreateTags"}
         assert statement["Condition"] == CREATE_TAGS_CONDITION
+
+
+def test_thumbnails_read_only_uploads_and_write_only_under_output_prefixes(resources: dict[str, Any]) -> None:
+    rules = load_policies(ROOT / "policies").thumbnails.buckets
+    uploads = {f"arn:aws:s3:::{rule.bucket}/{rule.prefix}*" for rule in rules}
+    outputs = {f"arn:aws:s3:::{rule.destination}/{rule.output_prefix}*" for rule in rules}
+    statements = _statements(resources, "OnImageUploaded")
+
+    assert rules, "policies/thumbnails.yml lists no bucket"
+    # Edit .chalice/policy-on_image_uploaded.json with policies/thumbnails.yml: the role is scoped to it.
+    assert _resources_of(statements, "s3:GetObject") == uploads | outputs  # HeadObject is GetObject
+    assert _resources_of(statements, "s3:PutObject") == outputs
+    assert _resources_of(statements, "s3:ListBucket") == {f"arn:aws:s3:::{rule.destination}" for rule in rules}
 
 
 def test_only_the_scheduler_sends_and_only_to_the_snapshot_queue(resources: dict[str, Any]) -> None:

@@ -51,6 +51,8 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ("ec2-state-stopped", ["ec2.describe_instances(InstanceIds=['i-0c4f1a9e27b83d615'])", "current state"]),
         ("ec2-state-running-other-account", ["333333333333 is not in accounts.yml", "dynamodb.query"]),
         ("ec2-state-running", ["ec2.describe_instances", "exactly the records the registry holds"]),
+        ("s3-object-created", ["would write s3://photos-upload/thumbnails/summer holiday/été 01/small.webp"]),
+        ("s3-notification-put", ["upload s3://photos-upload/uploads/summer holiday/été 01.JPG"]),
         (
             "scheduled-event",
             ["reconcile_dns", "sweep_security_groups", "222222222222 (workloads) eu-west-1: daily", "the newest 7"],

@@ -75,13 +75,32 @@ policies:
     retention: {count: 7, max_age: 30d}
 """
 
+THUMBNAILS_YML = """\
+buckets:
+  - bucket: photos-upload
+    prefix: uploads/
+    output_prefix: thumbnails/
+    sizes:
+      - {name: small, width: 256, height: 256, fit: cover}
+      - {name: large, width: 1024}
+  - bucket: scans
+    output_bucket: scans-thumbnails
+    output_prefix: ""
+    sizes:
+      - {name: page, height: 800}
+    format: same
+limits: {max_bytes: 20MiB, max_pixels: 50000000}
+"""
+THUMBS = "policies/thumbnails.yml"
+
 VALID = {
     "security_groups.yml": SECURITY_GROUPS_YML,
     "accounts.yml": ACCOUNTS_YML,
     "dns.yml": DNS_YML,
     "snapshots.yml": SNAPSHOTS_YML,
+    "thumbnails.yml": THUMBNAILS_YML,
 }
-FILES = "accounts.yml, dns.yml, security_groups.yml, snapshots.yml"
+FILES = "accounts.yml, dns.yml, security_groups.yml, snapshots.yml, thumbnails.yml"
 DNS_FIELDS = ("zones", "name_tag", "alias_tag", "reverse", "select_tag")
 UNKNOWN_FIELD = (
     "unknown field; expected one of: name, direction, protocols, ports, except_ports, sources, allowed_sources"
@@ -106,6 +125,11 @@ def dns(old: str, new: str) -> dict[str, str | None]:
 def snapshots(old: str, new: str) -> dict[str, str | None]:
     assert old in SNAPSHOTS_YML
     return {"snapshots.yml": SNAPSHOTS_YML.replace(old, new)}
+
+
+def thumbs(old: str, new: str) -> dict[str, str | None]:
+    assert old in THUMBNAILS_YML
+    return {"thumbnails.yml": THUMBNAILS_YML.replace(old, new)}
 
 
 def write_policies(directory: Path, changes: dict[str, str | None]) -> None:
@@ -301,8 +325,83 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             id="dns-typo",
         ),
         pytest.param(
-            {"thumbnails.yml": "buckets: []\n"},
-            [f"policies/thumbnails.yml:1: unknown policy file; expected only {FILES}"],
+            thumbs("prefix: uploads/", "prefix: thumbnails/"),
+            [
+                f"{THUMBS}:1: buckets: buckets[0]: output_prefix 'thumbnails/' overlaps prefix 'thumbnails/' on "
+                "bucket photos-upload: thumbnails would be made of thumbnails"
+            ],
+            id="thumbnails-loop",
+        ),
+        pytest.param(
+            thumbs("prefix: uploads/", "prefix: ''"),
+            [
+                f"{THUMBS}:1: buckets: buckets[0]: output_prefix 'thumbnails/' overlaps prefix '' on "
+                "bucket photos-upload: thumbnails would be made of thumbnails"
+            ],
+            id="thumbnails-whole-bucket-into-itself",
+        ),
+        pytest.param(
+            thumbs(
+                'output_bucket: scans-thumbnails\n    output_prefix: ""',
+                "output_bucket: photos-upload\n    output_prefix: uploads/x/",
+            ),
+            [
+                f"{THUMBS}:1: buckets: buckets[1] and buckets[0]: output_prefix 'uploads/x/' overlaps prefix "
+                "'uploads/' on bucket photos-upload: thumbnails would be made of thumbnails"
+            ],
+            id="thumbnails-loop-across-entries",
+        ),
+        pytest.param(
+            thumbs("  - bucket: scans\n", "  - bucket: photos-upload\n    prefix: uploads/scans/\n"),
+            [
+                f"{THUMBS}:1: buckets: buckets[0] and buckets[1]: prefixes 'uploads/' and 'uploads/scans/' overlap "
+                "on bucket photos-upload: an upload may match one rule only"
+            ],
+            id="thumbnails-overlapping-inputs",
+        ),
+        pytest.param(
+            thumbs("{name: large, width: 1024}", "{name: large}"),
+            [f"{THUMBS}:7: buckets[0].sizes[1]: give width, height or both"],
+            id="thumbnails-size-without-box",
+        ),
+        pytest.param(
+            thumbs("width: 256, height: 256, fit: cover", "width: 256, fit: cover"),
+            [f"{THUMBS}:6: buckets[0].sizes[0]: fit: cover crops to a box: give both width and height"],
+            id="thumbnails-cover-needs-a-box",
+        ),
+        pytest.param(
+            thumbs("{name: large, width: 1024}", "{name: small, width: 1024}"),
+            [f"{THUMBS}:5: buckets[0].sizes: sizes[0] and sizes[1] have the same name 'small'"],
+            id="thumbnails-duplicate-size",
+        ),
+        pytest.param(
+            thumbs("{name: large, width: 1024}", "{name: large, width: 20000}"),
+            [f"{THUMBS}:7: buckets[0].sizes[1].width: Input should be less than or equal to 8192"],
+            id="thumbnails-too-wide",
+        ),
+        pytest.param(
+            thumbs("name: large", "name: large/x"),
+            [f"{THUMBS}:7: buckets[0].sizes[1].name: 'large/x' is not a size name (letters, digits, '-' and '_')"],
+            id="thumbnails-size-name",
+        ),
+        pytest.param(
+            thumbs("format: same", "format: gif"),
+            [f"{THUMBS}:13: buckets[1].format: Input should be 'webp', 'jpeg', 'png' or 'same'"],
+            id="thumbnails-format",
+        ),
+        pytest.param(
+            thumbs("max_bytes: 20MiB", "max_bytes: 20 megs"),
+            [f"{THUMBS}:14: limits.max_bytes: '20 megs' is not a size like 50MB, 20MiB or 1000000"],
+            id="thumbnails-byte-size",
+        ),
+        pytest.param(
+            thumbs("  - bucket: scans\n", "  - bucket: Scans_Bucket\n"),
+            [f"{THUMBS}:8: buckets[1].bucket: 'Scans_Bucket' is not an S3 bucket name"],
+            id="thumbnails-bucket-name",
+        ),
+        pytest.param(
+            {"thumbnail.yml": "buckets: []\n"},
+            [f"policies/thumbnail.yml:1: unknown policy file; expected only {FILES}"],
             id="unknown-file",
         ),
         pytest.param(
@@ -366,13 +465,13 @@ def test_problems_in_both_files_are_all_reported_at_once(policies: Path) -> None
                 "mode: enforce", "mode: loud"
             ),
             "accounts.yml": ACCOUNTS_YML.replace("regions: [eu-west-1]", "regions: []"),
-            "thumbnails.yml": "keep: 7\n",
+            "thumbnail.yml": "keep: 7\n",
         },
     )
     # When they are loaded
     # Then every mistake is listed, file by file, in line order
     assert problems_in(policies) == [
-        f"policies/thumbnails.yml:1: unknown policy file; expected only {FILES}",
+        f"policies/thumbnail.yml:1: unknown policy file; expected only {FILES}",
         f"{ACCOUNTS}:3: defaults.regions: must list at least one item",
         f"{SG}:1: mode: Input should be 'enforce' or 'report'",
         f"{SG}:14: rules[1].ports[0]: 'ssh' is not a port or range",
@@ -499,3 +598,24 @@ def test_json_schema_describes_each_policy_file(name: str) -> None:
     # Then it lists the top-level fields and forbids unknown ones
     assert set(schema["properties"]) == set(POLICY_FILES[name].model_fields)
     assert schema["additionalProperties"] is False
+
+
+def test_thumbnail_limits_read_decimal_and_binary_units(policies: Path) -> None:
+    # Given the valid documents, whose limit is written 20MiB
+    write_policies(policies, thumbs("max_bytes: 20MiB", "max_bytes: 50MB"))
+    # When they are loaded
+    loaded = load_policies("policies").thumbnails
+    # Then 50MB is 50 million bytes, and defaults fill what the file leaves out
+    assert loaded.limits.max_bytes == 50_000_000
+    assert loaded.buckets[1].destination == "scans-thumbnails"
+    assert loaded.buckets[0].destination == "photos-upload"
+    assert (loaded.buckets[0].format, loaded.buckets[0].quality) == ("webp", 82)
+
+
+def test_an_empty_thumbnails_policy_makes_no_thumbnails(policies: Path) -> None:
+    write_policies(policies, {"thumbnails.yml": "buckets: []\n"})
+
+    loaded = load_policies("policies").thumbnails
+
+    assert loaded.rule_for("photos-upload", "uploads/a.jpg") is None
+    assert loaded.limits.max_pixels == 100_000_000

@@ -1,0 +1,406 @@
+"""Thumbnail bot: resized copies of every image uploaded under a configured bucket prefix.
+
+Every thumbnail carries S3 metadata naming its source key and ETag. That metadata is the whole
+state of the bot:
+- ownership: an object at a thumbnail key without it was not written by opsbots and is never
+  overwritten (a conflict, reported);
+- idempotency: a duplicate event, or a re-upload of the same bytes, finds every thumbnail already
+  made from that ETag and downloads nothing;
+- no loops: an event for an object carrying it is ignored, as is any key under an output prefix.
+Writes are conditional (`If-None-Match: *` for a new key, `If-Match` for one of ours), so two
+deliveries racing each other cannot overwrite anything they did not look at. The source is read
+with `If-Match` on the event's ETag: an event that arrives after a newer upload changes nothing,
+because the newer upload's own event makes its thumbnails.
+
+Pillow is imported only by the render step (`chalicelib.imaging`), never by app.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import quote, unquote
+
+from botocore.exceptions import ClientError
+
+from chalicelib.events import IgnoredEvent, ObjectCreated, SkippedEvent, parse_object_created
+from chalicelib.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
+
+PERMISSIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket")
+OutputFormat = Literal["webp", "jpeg", "png"]
+CONTENT_TYPES: Final[Mapping[OutputFormat, str]] = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
+EXTENSIONS: Final[Mapping[OutputFormat, str]] = {"webp": ".webp", "jpeg": ".jpg", "png": ".png"}
+SAME_FORMATS: Final[Mapping[str, OutputFormat]] = {
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "jpe": "jpeg",
+    "png": "png",
+    "webp": "webp",
+}
+DRAFT_GAP: Final = 2.0  # decode at least twice the largest output, as Pillow's thumbnail() does
+MAX_KEY_BYTES: Final = 1024  # S3's limit on a key, in UTF-8 bytes
+# S3 user metadata (x-amz-meta-*); values must be ASCII, so the source key is percent-encoded.
+SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, SIZE, DIMENSIONS = (
+    "opsbots-source-key",
+    "opsbots-source-etag",
+    "opsbots-source-version",
+    "opsbots-size",
+    "opsbots-dimensions",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Plain data and pure decisions; no AWS, no Pillow.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    width: int
+    height: int
+
+    def transposed(self) -> Dimensions:
+        return Dimensions(self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A thumbnail's size, and the part of the source it shows (source pixels: left, top, right, bottom)."""
+
+    width: int
+    height: int
+    crop: tuple[float, float, float, float]
+
+
+def _scale(source: Dimensions, size: ThumbnailSize) -> float:
+    ratios = [wanted / have for wanted, have in ((size.width, source.width), (size.height, source.height)) if wanted]
+    scale = max(ratios) if size.fit == "cover" else min(ratios)
+    return min(scale, 1.0)  # never enlarge
+
+
+def fit(source: Dimensions, size: ThumbnailSize) -> Fit:
+    """Contain: the whole picture inside the box. Cover: the box filled, the overflow cropped evenly."""
+    scale = _scale(source, size)
+    width = min(max(1, round(source.width * scale)), size.width or source.width)
+    height = min(max(1, round(source.height * scale)), size.height or source.height)
+    if size.fit == "contain":
+        return Fit(width, height, (0.0, 0.0, float(source.width), float(source.height)))
+    shown_width, shown_height = min(source.width, width / scale), min(source.height, height / scale)
+    left, top = (source.width - shown_width) / 2, (source.height - shown_height) / 2
+    return Fit(width, height, (left, top, left + shown_width, top + shown_height))
+
+
+def decode_request(source: Dimensions, sizes: Iterable[ThumbnailSize]) -> Dimensions:
+    """The smallest decode that every size can still be resampled cleanly from (JPEG draft mode)."""
+    scale = min(1.0, max(_scale(source, size) for size in sizes) * DRAFT_GAP)
+    return Dimensions(math.ceil(source.width * scale), math.ceil(source.height * scale))
+
+
+@dataclass(frozen=True)
+class Output:
+    key: str
+    size: ThumbnailSize
+
+
+@dataclass(frozen=True)
+class Plan:
+    upload: ObjectCreated
+    bucket: str
+    output_format: OutputFormat
+    quality: int
+    outputs: tuple[Output, ...]
+
+
+class RejectedUpload(SkippedEvent):
+    """An upload opsbots will not make thumbnails of: too big, not an image, corrupt or hostile."""
+
+    status = "rejected"
+    metric = "ImagesRejected"
+    warns = True
+
+
+def output_format(rule: ThumbnailBucket, key: str) -> OutputFormat:
+    """`same` follows the upload's extension: JPEG, PNG and WebP stay themselves, anything else is PNG."""
+    if rule.format != "same":
+        return rule.format
+    stem, dot, extension = key.rpartition("/")[2].rpartition(".")
+    return SAME_FORMATS.get(extension.lower(), "png") if dot and stem else "png"
+
+
+def output_key(key: str, rule: ThumbnailBucket, size_name: str, image_format: OutputFormat) -> str:
+    """`uploads/a b/été 01.JPG` under prefix `uploads/` -> `thumbnails/a b/été 01/small.webp`."""
+    folder, slash, name = key.removeprefix(rule.prefix).rpartition("/")
+    stem, dot, _ = name.rpartition(".")
+    base = stem if dot and stem else name
+    return f"{rule.output_prefix}{folder}{slash}{base}/{size_name}{EXTENSIONS[image_format]}"
+
+
+def plan_thumbnails(upload: ObjectCreated, policy: ThumbnailsPolicy) -> Plan:
+    """Which thumbnails an upload gets, or why it gets none (IgnoredEvent, RejectedUpload)."""
+    subject = {"bucket": upload.bucket, "key": upload.key}
+    if policy.is_output(upload.bucket, upload.key):
+        raise IgnoredEvent(upload.event_id, "under an output prefix: a thumbnail, not an upload", **subject)
+    rule = policy.rule_for(upload.bucket, upload.key)
+    if rule is None:
+        raise IgnoredEvent(upload.event_id, "no thumbnails.yml entry covers this bucket and key", **subject)
+    if upload.key.endswith("/"):
+        raise IgnoredEvent(upload.event_id, "a folder marker, not a picture", **subject)
+    if upload.size is not None and upload.size > policy.limits.max_bytes:
+        reason = f"{upload.size} bytes is over limits.max_bytes ({policy.limits.max_bytes})"
+        raise RejectedUpload(upload.event_id, reason, **subject)
+    image_format = output_format(rule, upload.key)
+    outputs = tuple(Output(output_key(upload.key, rule, s.name, image_format), s) for s in rule.sizes)
+    too_long = [output.key for output in outputs if len(output.key.encode()) > MAX_KEY_BYTES]
+    if too_long:
+        raise RejectedUpload(upload.event_id, f"thumbnail key over {MAX_KEY_BYTES} bytes: {too_long[0]}", **subject)
+    return Plan(upload, rule.destination, image_format, rule.quality, outputs)
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What is already stored at a thumbnail key."""
+
+    etag: str
+    source_key: str | None  # None: not written by opsbots
+    source_etag: str | None
+
+
+@dataclass(frozen=True)
+class Write:
+    output: Output
+    replaces: str | None  # ETag of our older thumbnail to replace; None: the key must be free
+
+
+@dataclass(frozen=True)
+class Writes:
+    writes: tuple[Write, ...]
+    current: tuple[Output, ...]  # already made from this upload
+    conflicts: tuple[Output, ...]  # held by an object opsbots did not write
+    taken_over: tuple[Output, ...]  # ours, but made from another upload with the same name (a.jpg, a.png)
+
+
+def to_write(plan: Plan, existing: Mapping[str, Existing | None]) -> Writes:
+    writes, current, conflicts, taken_over = [], [], [], []
+    for output in plan.outputs:
+        found = existing.get(output.key)
+        if found is None:
+            writes.append(Write(output, None))
+        elif found.source_etag is None:
+            conflicts.append(output)
+        elif found.source_etag == plan.upload.etag and found.source_key == plan.upload.key:
+            current.append(output)
+        else:
+            writes.append(Write(output, found.etag))
+            if found.source_key != plan.upload.key:
+                taken_over.append(output)
+    return Writes(tuple(writes), tuple(current), tuple(conflicts), tuple(taken_over))
+
+
+def thumbnail_metadata(upload: ObjectCreated, size: ThumbnailSize, dimensions: Dimensions) -> dict[str, str]:
+    metadata = {
+        SOURCE_KEY: quote(upload.key, safe="/"),
+        SOURCE_ETAG: upload.etag,
+        SIZE: size.name,
+        DIMENSIONS: str(dimensions),
+    }
+    if upload.version_id:
+        metadata[SOURCE_VERSION] = upload.version_id
+    return metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors.
+# ---------------------------------------------------------------------------------------------
+
+
+def _unquoted(etag: str) -> str:
+    return etag.strip('"')
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+_PRECONDITION_FAILED = frozenset({"412", "PreconditionFailed"})
+
+
+class S3Thumbnails:
+    """Reads uploads and writes thumbnails with one injected S3 client."""
+
+    def __init__(self, s3: S3Client) -> None:
+        self.s3 = s3
+
+    def existing(self, bucket: str, keys: Iterable[str]) -> dict[str, Existing | None]:
+        found: dict[str, Existing | None] = {}
+        for key in keys:
+            try:
+                head = self.s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as error:
+                if _error_code(error) not in _MISSING:
+                    raise
+                found[key] = None
+                continue
+            metadata = head.get("Metadata", {})
+            source_key = metadata.get(SOURCE_KEY)
+            found[key] = Existing(
+                _unquoted(head["ETag"]),
+                unquote(source_key) if source_key is not None else None,
+                metadata.get(SOURCE_ETAG),
+            )
+        return found
+
+    def download(self, upload: ObjectCreated, max_bytes: int) -> bytes:
+        """The upload's bytes, exactly the version the event announced."""
+        subject = {"bucket": upload.bucket, "key": upload.key}
+        try:
+            response = self.s3.get_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
+        except ClientError as error:
+            code = _error_code(error)
+            if code in _PRECONDITION_FAILED:
+                raise IgnoredEvent(
+                    upload.event_id, "superseded: the object changed since this event", **subject
+                ) from None
+            if code in _MISSING:
+                raise IgnoredEvent(upload.event_id, "the object is gone", **subject) from None
+            raise
+        body = response["Body"]
+        try:
+            if SOURCE_ETAG in response.get("Metadata", {}):
+                raise IgnoredEvent(upload.event_id, "carries opsbots thumbnail metadata", **subject)
+            if response["ContentLength"] > max_bytes:
+                reason = f"{response['ContentLength']} bytes is over limits.max_bytes ({max_bytes})"
+                raise RejectedUpload(upload.event_id, reason, **subject)
+            return body.read()
+        finally:
+            body.close()
+
+    def write(self, bucket: str, write: Write, body: bytes, content_type: str, metadata: dict[str, str]) -> bool:
+        """Store one thumbnail; False when the key changed since it was looked at (a racing delivery)."""
+        condition = {"IfMatch": f'"{write.replaces}"'} if write.replaces else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(
+                Bucket=bucket,
+                Key=write.output.key,
+                Body=body,
+                ContentType=content_type,
+                Metadata=metadata,
+                **condition,  # type: ignore[arg-type]
+            )
+        except ClientError as error:
+            if _error_code(error) in _PRECONDITION_FAILED | {"ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
+
+@dataclass(frozen=True)
+class Made:
+    key: str
+    size: str
+    dimensions: str
+    bytes: int
+
+
+def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels: int) -> dict[str, Any]:
+    """Download once, decode once, write every thumbnail that is missing or stale."""
+    from chalicelib import imaging  # Pillow: only this bot's cold path pays for it
+
+    upload = plan.upload
+    subject = {"bucket": upload.bucket, "key": upload.key}
+    decision = to_write(plan, store.existing(plan.bucket, (output.key for output in plan.outputs)))
+    for conflict in decision.conflicts:
+        logger.warning("thumbnail key held by an object opsbots did not write", extra={"thumbnail": conflict.key})
+    for output in decision.taken_over:
+        logger.warning("thumbnail name shared with another upload: replaced", extra={"thumbnail": output.key})
+    metrics.add_metric(name="ThumbnailConflicts", unit="Count", value=len(decision.conflicts))
+    summary: dict[str, Any] = {
+        "event_id": upload.event_id,
+        **subject,
+        "current": [output.key for output in decision.current],
+        "conflicts": [output.key for output in decision.conflicts],
+    }
+    if not decision.writes:
+        return {**summary, "status": "up-to-date" if not decision.conflicts else "conflict", "written": []}
+    data = store.download(upload, max_bytes)
+    started = time.perf_counter()
+    try:
+        rendered = imaging.render(
+            data,
+            [write.output.size for write in decision.writes],
+            output_format=plan.output_format,
+            quality=plan.quality,
+            max_pixels=max_pixels,
+        )
+    except imaging.UnusableImageError as error:
+        raise RejectedUpload(upload.event_id, str(error), **subject) from None
+    render_ms = round((time.perf_counter() - started) * 1000, 1)
+    written, raced = [], []
+    for write, picture in zip(decision.writes, rendered, strict=True):
+        dimensions = Dimensions(picture.width, picture.height)
+        metadata = thumbnail_metadata(upload, write.output.size, dimensions)
+        if store.write(plan.bucket, write, picture.body, picture.content_type, metadata):
+            written.append(Made(write.output.key, picture.name, str(dimensions), len(picture.body)))
+        else:
+            raced.append(write.output.key)
+    metrics.add_metric(name="ThumbnailsWritten", unit="Count", value=len(written))
+    metrics.add_metric(name="RenderTime", unit="Milliseconds", value=render_ms)
+    return {
+        **summary,
+        "status": "written",
+        "source_bytes": len(data),
+        "render_ms": render_ms,
+        "written": [vars(made) for made in written],
+        "raced": raced,
+    }
+
+
+def print_plan(plan: Plan, out: Any) -> None:
+    """The dry run: what an upload would get, with no AWS call."""
+    upload = plan.upload
+    print(f"upload s3://{upload.bucket}/{upload.key} (ETag {upload.etag}, {upload.size} bytes)", file=out)
+    for output in plan.outputs:
+        size = output.size
+        box = f"{size.width or '*'}x{size.height or '*'} {size.fit}"
+        print(f"  would write s3://{plan.bucket}/{output.key} ({box}, {plan.output_format})", file=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point for app.py.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThumbnailDeps:
+    s3_for: Callable[[str], S3Client]  # an S3 client for a region
+
+
+def handle_upload(raw: Mapping[str, Any], *, policy: ThumbnailsPolicy, deps: ThumbnailDeps) -> dict[str, Any]:
+    """Thumbnails for the upload(s) an S3 event announces; anything odd is logged and skipped."""
+    try:
+        uploads = parse_object_created(raw)
+    except SkippedEvent as skipped:
+        return skipped.report()
+    outcomes = [_thumbnail(upload, policy, deps) for upload in uploads]
+    return outcomes[0] if len(outcomes) == 1 else {"uploads": outcomes}
+
+
+def _thumbnail(upload: ObjectCreated, policy: ThumbnailsPolicy, deps: ThumbnailDeps) -> dict[str, Any]:
+    try:
+        plan = plan_thumbnails(upload, policy)
+        store = S3Thumbnails(deps.s3_for(upload.region))
+        outcome = make_thumbnails(plan, store, policy.limits.max_bytes, policy.limits.max_pixels)
+    except SkippedEvent as skipped:
+        return skipped.report()
+    logger.info("thumbnails", extra=outcome)
+    return outcome
