@@ -17,9 +17,13 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 demo: $(BIN)/activate
 	$(BIN)/python -m demo
 
-# Benchmarks against moto's HTTP server (bench/README.md); the table lands in bench/results/latest.md.
+# Benchmarks (bench/README.md), each writing its table to bench/results/<name>.md: the snapshot bot
+# against moto's HTTP server, then the thumbnail render path against naive Pillow and libvips. pyvips is
+# for the bench only; if it cannot be installed, the thumbnail table just has no libvips rows.
 bench: $(BIN)/activate
+	-$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.snapshots
+	$(BIN)/python -m bench.thumbnails
 
 # tests/test_packaging.py runs `make package` (chalice package + cfn-lint) once, inside pytest.
 test: lint pytest

@@ -20,8 +20,6 @@ throughput and hides what concurrency buys against AWS, where a call takes tens 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -32,13 +30,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import botocore.session
 
+from bench.machine import header
 from chalicelib.aws import Clients
 from chalicelib.notify import SesNotifier
 from chalicelib.policy import Policies, load_policies
@@ -51,7 +49,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagSpecificationTypeDef
     from mypy_boto3_sts import STSClient
 
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
+RESULTS = Path(__file__).resolve().parent / "results" / "snapshots.md"
 MEMBERS = tuple(f"2000000000{n:02d}" for n in range(1, 11))
 REGIONS = ("eu-west-1", "us-east-1")
 UNITS = tuple((account, region) for account in MEMBERS for region in REGIONS)
@@ -161,7 +159,7 @@ def member_session(home: boto3.Session, account: str, session_name: str) -> boto
 
 def write_policies(directory: Path) -> Policies:
     """accounts.yml with the 10 members, snapshots.yml with one daily policy (no DR copy), validated."""
-    for name in ("dns.yml", "security_groups.yml"):
+    for name in ("dns.yml", "security_groups.yml", "thumbnails.yml"):
         (directory / name).write_text((SHIPPED_POLICIES / name).read_text())
     accounts = "\n".join(f'  - {{id: "{account}", name: bench-{account[-2:]}}}' for account in MEMBERS)
     (directory / "accounts.yml").write_text(
@@ -292,12 +290,7 @@ APPROACHES = {
 
 def report(measurements: Sequence[Measurement], total_seconds: float) -> str:
     lines = [
-        "# Snapshot bot benchmark",
-        "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.machine()}, {len(os.sched_getaffinity(0))} CPU(s) (nproc), "
-        f"Python {platform.python_version()}, boto3 {version('boto3')}, moto {version('moto')} "
-        "(ThreadedMotoServer, in this process)",
+        *header("Snapshot bot benchmark", "boto3", "moto", note=" (ThreadedMotoServer, in this process)"),
         f"- estate: {len(MEMBERS)} member accounts (assume-role) x {len(REGIONS)} regions ({', '.join(REGIONS)}), "
         "Backup=daily volumes plus one untagged per account x region; policy without copy_to, retention count 7",
         f"- whole run: {total_seconds:.0f} s (including building the estates)",

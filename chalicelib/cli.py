@@ -71,21 +71,21 @@ def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
     """Print what the bot the event wakes would decide and do; no AWS call is made."""
     raw = json.loads(path.read_text())
     kind = raw.get("detail-type") if isinstance(raw, dict) else None
-    if kind == "EC2 Instance State-change Notification":
-        return _simulate_state_change(raw, policies, out)
-    if kind == "Scheduled Event":
-        return _simulate_schedule(raw, policies, out)
-    if kind == "Object Created" or (isinstance(raw, dict) and "Records" in raw):
-        return _simulate_upload(raw, policies, out)
-    return _simulate_security_group_change(raw, policies, out)
-
-
-def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     try:
-        change = parse_state_change(raw)
+        if kind == "EC2 Instance State-change Notification":
+            return _simulate_state_change(raw, policies, out)
+        if kind == "Scheduled Event":
+            return _simulate_schedule(raw, policies, out)
+        if kind == "Object Created" or (isinstance(raw, dict) and "Records" in raw):
+            return _simulate_upload(raw, policies, out)
+        return _simulate_security_group_change(raw, policies, out)
     except SkippedEvent as skipped:
         out.write(f"skipped: {skipped}\n")
         return 0
+
+
+def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
+    change = parse_state_change(raw)
     member = policies.accounts.member(change.account_id)
     owner = dns.owner_of(change.account_id, change.region, change.instance_id)
     out.write(
@@ -134,11 +134,7 @@ def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) ->
 
 
 def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
-    try:
-        uploads = parse_object_created(raw)
-    except SkippedEvent as skipped:
-        out.write(f"skipped: {skipped}\n")
-        return 0
+    uploads = parse_object_created(raw)
     for upload in uploads:
         try:
             thumbnails.print_plan(thumbnails.plan_thumbnails(upload, policies.thumbnails), out)
@@ -153,11 +149,7 @@ def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> i
 
 
 def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) -> int:
-    try:
-        change = parse_security_group_change(raw)
-    except SkippedEvent as skipped:
-        out.write(f"skipped: {skipped}\n")
-        return 0
+    change = parse_security_group_change(raw)
     policy = policies.security_groups
     out.write(
         f"event {change.event_id}: {change.api_call} by {change.actor.arn} in {change.account_id} {change.region}\n"

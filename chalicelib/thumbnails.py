@@ -89,13 +89,22 @@ def _scale(source: Dimensions, size: ThumbnailSize) -> float:
 
 
 def fit(source: Dimensions, size: ThumbnailSize) -> Fit:
-    """Contain: the whole picture inside the box. Cover: the box filled, the overflow cropped evenly."""
-    scale = _scale(source, size)
-    width = min(max(1, round(source.width * scale)), size.width or source.width)
-    height = min(max(1, round(source.height * scale)), size.height or source.height)
+    """Contain: the whole picture inside the box. Cover: the box's shape, cut from the picture's centre.
+
+    Neither ever enlarges: a picture smaller than a cover box gives the largest crop of the box's
+    shape it holds (an 80x300 picture into a 256x256 box gives 80x80), so a grid of covers stays even.
+    """
     if size.fit == "contain":
+        scale = _scale(source, size)
+        width = min(max(1, round(source.width * scale)), size.width or source.width)
+        height = min(max(1, round(source.height * scale)), size.height or source.height)
         return Fit(width, height, (0.0, 0.0, float(source.width), float(source.height)))
-    shown_width, shown_height = min(source.width, width / scale), min(source.height, height / scale)
+    box_width, box_height = size.width or source.width, size.height or source.height
+    shown_width = min(float(source.width), source.height * box_width / box_height)
+    shown_height = min(float(source.height), source.width * box_height / box_width)
+    scale = min(1.0, box_width / shown_width)
+    width = min(box_width, max(1, round(shown_width * scale)))
+    height = min(box_height, max(1, round(shown_height * scale)))
     left, top = (source.width - shown_width) / 2, (source.height - shown_height) / 2
     return Fit(width, height, (left, top, left + shown_width, top + shown_height))
 

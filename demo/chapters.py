@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from demo import dns, security_groups, snapshots
+from demo import dns, security_groups, snapshots, thumbnails
 from demo.stage import Stage
 
 
@@ -20,4 +20,5 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("security-groups", "the security-group guard (chalicelib/sg_guard.py)", security_groups.run),
     Chapter("dns", "the DNS bot (chalicelib/dns.py)", dns.run),
     Chapter("snapshots", "the snapshot bot (chalicelib/snapshots.py)", snapshots.run),
+    Chapter("thumbnails", "the thumbnail bot (chalicelib/thumbnails.py)", thumbnails.run),
 )

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "tests" / "events"
@@ -78,6 +80,14 @@ class Stage:
     @property
     def route53(self) -> Route53Client:
         return self.home.session.client("route53")
+
+    @property
+    def s3(self) -> S3Client:
+        return self.home.session.client("s3")
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self.home.session.client("sqs")
 
 
 def build(endpoint: str) -> Stage:

@@ -7,6 +7,6 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["bench.snapshots"])
+@pytest.mark.parametrize("module", ["bench.snapshots", "bench.thumbnails"])
 def test_the_benchmark_still_imports(module: str) -> None:
     assert hasattr(importlib.import_module(module), "main")

@@ -43,6 +43,7 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
     assert "✔ chapter security-groups: passed" in demo.stdout
     assert "✔ chapter dns: passed" in demo.stdout
     assert "✔ chapter snapshots: passed" in demo.stdout
+    assert "✔ chapter thumbnails: passed" in demo.stdout
     assert "all checks passed in" in demo.stdout
 
 
@@ -151,6 +152,63 @@ def test_the_snapshot_timeline_tells_the_story(demo: subprocess.CompletedProcess
     assert line in demo.stdout
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # 1. the photo, stored sideways, and the event moto's S3 itself sent through EventBridge
+        "Chapter 4: the thumbnail bot (chalicelib/thumbnails.py)",
+        "someone uploads s3://photos-upload/uploads/summer holiday/été 01.JPG: a 4000x3000 JPEG",
+        "the event moto's S3 sent through EventBridge to opsbots-demo-s3-events:",
+        '"key": "uploads/summer holiday/été 01.JPG"',
+        "✔ moto's event as sent is refused as malformed (no object.etag): no S3 call, nothing written",
+        "on_image_uploaded answered in",
+        "written 2 thumbnail(s) from",
+        "thumbnails/summer holiday/été 01/small.webp  192x256 ",
+        "thumbnails/summer holiday/été 01/large.webp  1024x1365 ",
+        "opsbots-source-key: uploads/summer%20holiday/%C3%A9t%C3%A9%2001.JPG",
+        "✔ small: a WebP 192x256, inside 256x256, ContentType image/webp",
+        "✔ large: a WebP 1024x1365, at most 1024 wide, ContentType image/webp",
+        "✔ their metadata names the upload: its key (percent-encoded), ETag and version",
+        "✔ both are portrait with the sky on top: the EXIF rotation was applied, clockwise",
+        "✔ no EXIF in either: no Orientation to turn them a second time, no GPS position",
+        "render (decode once, resize to 2 sizes, encode WebP):",
+        # 2. the transparent logo
+        "✔ small: a WebP 256x128, inside 256x256, ContentType image/webp",
+        "✔ both keep the alpha channel (RGBA): the corner pixel is transparent, the badge's centre opaque",
+        # 3. the same event again
+        "up-to-date, 2 thumbnail(s) already made from this ETag",
+        "✔ no download: one HeadObject per thumbnail, whose metadata names this ETag",
+        "✔ both keep their ETag, version and LastModified",
+        # 4. not a picture, and a truncated one
+        "✔ broken.jpg: rejected, the reason says 'not an image'",
+        "✔ truncated.jpg: rejected, the reason says 'truncated'",
+        "✔ nothing under thumbnails/broken/ or thumbnails/truncated/",
+        # 5. the bot's own writes come back
+        "key 'thumbnails/summer holiday/été 01/small.webp')",
+        "✔ ignored: the key is under the output prefix thumbnails/",
+        "✔ the bot made no S3 call at all",
+        "✔ ignored: it carries opsbots' thumbnail metadata, so it is a thumbnail wherever it lies",
+        # 6. '+' and spaces
+        "'uploads/c++ notes/a+b photo.png'",
+        "✔ S3 sent the key raw to EventBridge, form-encoded in the classic notification",
+        "✔ the bot read 'uploads/c++ notes/a+b photo.png' exactly as stored, undecoded",
+        "thumbnails/c++ notes/a+b photo/large.webp  800x600 ",
+        "✔ the classic key, decoded once by the bot, is the same object: up-to-date, no download",
+        "✔ nothing written: no write call, no new object version under thumbnails/, no event from S3",
+    ],
+)
+def test_the_thumbnail_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:
+    assert line in demo.stdout
+
+
+def test_the_thumbnail_chapter_plays_alone() -> None:
+    result = run_demo("thumbnails")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✔ chapter thumbnails: passed" in result.stdout
+    assert "Chapter 1: the thumbnail bot" in result.stdout
+
+
 def test_the_dns_chapter_plays_alone() -> None:
     result = run_demo("dns")
 
@@ -168,4 +226,4 @@ def test_an_unknown_chapter_is_refused() -> None:
     result = run_demo("no-such-chapter")
 
     assert result.returncode == 2
-    assert "known: security-groups, dns, snapshots" in result.stdout
+    assert "known: security-groups, dns, snapshots, thumbnails" in result.stdout

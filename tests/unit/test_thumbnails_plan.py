@@ -253,8 +253,14 @@ def test_writes_of_a_new_key_require_it_to_be_free() -> None:
         ((6000, 4000), SQUARE, (200, 200), (1000, 0, 5000, 4000)),
         ((4000, 6000), SQUARE, (200, 200), (0, 1000, 4000, 5000)),
         ((100, 80), SMALL, (100, 80), (0, 0, 100, 80)),
-        ((100, 80), SQUARE, (100, 80), (0, 0, 100, 80)),
-        ((300, 100), SQUARE, (200, 100), (50, 0, 250, 100)),
+        ((100, 80), SQUARE, (80, 80), (10, 0, 90, 80)),
+        ((300, 100), SQUARE, (100, 100), (100, 0, 200, 100)),
+        (
+            (80, 300),
+            ThumbnailSize(name="wide", width=300, height=100, fit="cover"),
+            (80, 27),
+            (0, 410 / 3, 80, 490 / 3),
+        ),
         ((10000, 1), SMALL, (256, 1), (0, 0, 10000, 1)),
     ],
 )
@@ -295,8 +301,13 @@ def test_contain_keeps_the_aspect_ratio_and_cover_fills_the_box(width: int, heig
     if size.fit == "contain":
         # Each edge is rounded to whole pixels (at least 1): off by under one pixel times the other edge.
         assert abs(geometry.width * height - geometry.height * width) <= width + height
-    elif width >= (size.width or 0) and height >= (size.height or 0):
-        assert (geometry.width, geometry.height) == (size.width, size.height)
+    else:
+        # The box's shape (to the pixel), and the box itself whenever the picture is big enough.
+        assert size.width is not None
+        assert size.height is not None
+        assert abs(geometry.width * size.height - geometry.height * size.width) <= size.width + size.height
+        if width >= size.width and height >= size.height:
+            assert (geometry.width, geometry.height) == (size.width, size.height)
 
 
 @given(edges, edges, st.lists(sizes, min_size=1, max_size=4))
