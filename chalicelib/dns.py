@@ -113,10 +113,15 @@ class Record:
 
 @dataclass(frozen=True, order=True)
 class OwnedRecord:
-    """A registry entry: this record was written by opsbots for this owner."""
+    """A registry entry: this record was written by opsbots for this owner.
+
+    `unwritten`: claimed, but Route53 failed (throttled or unavailable past the retries, unreachable)
+    before it confirmed the change, so it may not hold the record; the next plan writes it again.
+    """
 
     record: Record
     owner: str
+    unwritten: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,8 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
             # The holder no longer wants the name: hand it over in one compare-and-swap.
             keeper = min(candidates, key=lambda entry: entry.owner)
         if current is not None and keeper is not None:
-            (kept.append(current) if keeper == current else updates.append((current, keeper)))
+            unchanged = keeper == current and not current.unwritten
+            (kept.append(current) if unchanged else updates.append((current, keeper)))
         holder = keeper.owner if keeper else current.owner if current else ""
         conflicts.extend(Conflict(c.record, c.owner, holder) for c in candidates if c is not keeper)
     handed_over = {current.record.key for current, _ in updates}
@@ -429,6 +435,20 @@ class Registry:
             return str(held.get("owner", {}).get("S", "another owner"))
         return None
 
+    def mark_unwritten(self, entry: OwnedRecord) -> None:
+        """Route53 may not hold this claimed record: flag it, so the next plan writes it again."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={**_item(entry), "unwritten": {"BOOL": True}},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": entry.owner}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
     def release(self, entry: OwnedRecord) -> None:
         try:
             self._db.delete_item(
@@ -469,7 +489,7 @@ def _entry(item: Mapping[str, Any]) -> OwnedRecord:
         value=item["value"]["S"],
         ttl=int(item["ttl"]["N"]),
     )
-    return OwnedRecord(record, item["owner"]["S"])
+    return OwnedRecord(record, item["owner"]["S"], unwritten=bool(item.get("unwritten", {}).get("BOOL")))
 
 
 def _blocks(record: Record, name: str, record_type: str) -> bool:
@@ -549,9 +569,35 @@ def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
             held.add((entry.owner, entry.record.name))
         else:
             outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
-    refused = write(route53, Plan(tuple(granted), tuple(updated), plan.deletes))
+    sent: set[tuple[str, str, str]] = set()
+    try:
+        refused = _write(route53, Plan(tuple(granted), tuple(updated), plan.deletes), sent)
+    except (ClientError, BotoCoreError):
+        _interrupted(sent, granted, updated, plan.deletes, registry)
+        raise
     _settle(refused, granted, updated, plan.deletes, registry, outcome)
     return outcome
+
+
+def _interrupted(
+    sent: set[tuple[str, str, str]],
+    granted: Sequence[OwnedRecord],
+    updated: Sequence[tuple[OwnedRecord, OwnedRecord]],
+    deletes: Sequence[OwnedRecord],
+    registry: Registry,
+) -> None:
+    """Route53 failed part-way: what it confirmed is settled, what it did not is flagged to be written again.
+
+    A failed change may still have been made (its answer was lost): writing it again is an UPSERT, safe
+    either way, and releasing the claim instead would leave a record opsbots no longer calls its own.
+    A DELETE that was not confirmed stays in the registry, so the retry deletes it.
+    """
+    for entry in (*granted, *(wanted for _, wanted in updated)):
+        if entry.record.key not in sent:
+            registry.mark_unwritten(entry)
+    for entry in deletes:
+        if entry.record.key in sent:
+            registry.release(entry)
 
 
 def _take_over(
@@ -615,17 +661,31 @@ def write(route53: Route53Client, plan: Plan) -> dict[tuple[str, str, str], str]
     Route53 rejects a whole batch for one bad change (a name someone changed or took meanwhile),
     so a refused batch is retried change by change to keep every good one.
     """
+    return _write(route53, plan, set())
+
+
+def _write(route53: Route53Client, plan: Plan, sent: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """`write`, adding to `sent` the key of each change as Route53 confirms it."""
     refused: dict[tuple[str, str, str], str] = {}
     for zone_id, changes in route53_changes(plan).items():
         for batch in batches(changes):
-            for change, reason in _send(route53, zone_id, batch, retry_alone=len(batch) > 1):
-                record = change["ResourceRecordSet"]
-                refused[(zone_id, record["Name"], record["Type"])] = reason
+            for change, reason in _send(route53, zone_id, batch, sent, retry_alone=len(batch) > 1):
+                refused[_change_key(zone_id, change)] = reason
     return refused
 
 
+def _change_key(zone_id: str, change: ChangeTypeDef) -> tuple[str, str, str]:
+    record = change["ResourceRecordSet"]
+    return (zone_id, record["Name"], record["Type"])
+
+
 def _send(
-    route53: Route53Client, zone_id: str, batch: list[ChangeTypeDef], *, retry_alone: bool
+    route53: Route53Client,
+    zone_id: str,
+    batch: list[ChangeTypeDef],
+    sent: set[tuple[str, str, str]],
+    *,
+    retry_alone: bool,
 ) -> list[tuple[ChangeTypeDef, str]]:
     try:
         route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": batch})
@@ -634,7 +694,8 @@ def _send(
             raise
         if not retry_alone:
             return [(batch[0], str(error.response.get("Error", {}).get("Message", "")))]
-        return [failure for change in batch for failure in _send(route53, zone_id, [change], retry_alone=False)]
+        return [failure for change in batch for failure in _send(route53, zone_id, [change], sent, retry_alone=False)]
+    sent.update(_change_key(zone_id, change) for change in batch)
     return []
 
 

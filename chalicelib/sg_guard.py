@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import notify
 from chalicelib.aws import Target
+from chalicelib.dedupe import always
 from chalicelib.events import (
     Direction,
     GroupSource,
@@ -351,9 +352,16 @@ class Ec2Executor:
         }
 
     def revoke(self, revocation: Revocation) -> RevokeResult:
+        """Revoke one group's rules in one direction; a failure is this revocation's, never the caller's.
+
+        EC2 that does not answer (timeouts or throttling past the retries, an unreachable endpoint) fails
+        these rules like a refusal does: they are reported as still open, and the other revocations go on.
+        """
         try:
             self._revoke(revocation.group_id, revocation.direction, revocation.rule_ids)
             return RevokeResult(reverted=revocation.rule_ids)
+        except BotoCoreError as error:
+            return RevokeResult(failed=tuple((rule_id, _reason(error)) for rule_id in revocation.rule_ids))
         except ClientError as error:
             if _error_code(error) not in _GONE_CODES:
                 return RevokeResult(failed=tuple((rule_id, _reason(error)) for rule_id in revocation.rule_ids))
@@ -642,8 +650,29 @@ def sweep(
     clients: Clients,
     notifier_for: Callable[[Target], notify.Notifier],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    once: Once = always,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """Check every group of the home account and of every member account/region; one digest email."""
+    """Check every group of the home account and of every member account/region; one digest email.
+
+    Given the scheduled event's id and a run-once guard, a second delivery of the same scheduled
+    event returns the first run's result: no second digest for what was already reported. (A run
+    that raised left no record, so Lambda's retry runs it.)
+    """
+
+    def run() -> dict[str, Any]:
+        return _sweep(policies=policies, clients=clients, notifier_for=notifier_for, now=now)
+
+    return run() if event_id is None else once("sweep", event_id, run)
+
+
+def _sweep(
+    *,
+    policies: Policies,
+    clients: Clients,
+    notifier_for: Callable[[Target], notify.Notifier],
+    now: Callable[[], datetime],
+) -> dict[str, Any]:
     policy = policies.security_groups
     home = clients.home()
     units = clients.units(policies.accounts)
@@ -666,7 +695,11 @@ def sweep(
     failures = [finding for finding in findings if finding.error]
     metrics.add_metric(name="GroupsEvaluated", unit="Count", value=sum(f.groups_checked for f in findings))
     metrics.add_metric(name="Violations", unit="Count", value=violations)
+    revoke_failures = [
+        f"{f.account_id}/{f.region}/{rule}: {reason}" for f in findings for rule, reason in f.verdict.failed
+    ]
     metrics.add_metric(name="RulesReverted", unit="Count", value=sum(len(f.verdict.reverted) for f in findings))
+    metrics.add_metric(name="RevokeFailures", unit="Count", value=len(revoke_failures))
     metrics.add_metric(name="SweepFailures", unit="Count", value=len(failures))
     message_id = None
     if violations or failures:
@@ -688,6 +721,7 @@ def sweep(
         "violations": violations,
         "reverted": sum(len(f.verdict.reverted) for f in findings),
         "failed_units": [f"{f.account_id}/{f.region}: {f.error}" for f in failures],
+        "revoke_failures": revoke_failures,
         "exempt_groups": [f"{f.account_id}/{f.region}/{group}" for f in findings for group in f.exempt_groups],
         "email": message_id,
     }

@@ -12,6 +12,7 @@ per unit when `OPSBOTS_SNAPSHOT_QUEUE` is set, and otherwise runs the units itse
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import notify
 from chalicelib.aws import Target
+from chalicelib.dedupe import always
 from chalicelib.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from chalicelib.aws import Clients
+    from chalicelib.dedupe import Once
     from chalicelib.policy import AccountsPolicy, Retention, SnapshotPolicy, SnapshotsPolicy
 
 PERMISSIONS = (
@@ -460,10 +463,29 @@ class SnapshotDeps:
 
 
 def take_snapshots(
-    *, policies: SnapshotsPolicy, accounts: AccountsPolicy, deps: SnapshotDeps, now: datetime | None = None
+    *,
+    policies: SnapshotsPolicy,
+    accounts: AccountsPolicy,
+    deps: SnapshotDeps,
+    now: datetime | None = None,
+    once: Once = always,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """The hourly run: fan the due units out to SQS, or run them here when there is no queue."""
-    now = now or datetime.now(UTC)
+    """The hourly run: fan the due units out to SQS, or run them here when there is no queue.
+
+    Given the scheduled event's id and a run-once guard, a second delivery of the same event returns
+    the first run's result: nothing queued twice, no second failure email.
+    """
+
+    def run() -> dict[str, Any]:
+        return _take_snapshots(policies, accounts, deps, now or datetime.now(UTC))
+
+    return run() if event_id is None else once("take-snapshots", event_id, run)
+
+
+def _take_snapshots(
+    policies: SnapshotsPolicy, accounts: AccountsPolicy, deps: SnapshotDeps, now: datetime
+) -> dict[str, Any]:
     units = plan_units(policies, accounts, deps.clients.units(accounts), now)
     if deps.queue_url and deps.sqs:
         for start in range(0, len(units), 10):
@@ -479,10 +501,22 @@ def take_snapshots(
     return _summarize(results, policies, deps)
 
 
-def work_on(messages: Iterable[str], *, policies: SnapshotsPolicy, deps: SnapshotDeps) -> dict[str, Any]:
-    """The SQS worker: one unit per message; a malformed message is logged and dropped."""
+def work_on(
+    messages: Iterable[str], *, policies: SnapshotsPolicy, deps: SnapshotDeps, once: Once = always
+) -> dict[str, Any]:
+    """The SQS worker: one unit per message; a malformed message is logged and dropped.
+
+    SQS delivers at least once: with a run-once guard, a message seen before (the same body: the same
+    unit of the same run) returns the first delivery's result, so a failing unit is emailed once.
+    """
+    bodies = list(messages)
+    key = hashlib.sha256("\n".join(bodies).encode()).hexdigest()
+    return once("snapshot-units", key, lambda: _work_on(bodies, policies, deps))
+
+
+def _work_on(bodies: Sequence[str], policies: SnapshotsPolicy, deps: SnapshotDeps) -> dict[str, Any]:
     results = []
-    for body in messages:
+    for body in bodies:
         try:
             unit = Unit.from_message(body)
         except (ValueError, KeyError, TypeError) as error:

@@ -10,7 +10,9 @@ state of the bot:
 Writes are conditional (`If-None-Match: *` for a new key, `If-Match` for one of ours), so two
 deliveries racing each other cannot overwrite anything they did not look at. The source is read
 with `If-Match` on the event's ETag: an event that arrives after a newer upload changes nothing,
-because the newer upload's own event makes its thumbnails.
+because the newer upload's own event makes its thumbnails. Two uploads sharing thumbnail names
+(`a.jpg`, `a.png`) are ordered by the time S3 stored them, kept in each thumbnail's metadata: the
+later upload's thumbnails win whichever event arrives last.
 
 Pillow is imported only by the render step (`chalicelib.imaging`), never by app.py.
 """
@@ -21,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, unquote
 
@@ -48,10 +51,11 @@ SAME_FORMATS: Final[Mapping[str, OutputFormat]] = {
 DRAFT_GAP: Final = 2.0  # decode at least twice the largest output, as Pillow's thumbnail() does
 MAX_KEY_BYTES: Final = 1024  # S3's limit on a key, in UTF-8 bytes
 # S3 user metadata (x-amz-meta-*); values must be ASCII, so the source key is percent-encoded.
-SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, SIZE, DIMENSIONS = (
+SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, SOURCE_MODIFIED, SIZE, DIMENSIONS = (
     "opsbots-source-key",
     "opsbots-source-etag",
     "opsbots-source-version",
+    "opsbots-source-modified",  # when S3 stored the upload (ISO 8601, UTC): which of two uploads is later
     "opsbots-size",
     "opsbots-dimensions",
 )
@@ -182,6 +186,7 @@ class Existing:
     etag: str
     source_key: str | None  # None: not written by opsbots
     source_etag: str | None
+    source_modified: datetime | None = None  # None: unknown (written before opsbots recorded it)
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,29 @@ def to_write(plan: Plan, existing: Mapping[str, Existing | None]) -> Writes:
     return Writes(tuple(writes), tuple(current), tuple(conflicts), tuple(taken_over))
 
 
-def thumbnail_metadata(upload: ObjectCreated, size: ThumbnailSize, dimensions: Dimensions) -> dict[str, str]:
+def made_from_a_later_upload(
+    writes: Iterable[Write], existing: Mapping[str, Existing | None], upload: ObjectCreated, modified: datetime
+) -> tuple[Write, ...]:
+    """The writes that would replace thumbnails made from a later upload of another key with the same name.
+
+    Events for `a.jpg` and `a.png` can arrive in either order; the thumbnails follow the upload S3 stored
+    last (S3 times uploads to the second: a tie goes to the greater key, so the order of events never
+    decides). A thumbnail whose upload time is unknown is replaced, as before that time was recorded.
+    """
+    ours = (modified.astimezone(UTC), upload.key)
+    later = []
+    for write in writes:
+        found = existing.get(write.output.key)
+        if found is None or found.source_key in (None, upload.key) or found.source_modified is None:
+            continue
+        if (found.source_modified.astimezone(UTC), found.source_key) > ours:
+            later.append(write)
+    return tuple(later)
+
+
+def thumbnail_metadata(
+    upload: ObjectCreated, size: ThumbnailSize, dimensions: Dimensions, modified: datetime | None = None
+) -> dict[str, str]:
     metadata = {
         SOURCE_KEY: quote(upload.key, safe="/"),
         SOURCE_ETAG: upload.etag,
@@ -224,7 +251,17 @@ def thumbnail_metadata(upload: ObjectCreated, size: ThumbnailSize, dimensions: D
     }
     if upload.version_id:
         metadata[SOURCE_VERSION] = upload.version_id
+    if modified is not None:
+        metadata[SOURCE_MODIFIED] = modified.astimezone(UTC).isoformat()
     return metadata
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None  # not ours to trust: treated as unknown
+    return parsed if parsed is None or parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,11 +303,12 @@ class S3Thumbnails:
                 _unquoted(head["ETag"]),
                 unquote(source_key) if source_key is not None else None,
                 metadata.get(SOURCE_ETAG),
+                _parse_time(metadata.get(SOURCE_MODIFIED)),
             )
         return found
 
-    def download(self, upload: ObjectCreated, max_bytes: int) -> bytes:
-        """The upload's bytes, exactly the version the event announced."""
+    def download(self, upload: ObjectCreated, max_bytes: int) -> Downloaded:
+        """The upload's bytes, exactly the version the event announced, and when S3 stored it."""
         subject = {"bucket": upload.bucket, "key": upload.key}
         try:
             response = self.s3.get_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
@@ -290,7 +328,7 @@ class S3Thumbnails:
             if response["ContentLength"] > max_bytes:
                 reason = f"{response['ContentLength']} bytes is over limits.max_bytes ({max_bytes})"
                 raise RejectedUpload(upload.event_id, reason, **subject)
-            return body.read()
+            return Downloaded(body.read(), response["LastModified"])
         finally:
             body.close()
 
@@ -314,6 +352,12 @@ class S3Thumbnails:
 
 
 @dataclass(frozen=True)
+class Downloaded:
+    data: bytes
+    modified: datetime  # S3's LastModified: when this version was stored
+
+
+@dataclass(frozen=True)
 class Made:
     key: str
     size: str
@@ -327,26 +371,32 @@ def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels:
 
     upload = plan.upload
     subject = {"bucket": upload.bucket, "key": upload.key}
-    decision = to_write(plan, store.existing(plan.bucket, (output.key for output in plan.outputs)))
+    existing = store.existing(plan.bucket, (output.key for output in plan.outputs))
+    decision = to_write(plan, existing)
     for conflict in decision.conflicts:
         logger.warning("thumbnail key held by an object opsbots did not write", extra={"thumbnail": conflict.key})
-    for output in decision.taken_over:
-        logger.warning("thumbnail name shared with another upload: replaced", extra={"thumbnail": output.key})
     metrics.add_metric(name="ThumbnailConflicts", unit="Count", value=len(decision.conflicts))
     summary: dict[str, Any] = {
         "event_id": upload.event_id,
         **subject,
         "current": [output.key for output in decision.current],
         "conflicts": [output.key for output in decision.conflicts],
+        "kept": [],  # made from a later upload sharing their names: left as they are
     }
     if not decision.writes:
         return {**summary, "status": "up-to-date" if not decision.conflicts else "conflict", "written": []}
-    data = store.download(upload, max_bytes)
+    source = store.download(upload, max_bytes)
+    kept = made_from_a_later_upload(decision.writes, existing, upload, source.modified)
+    writes = [write for write in decision.writes if write not in kept]
+    _log_shared_names(decision, kept)
+    summary["kept"] = [write.output.key for write in kept]
+    if not writes:
+        return {**summary, "status": "superseded", "written": []}
     started = time.perf_counter()
     try:
         rendered = imaging.render(
-            data,
-            [write.output.size for write in decision.writes],
+            source.data,
+            [write.output.size for write in writes],
             output_format=plan.output_format,
             quality=plan.quality,
             max_pixels=max_pixels,
@@ -355,9 +405,9 @@ def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels:
         raise RejectedUpload(upload.event_id, str(error), **subject) from None
     render_ms = round((time.perf_counter() - started) * 1000, 1)
     written, raced = [], []
-    for write, picture in zip(decision.writes, rendered, strict=True):
+    for write, picture in zip(writes, rendered, strict=True):
         dimensions = Dimensions(picture.width, picture.height)
-        metadata = thumbnail_metadata(upload, write.output.size, dimensions)
+        metadata = thumbnail_metadata(upload, write.output.size, dimensions, source.modified)
         if store.write(plan.bucket, write, picture.body, picture.content_type, metadata):
             written.append(Made(write.output.key, picture.name, str(dimensions), len(picture.body)))
         else:
@@ -367,11 +417,20 @@ def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels:
     return {
         **summary,
         "status": "written",
-        "source_bytes": len(data),
+        "source_bytes": len(source.data),
         "render_ms": render_ms,
         "written": [vars(made) for made in written],
         "raced": raced,
     }
+
+
+def _log_shared_names(decision: Writes, kept: Iterable[Write]) -> None:
+    not_replaced = {write.output.key for write in kept}
+    for output in decision.taken_over:
+        if output.key in not_replaced:
+            logger.warning("thumbnail name shared with a later upload: kept", extra={"thumbnail": output.key})
+        else:
+            logger.warning("thumbnail name shared with another upload: replaced", extra={"thumbnail": output.key})
 
 
 def print_plan(plan: Plan, out: Any) -> None:

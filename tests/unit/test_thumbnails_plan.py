@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from chalicelib.thumbnails import (
     DRAFT_GAP,
     SOURCE_ETAG,
     SOURCE_KEY,
+    SOURCE_MODIFIED,
     SOURCE_VERSION,
     Dimensions,
     Existing,
@@ -25,6 +27,7 @@ from chalicelib.thumbnails import (
     Write,
     decode_request,
     fit,
+    made_from_a_later_upload,
     output_format,
     output_key,
     plan_thumbnails,
@@ -239,6 +242,85 @@ def test_thumbnail_metadata_is_ascii_and_names_its_source() -> None:
 
 def test_writes_of_a_new_key_require_it_to_be_free() -> None:
     assert to_write(PLAN, {}).writes[0] == Write(PLAN.outputs[0], None)
+
+
+# ----- two uploads sharing thumbnail names: the later one wins, whatever the order of the events ---------
+
+STORED = datetime(2025, 6, 14, 9, 12, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("other_key", "other_stored", "kept"),
+    [
+        pytest.param("uploads/a.png", STORED + timedelta(seconds=1), True, id="other-upload-later"),
+        pytest.param("uploads/a.png", STORED - timedelta(seconds=1), False, id="other-upload-earlier"),
+        pytest.param("uploads/a.png", STORED, True, id="same-second-greater-key-wins"),
+        pytest.param("uploads/a.gif", STORED, False, id="same-second-smaller-key-loses"),
+        pytest.param("uploads/a.png", None, False, id="other-upload-time-unknown"),
+        pytest.param("uploads/a.jpg", STORED + timedelta(days=1), False, id="same-key-older-version-of-ours"),
+    ],
+)
+def test_a_thumbnail_made_from_a_later_upload_of_the_same_name_is_kept(
+    other_key: str, other_stored: datetime | None, kept: bool
+) -> None:
+    existing: dict[str, Existing | None] = {"t/small.webp": Existing("e3", other_key, "other-etag", other_stored)}
+    decision = to_write(PLAN, existing)
+
+    later = made_from_a_later_upload(decision.writes, existing, PLAN.upload, STORED)
+
+    assert [write.output.key for write in later] == (["t/small.webp"] if kept else [])
+
+
+def test_the_later_of_two_uploads_wins_in_either_order() -> None:
+    jpg, png = upload("uploads/a.jpg"), upload("uploads/a.png")
+    times = {jpg.key: STORED, png.key: STORED + timedelta(seconds=1)}
+
+    def winner(first: ObjectCreated, second: ObjectCreated) -> str:
+        held = Existing("e", first.key, first.etag, times[first.key])
+        plan = plan_thumbnails(second, POLICY)
+        existing: dict[str, Existing | None] = {output.key: held for output in plan.outputs}
+        later = made_from_a_later_upload(to_write(plan, existing).writes, existing, second, times[second.key])
+        return first.key if later else second.key
+
+    assert winner(jpg, png) == winner(png, jpg) == "uploads/a.png"
+
+
+def test_thumbnail_metadata_records_when_the_upload_was_stored_in_utc() -> None:
+    metadata = thumbnail_metadata(upload(), SMALL, Dimensions(1, 1), STORED.astimezone(UTC))
+
+    assert metadata[SOURCE_MODIFIED] == "2025-06-14T09:12:03+00:00"
+    assert SOURCE_MODIFIED not in thumbnail_metadata(upload(), SMALL, Dimensions(1, 1))
+
+
+# ----- hostile keys: every thumbnail key starts with the output prefix ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "small"),
+    [
+        ("uploads/../escape.jpg", "thumbnails/../escape/small.webp"),
+        ("uploads/../../escape.jpg", "thumbnails/../../escape/small.webp"),
+        ("uploads/a/../../../escape.jpg", "thumbnails/a/../../../escape/small.webp"),
+        ("uploads/./dot.jpg", "thumbnails/./dot/small.webp"),
+        ("uploads//lead.jpg", "thumbnails//lead/small.webp"),
+        ("uploads/%2e%2e/encoded.jpg", "thumbnails/%2e%2e/encoded/small.webp"),
+        ("uploads/..%2f..%2fencoded.jpg", "thumbnails/..%2f..%2fencoded/small.webp"),
+        ("uploads/..\\..\\windows.jpg", "thumbnails/..\\..\\windows/small.webp"),
+        ("uploads/..", "thumbnails/./small.webp"),
+    ],
+)
+def test_dot_segments_in_an_upload_key_stay_under_the_output_prefix(key: str, small: str) -> None:
+    # S3 keys are literal: "thumbnails/../x" is a key under "thumbnails/", and only ever that.
+    outputs = plan_thumbnails(upload(key), POLICY).outputs
+
+    assert outputs[0].key == small
+    assert all(output.key.startswith(RULE.output_prefix) for output in outputs)
+
+
+@given(st.text(min_size=1, max_size=200).filter(lambda rest: not rest.endswith("/")))
+def test_every_thumbnail_key_starts_with_the_output_prefix(rest: str) -> None:
+    for size in (SMALL, LARGE):
+        assert output_key(f"uploads/{rest}", RULE, size.name, "webp").startswith("thumbnails/")
 
 
 # ----- geometry -------------------------------------------------------------------------------------

@@ -1,0 +1,1369 @@
+"""Least privilege, enforced: each Lambda function's real path, run as a role holding exactly its policy.
+
+For each of the seven functions, moto gets an IAM role whose only inline policy is
+`.chalice/policy-<function>.json`, and the member account gets `opsbots-member` with the policies of
+`deploy/member-role.yml`. The app's runtime is given clients on the function role's credentials (the
+member role is assumed by the app itself, with the ExternalId), and the function's scenarios run through
+the Chalice test client with moto's IAM enforcement on. Two checks, because that enforcement has gaps:
+
+1. moto denies what it can judge: a missing action fails the scenario with AccessDenied, as the
+   `test_moto_denies_*` tests show by taking one action away per service moto enforces.
+2. Every call is recorded by botocore hooks and mapped to what AWS authorizes for it (`needs`: action,
+   resource ARN, condition keys). Each must be granted by the function's document (in a member account,
+   by the member role), and every action a document grants must be needed by a recorded call, so an
+   unused grant fails as surely as a missing one. This is what covers the services moto does not judge.
+
+What moto 5.2.5 judges (`ActionAuthenticatorMixin`, called by `BaseResponse.call_action` and by S3):
+- S3: action and object/bucket ARN. SQS: action and queue ARN. SES v2: action. STS AssumeRole: action
+  and role ARN, but not the member role's trust policy (moto looks the role up in the caller's account)
+  nor the ExternalId: the recorded AssumeRole calls are checked against the trust policy here.
+- EC2: action only. moto judges every EC2 call against Resource "*" and treats conditions as met, so the
+  `aws:ResourceTag/opsbots:managed` condition on DeleteSnapshot, and the `ec2:CreateTags` (with its
+  `ec2:CreateAction` condition) that tagging snapshots on creation needs, are checked from the recorded
+  calls only.
+- DynamoDB: not usefully: moto judges it against Resource "*", which no table- or index-scoped statement
+  matches. Route53: not at all: once enforcement is on, moto answers every Route53 request with
+  SignatureDoesNotMatch. SQS SendMessageBatch: moto asks for `sqs:SendMessageBatch`, an action IAM does
+  not have (AWS authorizes a batch as sqs:SendMessage). These are let through by moto (`UNJUDGED`) and
+  checked from the recorded calls only.
+- sts:GetCallerIdentity is always allowed, by moto as by AWS.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.loaders
+import botocore.session
+import pytest
+from botocore.exceptions import ClientError
+from chalice.test import Client
+from moto import mock_aws
+from moto import settings as moto_settings
+from moto.core import enable_iam_authentication
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.ec2.models import ec2_backends
+from PIL import Image
+
+from chalicelib import snapshots
+from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.aws import Clients, Target, units_of
+from chalicelib.runtime import current
+from chalicelib.settings import SNAPSHOT_QUEUE
+from chalicelib.sg_guard import NotificationError
+from tests.conftest import FAKE_AWS, HOME, MEMBER, REGION, ROOT, load_event
+from tests.functional.conftest import SENDER, Estate, member_client, sent_emails, tcp
+from tests.test_packaging import FUNCTIONS as PACKAGED
+from tests.test_packaging import LOGS, MEMBER_ACCOUNT_ACTIONS, XRAY
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_s3 import S3Client
+
+STALE = "333333333333"  # a member account whose opsbots-member role predates the snapshot bot
+STACK = "opsbots"  # CloudFormation names each Lambda role <stack>-<logical id>Role-<suffix>
+EXTERNAL_ID = FAKE_AWS["OPSBOTS_EXTERNAL_ID"]
+FIRST_WINDOW = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+WINDOWS = 4  # take; keep; prune the first; prune the first copy (retention count 1, copies one run behind)
+CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
+FUNCTION_NAMES = tuple(CONFIG["stages"]["prod"]["lambda_functions"])
+# Granted for the Lambda runtime (logs) and the X-Ray SDK's daemon (traces): the code never calls them.
+PLATFORM = LOGS | XRAY
+# What moto cannot judge (a signing name, or signing name.operation): it lets these through, and the
+# recorded calls are checked instead.
+UNJUDGED = {
+    "dynamodb": "moto judges every DynamoDB call against Resource '*': no table-scoped statement can match",
+    "route53": "moto answers every Route53 request with SignatureDoesNotMatch once enforcement is on",
+    "sqs.SendMessageBatch": "moto asks for sqs:SendMessageBatch, which IAM does not have: AWS asks for sqs:SendMessage",
+}
+GUARD_IN_MEMBERS = frozenset(
+    {
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSecurityGroupRules",
+        "ec2:GetManagedPrefixListEntries",
+        "ec2:RevokeSecurityGroupIngress",
+        "ec2:RevokeSecurityGroupEgress",
+    }
+)
+SNAPSHOTS_IN_MEMBERS = frozenset(
+    {
+        "ec2:DescribeVolumes",
+        "ec2:DescribeInstances",
+        "ec2:DescribeSnapshots",
+        "ec2:CreateSnapshot",
+        "ec2:CreateSnapshots",
+        "ec2:CreateTags",
+        "ec2:CopySnapshot",
+        "ec2:DeleteSnapshot",
+    }
+)
+# What each function's scenarios do in the member account, through opsbots-member.
+MEMBER_USE: dict[str, frozenset[str]] = {
+    "on_security_group_change": frozenset({"ec2:DescribeSecurityGroups", "ec2:RevokeSecurityGroupIngress"}),
+    "sweep_security_groups": GUARD_IN_MEMBERS,
+    "on_instance_state_change": frozenset({"ec2:DescribeInstances"}),
+    "reconcile_dns": frozenset({"ec2:DescribeInstances"}),
+    "take_snapshots": SNAPSHOTS_IN_MEMBERS,
+    "snapshot_worker": SNAPSHOTS_IN_MEMBERS,
+    "on_image_uploaded": frozenset(),
+}
+
+
+def logical_id(function: str) -> str:
+    return "".join(part.title() for part in function.split("_"))
+
+
+def declared(function: str) -> frozenset[str]:
+    """What the code says the function calls (`<bot>.PERMISSIONS` & co., as tests/test_packaging.py adds them up)."""
+    return frozenset(PACKAGED[logical_id(function)][0] - PLATFORM)
+
+
+# ---------------------------------------------------------------------------------------------
+# What AWS authorizes for a call, and whether a policy grants it.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One API call a function made, as a botocore hook saw it."""
+
+    account: str
+    region: str
+    service: str  # botocore's name: sesv2, route53, ...
+    operation: str
+    params: dict[str, Any]
+    status: int = 0  # the HTTP status of the answer
+    error: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # the resource's tags when a condition needs them
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.region} {self.service}.{self.operation} -> {self.status} {self.error}".strip()
+
+
+@dataclass(frozen=True)
+class Need:
+    """One authorization AWS makes for a call: action, resource ARN ("*" if none applies), condition keys."""
+
+    action: str
+    resource: str = "*"
+    context: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        keys = ", ".join(f"{key}={value}" for key, value in self.context)
+        return f"{self.action} on {self.resource}" + (f" with {keys}" if keys else "")
+
+
+IAM_PREFIX = {"sesv2": "ses"}  # where IAM's service prefix is not botocore's service name
+RENAMED = {
+    ("s3", "HeadObject"): "GetObject",  # HEAD is authorized as s3:GetObject
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("sqs", "SendMessageBatch"): "SendMessage",
+    ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+}
+TAGGED_ON_CREATE = frozenset({"CreateSnapshot", "CreateSnapshots", "CopySnapshot"})
+
+
+def _anything(call: Call) -> str:
+    return "*"
+
+
+def _s3_resource(call: Call) -> str:
+    key = call.params.get("Key")
+    return f"arn:aws:s3:::{call.params['Bucket']}" + (f"/{key}" if key is not None else "")
+
+
+def _dynamodb_resource(call: Call) -> str:
+    table = f"arn:aws:dynamodb:{call.region}:{call.account}:table/{call.params['TableName']}"
+    return f"{table}/index/{call.params['IndexName']}" if "IndexName" in call.params else table
+
+
+def _route53_resource(call: Call) -> str:
+    zone = call.params.get("HostedZoneId") or call.params.get("Id")
+    return f"arn:aws:route53:::hostedzone/{zone.rsplit('/', 1)[-1]}" if zone else "*"
+
+
+def _sqs_resource(call: Call) -> str:
+    account, name = call.params["QueueUrl"].rstrip("/").split("/")[-2:]
+    return f"arn:aws:sqs:{call.region}:{account}:{name}"
+
+
+def _ses_resource(call: Call) -> str:
+    return f"arn:aws:ses:{call.region}:{call.account}:identity/{call.params['FromEmailAddress']}"
+
+
+def _sts_resource(call: Call) -> str:
+    return str(call.params.get("RoleArn", "*"))
+
+
+def _ec2_resource(call: Call) -> str:
+    if call.operation == "DeleteSnapshot":
+        return f"arn:aws:ec2:{call.region}:{call.account}:snapshot/{call.params['SnapshotId']}"
+    return "*"  # every other EC2 action opsbots calls is granted on "*"
+
+
+RESOURCES: dict[str, Callable[[Call], str]] = {
+    "s3": _s3_resource,
+    "dynamodb": _dynamodb_resource,
+    "route53": _route53_resource,
+    "sqs": _sqs_resource,
+    "sesv2": _ses_resource,
+    "sts": _sts_resource,
+    "ec2": _ec2_resource,
+}
+
+
+def _s3_implied(call: Call) -> list[Need]:
+    # A missing key answers 404 only to a caller allowed to list the bucket; to anyone else, 403.
+    if call.operation in {"HeadObject", "GetObject"} and call.status == 404:
+        return [Need("s3:ListBucket", f"arn:aws:s3:::{call.params['Bucket']}")]
+    return []
+
+
+def _ec2_implied(call: Call) -> list[Need]:
+    # Tags given to a create call (or copied by it) are authorized as ec2:CreateTags with ec2:CreateAction.
+    if call.operation in TAGGED_ON_CREATE and (
+        call.params.get("TagSpecifications") or "CopyTagsFromSource" in call.params
+    ):
+        snapshots_here = f"arn:aws:ec2:{call.region}:{call.account}:snapshot/*"
+        return [Need("ec2:CreateTags", snapshots_here, (("ec2:CreateAction", call.operation),))]
+    return []
+
+
+def _nothing_more(call: Call) -> list[Need]:
+    return []
+
+
+IMPLIED: dict[str, Callable[[Call], list[Need]]] = {"s3": _s3_implied, "ec2": _ec2_implied}
+
+
+def needs(call: Call) -> list[Need]:
+    """The authorizations AWS makes for one call."""
+    operation = RENAMED.get((call.service, call.operation), call.operation)
+    action = f"{IAM_PREFIX.get(call.service, call.service)}:{operation}"
+    context = tuple(sorted((f"aws:ResourceTag/{key}", value) for key, value in call.tags.items()))
+    resource = RESOURCES.get(call.service, _anything)(call)
+    return [Need(action, resource, context), *IMPLIED.get(call.service, _nothing_more)(call)]
+
+
+def _listed(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _like(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
+    """IAM's wildcard match: `*` any run of characters, `?` any one."""
+    regex = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+OPERATORS: dict[str, Callable[[str, str], bool]] = {
+    "StringEquals": lambda expected, actual: expected == actual,
+    "StringLike": _like,
+    "ArnEquals": lambda expected, actual: expected == actual,
+    "ArnLike": _like,
+}
+
+
+def _holds(conditions: Mapping[str, Mapping[str, Any]], context: Mapping[str, str]) -> bool:
+    """Every condition holds; a key the request does not carry fails its condition (no ...IfExists here)."""
+    for operator, tests in conditions.items():
+        compare = OPERATORS[operator]  # an operator this checker does not know fails the test loudly
+        for key, expected in tests.items():
+            actual = context.get(key)
+            if actual is None or not any(compare(value, actual) for value in _listed(expected)):
+                return False
+    return True
+
+
+def _applies(statement: Mapping[str, Any], need: Need) -> bool:
+    return (
+        any(_like(pattern, need.action, ignore_case=True) for pattern in _listed(statement["Action"]))
+        and any(_like(pattern, need.resource) for pattern in _listed(statement["Resource"]))
+        and _holds(statement.get("Condition", {}), dict(need.context))
+    )
+
+
+def grants(statements: Sequence[Mapping[str, Any]], need: Need) -> bool:
+    """An identity policy's verdict: some statement allows the need and none denies it."""
+    return {statement["Effect"] for statement in statements if _applies(statement, need)} == {"Allow"}
+
+
+def trusts(statements: Sequence[Mapping[str, Any]], principal_arn: str, context: Mapping[str, str]) -> bool:
+    """A trust policy's verdict on sts:AssumeRole by `principal_arn` (an account's root means any of its roles)."""
+    root = f"arn:aws:iam::{principal_arn.split(':')[4]}:root"
+    return any(
+        statement["Effect"] == "Allow"
+        and any(_like(pattern, "sts:AssumeRole", ignore_case=True) for pattern in _listed(statement["Action"]))
+        and any(value in {"*", root, principal_arn} for value in _listed(statement["Principal"].get("AWS", [])))
+        and _holds(statement.get("Condition", {}), context)
+        for statement in statements
+    )
+
+
+def granted_actions(statements: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    return frozenset(action for statement in statements for action in _listed(statement["Action"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The IAM documents, and moto's roles built from them.
+# ---------------------------------------------------------------------------------------------
+
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+def function_document(function: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
+    return document
+
+
+def without(document: Mapping[str, Any], *actions: str) -> dict[str, Any]:
+    """The document with `actions` taken out of every statement (and statements left empty dropped)."""
+    changed = copy.deepcopy(dict(document))
+    for statement in changed["Statement"]:
+        statement["Action"] = [action for action in _listed(statement["Action"]) if action not in actions]
+    changed["Statement"] = [statement for statement in changed["Statement"] if statement["Action"]]
+    return changed
+
+
+def edited(document: Mapping[str, Any], sid: str, **replacements: Any) -> dict[str, Any]:
+    """The document with statement `sid`'s elements replaced."""
+    changed = copy.deepcopy(dict(document))
+    [statement] = [statement for statement in changed["Statement"] if statement.get("Sid") == sid]
+    statement.update(replacements)
+    return changed
+
+
+def _resolved(node: Any, parameters: Mapping[str, str]) -> Any:
+    """A CloudFormation fragment with its `Ref`s and `Fn::Sub`s replaced by the parameters' values."""
+    if isinstance(node, Mapping):
+        if set(node) == {"Ref"}:
+            return parameters[node["Ref"]]
+        if set(node) == {"Fn::Sub"}:
+            return re.sub(r"\$\{([^}]+)\}", lambda found: parameters[found.group(1)], node["Fn::Sub"])
+        return {str(key): _resolved(value, parameters) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolved(value, parameters) for value in node]
+    return str(node) if isinstance(node, str) else node
+
+
+def member_role() -> dict[str, Any]:
+    """`deploy/member-role.yml`'s role, as a StackSet deploys it for this home account and ExternalId."""
+    from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
+
+    template = cfn_yaml.load(str(ROOT / "deploy" / "member-role.yml"))
+    parameters = {"HomeAccountId": HOME, "HomeStackName": STACK, "ExternalId": EXTERNAL_ID, "AWS::Partition": "aws"}
+    role: dict[str, Any] = _resolved(template["Resources"]["MemberRole"]["Properties"], parameters)
+    return role
+
+
+def member_statements(role: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
+
+
+def client_in(account: str, service: str) -> Any:
+    """A set-up client (no enforcement) in any account: moto picks the account from the credentials."""
+    if account == HOME:
+        return boto3.client(service)  # type: ignore[call-overload]
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/test-setup", RoleSessionName="test-setup"
+    )["Credentials"]
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def put_member_role(account: str, role: Mapping[str, Any], policies: Sequence[str] | None = None) -> None:
+    """Create opsbots-member in `account`, as the StackSet does; `policies` picks some of its policies by name."""
+    iam = client_in(account, "iam")
+    iam.create_role(
+        RoleName=role["RoleName"],
+        AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"]),
+        MaxSessionDuration=role["MaxSessionDuration"],
+    )
+    for policy in role["Policies"]:
+        if policies is None or policy["PolicyName"] in policies:
+            iam.put_role_policy(
+                RoleName=role["RoleName"],
+                PolicyName=policy["PolicyName"],
+                PolicyDocument=json.dumps(policy["PolicyDocument"]),
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running as a role, with moto judging, and every call recorded.
+# ---------------------------------------------------------------------------------------------
+
+CALL = "opsbots.least_privilege.call"  # where a call's record waits in botocore's request context
+
+
+def _judge_or_pass(signing_name: str, operation_name: str, **_: Any) -> None:
+    """Just before a request is signed: moto judges it, unless it is one moto cannot judge."""
+    if math.isinf(moto_settings.INITIAL_NO_AUTH_ACTION_COUNT):
+        return  # enforcement is off: set-up, or checking the outcome
+    unjudged = signing_name in UNJUDGED or f"{signing_name}.{operation_name}" in UNJUDGED
+    # moto lets a request through unjudged while its request count is below this number, and counts it.
+    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = ActionAuthenticatorMixin.request_count + (1 if unjudged else 0)
+
+
+def _watch(client: Any, account: str, calls: list[Call]) -> None:
+    region = client.meta.region_name
+
+    def before(model: Any, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+        call = Call(account, region, model.service_model.service_name, model.name, dict(params))
+        if call.operation == "DeleteSnapshot":  # the condition is on the snapshot's tags, which go with it
+            call.tags = dict(ec2_backends[account][region].tags.get(params["SnapshotId"], {}))
+        context[CALL] = call
+        calls.append(call)
+
+    def after(http_response: Any, parsed: Mapping[str, Any], context: Mapping[str, Any], **_: Any) -> None:
+        if CALL in context:
+            context[CALL].status = http_response.status_code
+            context[CALL].error = str(parsed.get("Error", {}).get("Code", ""))
+
+    client.meta.events.register("before-parameter-build", before)  # the call's own parameters
+    client.meta.events.register("after-call", after)
+    client.meta.events.register("before-sign", _judge_or_pass)
+
+
+# One cache of botocore's service models for every role's sessions: reading them is most of a new session's cost.
+LOADER = botocore.loaders.create_loader()
+
+
+def _core_session() -> botocore.session.Session:
+    core = botocore.session.Session()
+    core.register_component("data_loader", LOADER)
+    return core
+
+
+def role_session(credentials: Mapping[str, Any]) -> boto3.Session:
+    """What the Lambda runtime gives the function: a session on its role's credentials."""
+    session = boto3.Session(
+        botocore_session=_core_session(),
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=REGION,
+    )
+    LOADER.search_paths[:] = list(dict.fromkeys(LOADER.search_paths))  # boto3 adds its path each time
+    return session
+
+
+class RecordingClients(Clients):
+    """The app's own client factory on a role's session; every client it builds records its calls."""
+
+    def __init__(self, session: boto3.Session, calls: list[Call]) -> None:
+        super().__init__(external_id=EXTERNAL_ID, home_session=session)
+        self._loader = LOADER  # the member sessions' models, read once for all the tests
+        self.calls = calls
+        self._watched: set[int] = set()
+        self._watching = threading.Lock()
+
+    def client(self, service: str, target: Target) -> Any:
+        built = super().client(service, target)  # type: ignore[call-overload]
+        with self._watching:
+            if id(built) not in self._watched:
+                self._watched.add(id(built))
+                _watch(built, target.role_arn.split(":")[4] if target.role_arn else HOME, self.calls)
+        return built
+
+
+@contextmanager
+def enforced() -> Iterator[None]:
+    """moto's IAM enforcement, on around the functions' calls only: set-up and checks run without it."""
+    with enable_iam_authentication():
+        yield
+
+
+@dataclass
+class Bot:
+    """One Lambda function running as its own role."""
+
+    function: str
+    role_arn: str
+    statements: list[dict[str, Any]]
+    clients: RecordingClients
+    calls: list[Call]
+
+    def install(self) -> None:
+        """Give the app's runtime this role's clients, as the deployed function has its role's credentials."""
+        current().clients = self.clients
+
+
+@dataclass(frozen=True)
+class Findings:
+    refused: tuple[str, ...]  # calls moto denied
+    not_granted: frozenset[str]  # needs the function's document does not grant
+    not_needed: frozenset[str]  # actions the document grants (logs and X-Ray aside) that no call needed
+    used: frozenset[str]  # actions the recorded calls needed in the home account
+    member_not_granted: frozenset[str]  # needs in the member account the member role does not grant
+    member_used: frozenset[str]
+    untrusted: tuple[str, ...]  # AssumeRole calls the member role's trust policy refuses
+
+
+@dataclass
+class Iam:
+    """The estate's IAM: opsbots-member in the member account, and a role per function at home."""
+
+    role: dict[str, Any]
+    made: list[str] = field(default_factory=list)
+
+    @property
+    def member_statements(self) -> list[dict[str, Any]]:
+        return member_statements(self.role)
+
+    def bot(self, function: str, document: Mapping[str, Any] | None = None) -> Bot:
+        document = document or function_document(function)
+        name = f"{STACK}-{logical_id(function)}Role-{len(self.made):012d}"
+        iam = client_in(HOME, "iam")
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+        iam.put_role_policy(RoleName=name, PolicyName=function, PolicyDocument=json.dumps(document))
+        self.made.append(name)
+        role_arn = f"arn:aws:iam::{HOME}:role/{name}"
+        credentials = boto3.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=function[:64])["Credentials"]
+        calls: list[Call] = []
+        bot = Bot(
+            function, role_arn, list(document["Statement"]), RecordingClients(role_session(credentials), calls), calls
+        )
+        bot.install()
+        return bot
+
+    def member_without(self, *actions: str) -> None:
+        """Re-put the member role's policies with `actions` taken out (a policy left empty goes)."""
+        iam = client_in(MEMBER, "iam")
+        for policy in self.role["Policies"]:
+            document = without(policy["PolicyDocument"], *actions)
+            if document["Statement"]:
+                iam.put_role_policy(
+                    RoleName=self.role["RoleName"], PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(document)
+                )
+            else:
+                iam.delete_role_policy(RoleName=self.role["RoleName"], PolicyName=policy["PolicyName"])
+
+    def findings(self, bot: Bot) -> Findings:
+        calls = [call for call in bot.calls if call.account != STALE]
+        home = {need for call in calls if call.account == HOME for need in needs(call)}
+        members = {need for call in calls if call.account == MEMBER for need in needs(call)}
+        used = frozenset(need.action for need in home)
+        trust = self.role["AssumeRolePolicyDocument"]["Statement"]
+        return Findings(
+            refused=tuple(str(call) for call in calls if call.status == 403),
+            not_granted=frozenset(str(need) for need in home if not grants(bot.statements, need)),
+            not_needed=granted_actions(bot.statements) - PLATFORM - used,
+            used=used,
+            member_not_granted=frozenset(str(need) for need in members if not grants(self.member_statements, need)),
+            member_used=frozenset(need.action for need in members),
+            untrusted=tuple(
+                str(call)
+                for call in calls
+                if call.operation == "AssumeRole"
+                and not trusts(
+                    trust,
+                    bot.role_arn,
+                    {"sts:ExternalId": call.params.get("ExternalId", ""), "aws:PrincipalArn": bot.role_arn},
+                )
+            ),
+        )
+
+    def assert_least_privilege(self, bot: Bot) -> None:
+        """What the function's calls needed is exactly what its document grants, at home and in members."""
+        found = self.findings(bot)
+        assert found == Findings(
+            refused=(),
+            not_granted=frozenset(),
+            not_needed=frozenset(),
+            used=declared(bot.function),
+            member_not_granted=frozenset(),
+            member_used=MEMBER_USE[bot.function],
+            untrusted=(),
+        )
+
+
+@pytest.fixture
+def estate(fresh_runtime: None) -> Iterator[Estate]:
+    """conftest's estate, with boto3's default session on the shared model cache (the set-up's biggest cost)."""
+    with mock_aws():
+        boto3.setup_default_session(botocore_session=_core_session(), region_name=REGION)
+        LOADER.search_paths[:] = list(dict.fromkeys(LOADER.search_paths))
+        boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
+        yield Estate(home_ec2=boto3.client("ec2"), member_ec2=member_client("ec2"))
+
+
+@pytest.fixture
+def iam(estate: Estate) -> Iam:
+    role = member_role()
+    put_member_role(MEMBER, role)
+    return Iam(role)
+
+
+def handle(lambdas: Any, function: str, event: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = lambdas.invoke(function, event).payload
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: the security-group guard.
+# ---------------------------------------------------------------------------------------------
+
+SAMPLE_IDS = {  # each sample event's group and rule ids, replaced by real ones
+    "sg-authorize-ingress-ssh-world": ("sg-0a7c3e91d54b26f80", "sgr-0e3b7d29a5c1f8464"),
+    "sg-authorize-egress": ("sg-0d3f6a2c8e17b5904", "sgr-06b2e8d4f1a9c7353"),
+    "sg-modify-rules": ("sg-0d3f6a2c8e17b5904", "sgr-0d4a8f2c6e1b95737"),
+    "sg-authorize-ingress-cross-account": ("sg-0b91c4e7a2d6f3580", "sgr-04c9e2a7b5f1d8364"),
+}
+EGRESS_RULE = """
+  - name: no-smtp-to-the-internet
+    direction: egress
+    protocols: [tcp]
+    ports: [25]
+    sources: internet
+"""
+
+
+@pytest.fixture
+def sg_policies(policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped guard policy plus an egress rule: a policy can hold both directions."""
+    path = policies_dir / "security_groups.yml"
+    path.write_text(path.read_text() + EGRESS_RULE)
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    return policies_dir
+
+
+def prefix_list(ec2: EC2Client) -> str:
+    """A managed prefix list holding an Amazon range: the internet, for the policy."""
+    return ec2.create_managed_prefix_list(
+        PrefixListName=f"partners-{uuid.uuid4().hex[:8]}",
+        MaxEntries=5,
+        AddressFamily="IPv4",
+        Entries=[{"Cidr": "52.95.110.0/24"}],
+    )["PrefixList"]["PrefixListId"]
+
+
+def from_list(port: int, prefix_list_id: str) -> dict[str, Any]:
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "PrefixListIds": [{"PrefixListId": prefix_list_id}]}
+
+
+@dataclass
+class Opened:
+    ec2: EC2Client
+    group: str
+    rule: str
+
+    def gone(self, estate: Estate) -> bool:
+        return self.rule not in estate.rule_ids(self.group, self.ec2)
+
+
+def opened(estate: Estate, permission: dict[str, Any], ec2: EC2Client | None = None, egress: bool = False) -> Opened:
+    ec2 = ec2 or estate.home_ec2
+    group = estate.group(ec2)
+    [rule] = estate.authorize(group, [permission], ec2=ec2, egress=egress)
+    return Opened(ec2, group, rule)
+
+
+def sg_event(sample: str, rule: Opened) -> dict[str, Any]:
+    """CloudTrail's event for the call that opened `rule`, with an id of its own."""
+    group_id, rule_id = SAMPLE_IDS[sample]
+    event = load_event(sample, **{group_id: rule.group, rule_id: rule.rule})
+    event["id"] = str(uuid.uuid4())
+    return event
+
+
+def prefix_list_event(rule: Opened, prefix_list_id: str) -> dict[str, Any]:
+    """SSH from a prefix list rather than a CIDR."""
+    event = sg_event("sg-authorize-ingress-ssh-world", rule)
+    detail = event["detail"]
+    detail["requestParameters"]["ipPermissions"]["items"][0].update(
+        ipRanges={}, prefixListIds={"items": [{"prefixListId": prefix_list_id}]}
+    )
+    [created] = detail["responseElements"]["securityGroupRuleSet"]["items"]
+    del created["cidrIpv4"]
+    created["prefixListId"] = prefix_list_id
+    return event
+
+
+@contextmanager
+def sdk_without_return_values_on_condition_check_failure(bot: Bot) -> Iterator[None]:
+    """An SDK before boto3 1.26.164: Powertools reads an existing record back with GetItem.
+
+    With a newer one, a failed conditional PutItem returns the record itself; GetItem is Powertools'
+    fallback, and the reason `on_security_group_change` holds dynamodb:GetItem.
+    """
+
+    def drop(params: dict[str, Any], **_: Any) -> None:
+        params.pop("ReturnValuesOnConditionCheckFailure", None)
+
+    events = bot.clients.client("dynamodb", Target(HOME_KEY, REGION)).meta.events
+    events.register("provide-client-params.dynamodb.PutItem", drop)
+    try:
+        yield
+    finally:
+        events.unregister("provide-client-params.dynamodb.PutItem", drop)
+
+
+def test_on_security_group_change(
+    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, idempotency_table: str
+) -> None:
+    # Given one violation of each kind the handler acts on, at home and in the member account
+    prefixes = prefix_list(estate.home_ec2)
+    rules = {
+        "ssh": opened(estate, tcp(22)),
+        "smtp out": opened(estate, tcp(25), egress=True),
+        "modified": opened(estate, tcp(22)),
+        "prefix list": opened(estate, from_list(22, prefixes)),
+        "member": opened(estate, tcp(22), ec2=estate.member_ec2),
+    }
+    events = {
+        "ssh": sg_event("sg-authorize-ingress-ssh-world", rules["ssh"]),
+        "smtp out": sg_event("sg-authorize-egress", rules["smtp out"]),
+        "modified": sg_event("sg-modify-rules", rules["modified"]),
+        "prefix list": prefix_list_event(rules["prefix list"], prefixes),
+        "member": sg_event("sg-authorize-ingress-cross-account", rules["member"]),
+    }
+    bot = iam.bot("on_security_group_change")
+
+    # When CloudTrail delivers each event, and the first one twice
+    with enforced():
+        statuses = {name: handle(lambdas, bot.function, event)["status"] for name, event in events.items()}
+        with sdk_without_return_values_on_condition_check_failure(bot):
+            again = handle(lambdas, bot.function, events["ssh"])["status"]
+
+    # Then every offending rule is gone and security got one email per event
+    assert statuses == dict.fromkeys(events, "reverted")
+    assert again == "reverted"
+    assert [name for name, rule in rules.items() if not rule.gone(estate)] == []
+    assert len(sent_emails()) == len(events)
+
+    # And when SES refuses the email, the step's record goes, so that Lambda's retry sends it
+    late = opened(estate, tcp(3389))
+    event = sg_event("sg-authorize-ingress-ssh-world", late)
+    event["detail"]["requestParameters"]["ipPermissions"]["items"][0].update(fromPort=3389, toPort=3389)
+    ses = boto3.client("sesv2")
+    ses.delete_email_identity(EmailIdentity=SENDER)
+    with enforced(), pytest.raises(NotificationError):
+        handle(lambdas, bot.function, event)
+    ses.create_email_identity(EmailIdentity=SENDER)
+    with enforced():
+        assert handle(lambdas, bot.function, event)["status"] == "reverted"
+    assert late.gone(estate)
+    assert len(sent_emails()) == len(events) + 1
+    iam.assert_least_privilege(bot)
+
+
+def test_sweep_security_groups(iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path) -> None:
+    # Given SSH open to the internet and to a prefix list, at home and in the member account (and every
+    # group's default egress rule open to the internet, which the egress rule forbids)
+    rules = []
+    for ec2 in (estate.home_ec2, estate.member_ec2):
+        rules += [opened(estate, tcp(22), ec2=ec2), opened(estate, from_list(22, prefix_list(ec2)), ec2=ec2)]
+    bot = iam.bot("sweep_security_groups")
+
+    # When the schedule fires
+    with enforced():
+        result = handle(lambdas, bot.function, load_event("scheduled-event"))
+
+    # Then every account was checked and reverted, and one digest went out
+    assert result["failed_units"] == []
+    assert result["reverted"] > len(rules)
+    assert all(rule.gone(estate) for rule in rules)
+    assert len(sent_emails()) == 1
+    iam.assert_least_privilege(bot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: the DNS bot.
+# ---------------------------------------------------------------------------------------------
+
+SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
+
+
+@dataclass
+class Subnets:
+    home: str
+    member: str
+
+
+def _subnet(ec2: EC2Client, cidr: str) -> tuple[str, str]:
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"))["Subnet"]["SubnetId"]
+    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+    return vpc, subnet
+
+
+@pytest.fixture
+def dns(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> Subnets:
+    """The registry table, a public zone, and private forward and reverse zones both VPCs may use."""
+    boto3.client("dynamodb").create_table(
+        TableName="opsbots-dns",
+        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "record", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-owner",
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "record", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    monkeypatch.setenv("OPSBOTS_DNS_TABLE", "opsbots-dns")
+    home_vpc, home_subnet = _subnet(estate.home_ec2, "10.0.0.0/16")
+    member_vpc, member_subnet = _subnet(estate.member_ec2, "10.1.0.0/16")
+    route53 = boto3.client("route53")
+    route53.create_hosted_zone(Name="example.com", CallerReference="example.com")
+    for name in ("internal.example.com", "10.in-addr.arpa"):
+        zone = route53.create_hosted_zone(
+            Name=name,
+            CallerReference=name,
+            HostedZoneConfig={"PrivateZone": True, "Comment": ""},
+            VPC={"VPCRegion": REGION, "VPCId": home_vpc},  # type: ignore[typeddict-item]
+        )["HostedZone"]["Id"]
+        member = {"VPCRegion": REGION, "VPCId": member_vpc}
+        route53.associate_vpc_with_hosted_zone(HostedZoneId=zone, VPC=member)  # type: ignore[arg-type]
+    return Subnets(home_subnet, member_subnet)
+
+
+def launch(ec2: EC2Client, subnet: str, name: str, **tags: str) -> str:
+    every_tag = {"opsbots:dns": "yes", "Name": name, **tags}
+    return ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in every_tag.items()]}
+        ],
+    )["Instances"][0]["InstanceId"]
+
+
+def state_event(instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
+    return load_event("ec2-state-running", **{SAMPLE_INSTANCE: instance_id, '"running"': f'"{state}"', HOME: account})
+
+
+def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
+    # Given an instance with an alias at home, and one in the member account
+    home = launch(estate.home_ec2, dns.home, "app", **{"opsbots:dns-aliases": "api"})
+    member = launch(estate.member_ec2, dns.member, "worker")
+    bot = iam.bot("on_instance_state_change")
+
+    # When both start, and the home one is then terminated
+    with enforced():
+        started = [
+            handle(lambdas, bot.function, state_event(home, "running")),
+            handle(lambdas, bot.function, state_event(member, "running", MEMBER)),
+        ]
+    estate.home_ec2.terminate_instances(InstanceIds=[home])
+    with enforced():
+        ended = handle(lambdas, bot.function, state_event(home, "terminated"))
+
+    # Then A, CNAME and PTR records came (private, public, reverse), and the home ones went
+    assert [(result["added"], result["conflicts"]) for result in started] == [(5, []), (3, [])]
+    assert ended["removed"] == 5
+    iam.assert_least_privilege(bot)
+
+
+def test_reconcile_dns(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
+    # Given running instances at home and in the member account
+    launch(estate.home_ec2, dns.home, "app", **{"opsbots:dns-aliases": "api"})
+    member = launch(estate.member_ec2, dns.member, "worker")
+    bot = iam.bot("reconcile_dns")
+
+    # When the schedule reconciles, then again after the member instance is terminated
+    with enforced():
+        first = handle(lambdas, bot.function, load_event("scheduled-event"))
+    estate.member_ec2.terminate_instances(InstanceIds=[member])
+    with enforced():
+        second = handle(lambdas, bot.function, load_event("scheduled-event"))
+
+    # Then every record came, and the member instance's went
+    assert (first["added"], first["failures"]) == (8, [])
+    assert (second["added"], second["removed"], second["failures"]) == (0, 3, [])
+    iam.assert_least_privilege(bot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: the snapshot bot.
+# ---------------------------------------------------------------------------------------------
+
+SNAPSHOT_POLICIES = """\
+notify:
+  email: {sender: opsbots@example.com, recipients: [ops@example.com]}
+policies:
+  - name: daily
+    every: 1h
+    select: {tags: {Backup: daily}}
+    retention: {count: 1}
+    copy_to: {region: eu-central-1, retention: {count: 1}}
+    copy_tags: true
+  - name: consistent
+    every: 1h
+    select: {instance_tags: {Backup: consistent}}
+    retention: {count: 1}
+    consistency: instance
+    copy_tags: true
+"""
+ACCOUNTS = f"""\
+defaults:
+  role_name: opsbots-member
+  regions: [{REGION}]
+accounts:
+  - {{id: "{MEMBER}", name: workloads}}
+  - {{id: "{STALE}", name: stale}}
+"""
+
+
+@dataclass
+class Backups:
+    queue_url: str
+    volumes: dict[str, str]  # account -> the volume tagged Backup=daily
+
+
+@pytest.fixture
+def backups(iam: Iam, estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Backups:
+    """Hourly policies keeping one snapshot (and one DR copy), a volume and an instance to back up in the
+    home and member accounts, and a third account whose member role lacks the snapshot policy."""
+    (policies_dir / "snapshots.yml").write_text(SNAPSHOT_POLICIES)
+    (policies_dir / "accounts.yml").write_text(ACCOUNTS)
+    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    put_member_role(STALE, iam.role, policies=("opsbots-security-group-guard", "opsbots-dns"))
+    volumes = {}
+    for account, ec2 in ((HOME, estate.home_ec2), (MEMBER, estate.member_ec2)):
+        volumes[account] = ec2.create_volume(
+            AvailabilityZone=f"{REGION}a",
+            Size=1,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Backup", "Value": "daily"}]}],
+        )["VolumeId"]
+        ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Backup", "Value": "consistent"}]}],
+        )
+    queue_url = boto3.client("sqs").create_queue(QueueName=snapshots.QUEUE_NAME)["QueueUrl"]
+    return Backups(queue_url, volumes)
+
+
+def window(hour: int) -> datetime:
+    return FIRST_WINDOW + timedelta(hours=hour)
+
+
+def stale_role_refused(failures: Sequence[str]) -> bool:
+    """Both policies failed in the stale account, refused by its role: the other accounts were not."""
+    refused = f"{STALE}/{REGION}: {{}}: ClientError: An error occurred (AccessDenied)"
+    return sorted(failure.split(" when ")[0] for failure in failures) == [
+        refused.format(name) for name in ("consistent", "daily")
+    ] and all(failure.endswith("is not authorized to perform: ec2:DescribeSnapshots") for failure in failures)
+
+
+def test_take_snapshots(
+    iam: Iam, estate: Estate, lambdas: Any, backups: Backups, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the scheduler's two modes: without OPSBOTS_SNAPSHOT_QUEUE (`chalice deploy` sets none) it runs
+    # the units itself, which is what its EC2, SES and AssumeRole grants are for; with it, it only queues
+    bot = iam.bot("take_snapshots")
+    runtime = current()
+
+    # When the schedule runs the units itself, in consecutive windows (the handler, to set the clock)
+    with enforced():
+        results = [
+            snapshots.take_snapshots(
+                policies=runtime.policies.snapshots,
+                accounts=runtime.policies.accounts,
+                deps=runtime.snapshots,
+                now=window(hour),
+            )
+            for hour in range(WINDOWS)
+        ]
+
+    # And, deployed by the template with its queue, fires and only queues them
+    monkeypatch.setenv(SNAPSHOT_QUEUE, backups.queue_url)
+    current.cache_clear()
+    bot.install()
+    with enforced():
+        queued = handle(lambdas, bot.function, load_event("scheduled-event"))
+
+    # Then snapshots were taken, pruned and copied in both accounts, ops heard of the stale one each run,
+    # and one message per account x region was queued
+    assert sum(result["taken"] for result in results) == 4 * WINDOWS
+    assert [result["pruned"] for result in results] == [0, 0, 4, 6]
+    assert [result["copied"] for result in results] == [0, 2, 2, 2]
+    assert all(stale_role_refused(result["failed"]) for result in results)
+    assert len(sent_emails()) == WINDOWS
+    assert queued == {"queued": 3}
+    iam.assert_least_privilege(bot)
+
+
+def consume(sqs: Any, queue_url: str, chalice: Client) -> list[dict[str, Any]]:
+    """What Lambda's SQS event source mapping does, with the function's role: receive, invoke, delete."""
+    sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])
+    results = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:  # batch_size=1: one invocation per message
+            event = chalice.events.generate_sqs_event(message_bodies=[message["Body"]], queue_name=snapshots.QUEUE_NAME)
+            results.append(chalice.lambda_.invoke("snapshot_worker", event).payload)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return results
+
+
+@pytest.fixture
+def chalice(estate: Estate) -> Iterator[Client]:
+    from app import app
+
+    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
+        yield client
+
+
+def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups) -> None:
+    bot = iam.bot("snapshot_worker")
+    runtime = current()
+    sqs = bot.clients.client("sqs", Target(HOME_KEY, REGION))  # the event source mapping polls as the function
+    scheduler = boto3.client("sqs")
+    results: list[dict[str, Any]] = []
+
+    # When the scheduler's units of consecutive windows reach the worker through the queue
+    for hour in range(WINDOWS):
+        accounts = runtime.policies.accounts
+        for unit in snapshots.plan_units(runtime.policies.snapshots, accounts, units_of(accounts, HOME), window(hour)):
+            scheduler.send_message(QueueUrl=backups.queue_url, MessageBody=unit.to_message())
+        with enforced():
+            results.extend(consume(sqs, backups.queue_url, chalice))
+
+    # Then snapshots were taken, pruned and copied in both accounts, and the stale account's failure was told
+    assert len(results) == 3 * WINDOWS
+    failing = [result["failed"] for result in results if result["failed"]]
+    assert len(failing) == WINDOWS
+    assert all(stale_role_refused(failed) for failed in failing)
+    assert sum(result["taken"] for result in results) == 4 * WINDOWS
+    assert sum(result["pruned"] for result in results) == 10
+    assert sum(result["copied"] for result in results) == 6
+    assert len(sent_emails()) == WINDOWS
+    iam.assert_least_privilege(bot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: the thumbnail bot.
+# ---------------------------------------------------------------------------------------------
+
+BUCKET = "photos-upload"
+PHOTO_KEY = "uploads/summer holiday/été 01.JPG"
+
+
+def jpeg(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 900), colour).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def upload(s3: S3Client, body: bytes) -> dict[str, Any]:
+    """Upload the photo, and return the EventBridge "Object Created" event S3 sends for it."""
+    response = s3.put_object(Bucket=BUCKET, Key=PHOTO_KEY, Body=body)
+    event = load_event("s3-object-created")
+    event["id"] = str(uuid.uuid4())
+    event["detail"]["object"] = {
+        "key": PHOTO_KEY,
+        "size": len(body),
+        "etag": response["ETag"].strip('"'),
+        "version-id": response.get("VersionId", "null"),
+        "sequencer": "00684D3A1F2B7C9E41",
+    }
+    return event
+
+
+@pytest.fixture
+def s3(estate: Estate) -> S3Client:
+    client = boto3.client("s3", region_name=REGION)
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[typeddict-item]
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+def test_on_image_uploaded(iam: Iam, lambdas: Any, s3: S3Client) -> None:
+    bot = iam.bot("on_image_uploaded")
+    first = upload(s3, jpeg((200, 40, 40)))
+
+    # When an upload's event arrives twice, and then a new version's
+    with enforced():
+        outcomes = [handle(lambdas, bot.function, first) for _ in range(2)]
+    newer = upload(s3, jpeg((20, 20, 200)))
+    with enforced():
+        outcomes.append(handle(lambdas, bot.function, newer))
+
+    # Then the thumbnails were written, left alone, and overwritten
+    assert [outcome["status"] for outcome in outcomes] == ["written", "up-to-date", "written"]
+    assert [len(outcome["written"]) for outcome in outcomes] == [2, 0, 2]
+    iam.assert_least_privilege(bot)
+
+
+# ---------------------------------------------------------------------------------------------
+# The member role, and the list of functions.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_function_has_its_scenarios() -> None:
+    assert set(MEMBER_USE) == set(FUNCTION_NAMES)
+    assert {name.removeprefix("test_") for name in globals() if name.startswith("test_")} >= set(FUNCTION_NAMES)
+
+
+def test_the_member_role_grants_exactly_what_the_functions_do_in_member_accounts() -> None:
+    used = frozenset().union(*MEMBER_USE.values())
+
+    assert granted_actions(member_statements(member_role())) == used
+    assert used == MEMBER_ACCOUNT_ACTIONS  # as tests/test_packaging.py has it
+
+
+# ---------------------------------------------------------------------------------------------
+# Enforcement bites: moto denies what a document lacks, for every service it judges.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_moto_denies_an_ec2_action_the_document_lacks(
+    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path
+) -> None:
+    rule = opened(estate, tcp(22))
+    document = without(function_document("on_security_group_change"), "ec2:RevokeSecurityGroupIngress")
+    bot = iam.bot("on_security_group_change", document)
+
+    with enforced():
+        outcome = handle(lambdas, bot.function, sg_event("sg-authorize-ingress-ssh-world", rule))
+
+    assert outcome["status"] == "revoke-failed"
+    assert not rule.gone(estate)
+    [email] = sent_emails()
+    assert "ec2:RevokeSecurityGroupIngress" in email.body
+
+
+def test_moto_denies_ses_send_email_when_the_document_lacks_it(
+    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path
+) -> None:
+    rule = opened(estate, tcp(22))
+    bot = iam.bot("on_security_group_change", without(function_document("on_security_group_change"), "ses:SendEmail"))
+
+    with enforced(), pytest.raises(NotificationError, match="ses:SendEmail"):
+        handle(lambdas, bot.function, sg_event("sg-authorize-ingress-ssh-world", rule))
+
+    assert rule.gone(estate)
+    assert sent_emails() == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(without(function_document("sweep_security_groups"), "sts:AssumeRole"), id="no sts:AssumeRole"),
+        pytest.param(
+            edited(
+                function_document("sweep_security_groups"), "AssumeMemberRole", Resource="arn:aws:iam::*:role/other"
+            ),
+            id="another role",
+        ),
+    ],
+)
+def test_moto_denies_assuming_the_member_role_when_the_document_does_not_allow_it(
+    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, document: dict[str, Any]
+) -> None:
+    member = opened(estate, tcp(22), ec2=estate.member_ec2)
+    bot = iam.bot("sweep_security_groups", document)
+
+    with enforced():
+        result = handle(lambdas, bot.function, load_event("scheduled-event"))
+
+    [failure] = result["failed_units"]
+    assert failure.startswith(f"{MEMBER}/{REGION}: ")
+    assert "sts:AssumeRole" in failure
+    assert not member.gone(estate)
+
+
+THUMBNAILS = function_document("on_image_uploaded")
+# An invocation that fails before its first metric makes Powertools warn that it has none to publish.
+NO_METRICS = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(without(THUMBNAILS, "s3:PutObject"), id="no s3:PutObject"),
+        pytest.param(
+            edited(THUMBNAILS, "ReadUploads", Resource=f"arn:aws:s3:::{BUCKET}/elsewhere/*"), id="uploads elsewhere"
+        ),
+    ],
+)
+@NO_METRICS
+def test_moto_denies_s3_actions_and_objects_the_document_does_not_grant(
+    iam: Iam, lambdas: Any, s3: S3Client, document: dict[str, Any]
+) -> None:
+    bot = iam.bot("on_image_uploaded", document)
+    event = upload(s3, jpeg((200, 40, 40)))
+
+    with enforced(), pytest.raises(ClientError, match="AccessDenied"):
+        handle(lambdas, bot.function, event)
+
+
+WORKER = function_document("snapshot_worker")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(without(WORKER, "sqs:ReceiveMessage"), id="no sqs:ReceiveMessage"),
+        pytest.param(
+            edited(WORKER, "ConsumeSnapshotUnits", Resource="arn:aws:sqs:*:*:another-queue"), id="another queue"
+        ),
+    ],
+)
+def test_moto_denies_sqs_actions_and_queues_the_document_does_not_grant(
+    iam: Iam, chalice: Client, backups: Backups, document: dict[str, Any]
+) -> None:
+    bot = iam.bot("snapshot_worker", document)
+    boto3.client("sqs").send_message(QueueUrl=backups.queue_url, MessageBody="{}")
+
+    with enforced(), pytest.raises(ClientError, match="not authorized to perform: sqs:"):
+        consume(bot.clients.client("sqs", Target(HOME_KEY, REGION)), backups.queue_url, chalice)
+
+
+@NO_METRICS
+def test_moto_denies_what_the_member_role_lacks(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
+    iam.member_without("ec2:DescribeInstances")
+    member = launch(estate.member_ec2, dns.member, "worker")
+    bot = iam.bot("on_instance_state_change")
+
+    with enforced(), pytest.raises(ClientError, match="ec2:DescribeInstances"):
+        handle(lambdas, bot.function, state_event(member, "running", MEMBER))
+
+
+# ---------------------------------------------------------------------------------------------
+# What moto lets through, the recorded calls catch.
+# ---------------------------------------------------------------------------------------------
+
+DNS_EVENTS = function_document("on_instance_state_change")
+
+
+def actions_of(needs_found: frozenset[str]) -> set[str]:
+    return {need.split(" ")[0] for need in needs_found}
+
+
+REGISTRY = "arn:aws:dynamodb:*:*:table/opsbots-dns"
+
+
+@pytest.mark.parametrize(
+    ("document", "missing"),
+    [
+        pytest.param(without(DNS_EVENTS, "dynamodb:Query"), {"dynamodb:Query"}, id="no dynamodb:Query"),
+        pytest.param(
+            edited(DNS_EVENTS, "DnsRegistryByOwner", Resource=REGISTRY),
+            {"dynamodb:Query"},
+            id="the table, not its index",
+        ),
+        pytest.param(
+            without(DNS_EVENTS, "route53:ListHostedZones"), {"route53:ListHostedZones"}, id="no route53:ListHostedZones"
+        ),
+        pytest.param(
+            edited(DNS_EVENTS, "ManageRecordsInHostedZones", Resource="arn:aws:route53:::hostedzone/Z0THER"),
+            {"route53:GetHostedZone", "route53:ListResourceRecordSets", "route53:ChangeResourceRecordSets"},
+            id="another zone",
+        ),
+    ],
+)
+def test_a_dynamodb_or_route53_grant_moto_lets_through_is_caught_from_the_recorded_calls(
+    iam: Iam, estate: Estate, lambdas: Any, dns: Subnets, document: dict[str, Any], missing: set[str]
+) -> None:
+    instance = launch(estate.home_ec2, dns.home, "app")
+    bot = iam.bot("on_instance_state_change", document)
+
+    with enforced():
+        outcome = handle(lambdas, bot.function, state_event(instance, "running"))
+
+    assert outcome["added"] == 3  # moto did not stop it
+    assert actions_of(iam.findings(bot).not_granted) == missing
+
+
+SCHEDULER = function_document("take_snapshots")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(without(SCHEDULER, "sqs:SendMessage"), id="no sqs:SendMessage"),
+        pytest.param(
+            edited(SCHEDULER, "QueueSnapshotUnits", Resource="arn:aws:sqs:*:*:another-queue"), id="another queue"
+        ),
+    ],
+)
+def test_a_message_batch_moto_does_not_judge_is_checked_as_send_message(
+    iam: Iam, lambdas: Any, backups: Backups, monkeypatch: pytest.MonkeyPatch, document: dict[str, Any]
+) -> None:
+    monkeypatch.setenv(SNAPSHOT_QUEUE, backups.queue_url)
+    bot = iam.bot("take_snapshots", document)
+
+    with enforced():
+        queued = handle(lambdas, bot.function, load_event("scheduled-event"))
+
+    assert queued == {"queued": 3}  # moto did not stop it
+    assert iam.findings(bot).not_granted == {f"sqs:SendMessage on arn:aws:sqs:{REGION}:{HOME}:{snapshots.QUEUE_NAME}"}
+
+
+MANAGED_ONLY = {"StringEquals": {"aws:ResourceTag/opsbots:managed": "yes"}}
+TAGS_ON_SNAPSHOTS_ONLY = {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"]}}
+
+
+@pytest.mark.parametrize(
+    ("document", "missing"),
+    [
+        pytest.param(
+            edited(WORKER, "DeleteOnlyManagedSnapshots", Condition=MANAGED_ONLY),
+            {"ec2:DeleteSnapshot"},
+            id="delete needs another tag",
+        ),
+        pytest.param(
+            edited(WORKER, "TagSnapshotsOnlyAsTheyAreCreated", Condition=TAGS_ON_SNAPSHOTS_ONLY),
+            {"ec2:CreateTags"},
+            id="copies may not be tagged",
+        ),
+    ],
+)
+def test_an_ec2_condition_moto_ignores_is_checked_from_the_recorded_calls(
+    iam: Iam, backups: Backups, document: dict[str, Any], missing: set[str]
+) -> None:
+    bot = iam.bot("snapshot_worker", document)
+    runtime = current()
+    units = [snapshots.Unit(HOME, "home", REGION, None, ("daily",), window(hour)) for hour in range(WINDOWS)]
+
+    with enforced():
+        result = snapshots.work_on(
+            [unit.to_message() for unit in units], policies=runtime.policies.snapshots, deps=runtime.snapshots
+        )
+
+    assert (result["pruned"], result["copied"], result["failed"]) == (3, 3, [])  # moto did not stop it
+    assert actions_of(iam.findings(bot).not_granted) == missing
+
+
+def test_a_grant_no_call_needs_is_caught(iam: Iam, lambdas: Any, s3: S3Client) -> None:
+    document = copy.deepcopy(THUMBNAILS)
+    document["Statement"][1]["Action"].append("s3:DeleteObject")
+    bot = iam.bot("on_image_uploaded", document)
+    event = upload(s3, jpeg((200, 40, 40)))
+
+    with enforced():
+        handle(lambdas, bot.function, event)
+
+    assert iam.findings(bot).not_needed == {"s3:DeleteObject"}
