@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, Rate, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSourceHandler, Rate, SQSEvent
 
 from chalicelib import dns, sg_guard, snapshots, thumbnails
-from chalicelib.events import SECURITY_GROUP_CALLS
+from chalicelib.events import SECURITY_GROUP_CALLS, LenientCloudWatchEvent
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
 from chalicelib.settings import Settings
@@ -73,3 +73,10 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     runtime = current()
     return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
+
+
+# Chalice reads the EventBridge envelope with event[...] before any of our code runs; read it leniently
+# instead, so an event missing a field is logged and skipped by the bot, not a KeyError (chalicelib/events.py).
+for function in app.handler_map.values():
+    if isinstance(function, EventSourceHandler) and function.event_class is CloudWatchEvent:
+        function.event_class = LenientCloudWatchEvent

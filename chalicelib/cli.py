@@ -16,7 +16,13 @@ from typing import IO, Any
 
 from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import HOME, units_of
-from chalicelib.events import SkippedEvent, parse_object_created, parse_security_group_change, parse_state_change
+from chalicelib.events import (
+    MalformedEventError,
+    SkippedEvent,
+    parse_object_created,
+    parse_security_group_change,
+    parse_state_change,
+)
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import Settings
 
@@ -69,7 +75,14 @@ def _schema(name: str | None, directory: Path | None, out: IO[str]) -> int:
 
 def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
     """Print what the bot the event wakes would decide and do; no AWS call is made."""
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        print(f"{path}: cannot read: {error.strerror}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # not UTF-8, or not JSON
+        print(f"{path}: not a JSON event: {error}", file=sys.stderr)
+        return 1
     kind = raw.get("detail-type") if isinstance(raw, dict) else None
     try:
         if kind == "EC2 Instance State-change Notification":
@@ -120,7 +133,7 @@ def _record_names(policies: Policies) -> str:
 def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     accounts = policies.accounts
     targets = units_of(accounts, HOME)
-    now = datetime.fromisoformat(str(raw.get("time", ""))) if raw.get("time") else datetime.now(UTC)
+    now = _event_time(raw) if raw.get("time") else datetime.now(UTC)
     out.write(f"scheduled run at {now.isoformat()} over {len(targets)} account/region unit(s)\n")
     out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
     out.write("    revoke what breaks the policy; one digest email if anything was found or failed\n")
@@ -131,6 +144,16 @@ def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) ->
     for unit in units:
         snapshots.print_unit(unit, policies.snapshots, out)
     return 0
+
+
+def _event_time(raw: dict[str, Any]) -> datetime:
+    try:
+        time = datetime.fromisoformat(raw["time"]) if isinstance(raw["time"], str) else None
+    except ValueError:
+        time = None
+    if time is None or time.tzinfo is None:
+        raise MalformedEventError(str(raw.get("id", "<no id>")), f"time {raw['time']!r} is not an ISO time with a zone")
+    return time
 
 
 def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:

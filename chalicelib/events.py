@@ -4,19 +4,21 @@ Events come from outside and are not trusted: CloudTrail writes empty source fam
 old events carry no rule ids, ModifySecurityGroupRules is logged in PascalCase, and a forwarded or
 hand-written event can be missing anything. Everything odd is turned into `MalformedEventError` or
 `IgnoredEvent` here, so a handler logs and skips it instead of crashing the batch or being retried
-forever.
+forever: ids, accounts, regions and ports that cannot name anything real are malformed too, never sent
+on to AWS. `LenientCloudWatchEvent` gets every event this far, even one Chalice could not read.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from chalicelib.observability import logger, metrics
 
@@ -122,11 +124,25 @@ def normalize_protocol(value: str | int) -> str:
     return _PROTOCOL_NAMES.get(text, text)
 
 
-def _network(value: Any) -> Any:
-    return ipaddress.ip_network(value, strict=False) if isinstance(value, str) else value
+def _network(value: Any) -> Network:
+    # Only text: ip_network(5) or ip_network(2**70) would quietly read a number as an address.
+    if not isinstance(value, str):
+        raise ValueError(f"{type(value).__name__} is not a CIDR")
+    return ipaddress.ip_network(value, strict=False)
 
 
 NetworkField = Annotated[Network, BeforeValidator(_network)]
+# Ports as EC2 logs them: -1 (every port, or no ports), or 0-65535; ICMP type and code fit too.
+_Port = Annotated[int, Field(ge=-1, le=65535)]
+# Checked because they end up in endpoint names and ARNs: an event that names no real account or
+# region (forwarded, hand-written, corrupted) is malformed, not a reason to call AWS somewhere odd.
+_AccountId = Annotated[str, Field(pattern=r"^[0-9]{12}$")]
+_RegionName = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")]
+# Likewise the ids the guard sends back to EC2 (describe, revoke): anything else cannot name a real one.
+_GROUP_ID = re.compile(r"sg-[0-9a-f]+")
+_SgId = Annotated[str, Field(pattern=rf"^{_GROUP_ID.pattern}$")]
+_SgrId = Annotated[str, Field(pattern=r"^sgr-[0-9a-f]+$")]
+_PlId = Annotated[str, Field(pattern=r"^pl-[0-9a-f]+$")]
 
 
 class _Lenient(BaseModel):
@@ -136,9 +152,9 @@ class _Lenient(BaseModel):
 
 class _Envelope(_Lenient):
     id: str
-    account: str
-    region: str
-    time: datetime
+    account: _AccountId
+    region: _RegionName
+    time: AwareDatetime  # EventBridge writes UTC ("...Z"); a naive time could not be compared with now
     detail: dict[str, Any]
 
 
@@ -159,23 +175,23 @@ class _Detail(_Lenient):
 
 
 class _GroupRef(_Lenient):
-    groupId: str  # noqa: N815
+    groupId: _SgId  # noqa: N815
     userId: str | None = None  # noqa: N815
 
 
 class _CreatedRule(_Lenient):
     """An item of `responseElements.securityGroupRuleSet`: the rules the call really created."""
 
-    groupId: str  # noqa: N815
-    securityGroupRuleId: str  # noqa: N815
+    groupId: _SgId  # noqa: N815
+    securityGroupRuleId: _SgrId  # noqa: N815
     isEgress: bool  # noqa: N815
     ipProtocol: str | int  # noqa: N815
-    fromPort: int = -1  # noqa: N815
-    toPort: int = -1  # noqa: N815
+    fromPort: _Port = -1  # noqa: N815
+    toPort: _Port = -1  # noqa: N815
     cidrIpv4: NetworkField | None = None  # noqa: N815
     cidrIpv6: NetworkField | None = None  # noqa: N815
     referencedGroupInfo: _GroupRef | None = None  # noqa: N815
-    prefixListId: str | None = None  # noqa: N815
+    prefixListId: _PlId | None = None  # noqa: N815
     description: str = ""
 
 
@@ -183,30 +199,80 @@ class _Items(_Lenient):
     items: list[dict[str, Any]] = []
 
 
+class _CreatedRules(_Lenient):
+    items: list[_CreatedRule] = []
+
+
+class _IpRange(_Lenient):
+    cidrIp: NetworkField  # noqa: N815
+    description: str = ""
+
+
+class _Ipv6Range(_Lenient):
+    cidrIpv6: NetworkField  # noqa: N815
+    description: str = ""
+
+
+class _GroupPair(_Lenient):
+    groupId: _SgId  # noqa: N815
+    userId: str | None = None  # noqa: N815
+    description: str = ""
+
+
+class _PrefixListItem(_Lenient):
+    prefixListId: _PlId  # noqa: N815
+    description: str = ""
+
+
+class _IpRanges(_Lenient):
+    items: list[_IpRange] = []
+
+
+class _Ipv6Ranges(_Lenient):
+    items: list[_Ipv6Range] = []
+
+
+class _GroupPairs(_Lenient):
+    items: list[_GroupPair] = []
+
+
+class _PrefixListItems(_Lenient):
+    items: list[_PrefixListItem] = []
+
+
 class _RequestedPermission(_Lenient):
     ipProtocol: str | int  # noqa: N815
-    fromPort: int = -1  # noqa: N815
-    toPort: int = -1  # noqa: N815
-    ipRanges: _Items = _Items()  # noqa: N815
-    ipv6Ranges: _Items = _Items()  # noqa: N815
-    groups: _Items = _Items()
-    prefixListIds: _Items = _Items()  # noqa: N815
+    fromPort: _Port = -1  # noqa: N815
+    toPort: _Port = -1  # noqa: N815
+    ipRanges: _IpRanges = _IpRanges()  # noqa: N815
+    ipv6Ranges: _Ipv6Ranges = _Ipv6Ranges()  # noqa: N815
+    groups: _GroupPairs = _GroupPairs()
+    prefixListIds: _PrefixListItems = _PrefixListItems()  # noqa: N815
 
 
 class _ModifiedRuleSpec(_Lenient):
     IpProtocol: str | int
-    FromPort: int = -1
-    ToPort: int = -1
+    FromPort: _Port = -1
+    ToPort: _Port = -1
     CidrIpv4: NetworkField | None = None
     CidrIpv6: NetworkField | None = None
-    ReferencedGroupId: str | None = None
-    PrefixListId: str | None = None
+    ReferencedGroupId: _SgId | None = None
+    PrefixListId: _PlId | None = None
     Description: str = ""
 
 
 class _ModifiedRule(_Lenient):
-    SecurityGroupRuleId: str
+    SecurityGroupRuleId: _SgrId
     SecurityGroupRule: _ModifiedRuleSpec
+
+
+class _ModifyRequest(_Lenient):
+    GroupId: _SgId
+    SecurityGroupRule: list[_ModifiedRule] | _ModifiedRule  # one modified rule is logged as an object
+
+
+class _ModifyParameters(_Lenient):
+    ModifySecurityGroupRulesRequest: _ModifyRequest
 
 
 def _event_id(raw: object) -> str:
@@ -258,10 +324,10 @@ def _permissions(detail: _Detail) -> tuple[Permission, ...]:
         return _modified(request)
     created = (detail.responseElements or {}).get("securityGroupRuleSet")
     if created:
-        return tuple(_from_created(_CreatedRule.model_validate(item)) for item in _Items(**created).items)
+        return tuple(_from_created(rule) for rule in _CreatedRules.model_validate(created).items)
     direction: Direction = "egress" if detail.eventName.endswith("Egress") else "ingress"
     group_id = request.get("groupId")
-    if not isinstance(group_id, str):
+    if not (isinstance(group_id, str) and _GROUP_ID.fullmatch(group_id)):
         raise ValueError("the request names no groupId and the response lists no created rules")
     return _requested(request, group_id, direction)
 
@@ -319,24 +385,19 @@ def _requested(request: Mapping[str, Any], group_id: str, direction: Direction) 
 
 
 def _requested_sources(requested: _RequestedPermission) -> list[tuple[Source, str]]:
-    sources: list[tuple[Source, str]] = []
-    for entry in requested.ipRanges.items:
-        sources.append((ipaddress.ip_network(entry["cidrIp"], strict=False), entry.get("description", "")))
-    for entry in requested.ipv6Ranges.items:
-        sources.append((ipaddress.ip_network(entry["cidrIpv6"], strict=False), entry.get("description", "")))
-    for entry in requested.groups.items:
-        sources.append((GroupSource(entry["groupId"], entry.get("userId")), entry.get("description", "")))
-    for entry in requested.prefixListIds.items:
-        sources.append((PrefixListSource(entry["prefixListId"]), entry.get("description", "")))
-    return sources
+    return [
+        *((entry.cidrIp, entry.description) for entry in requested.ipRanges.items),
+        *((entry.cidrIpv6, entry.description) for entry in requested.ipv6Ranges.items),
+        *((GroupSource(entry.groupId, entry.userId), entry.description) for entry in requested.groups.items),
+        *((PrefixListSource(entry.prefixListId), entry.description) for entry in requested.prefixListIds.items),
+    ]
 
 
 def _modified(request: Mapping[str, Any]) -> tuple[Permission, ...]:
-    wrapper = request["ModifySecurityGroupRulesRequest"]
-    group_id = wrapper["GroupId"]
-    entries = wrapper["SecurityGroupRule"]
-    # One modified rule is logged as an object, several as a list.
-    rules = [_ModifiedRule.model_validate(entry) for entry in (entries if isinstance(entries, list) else [entries])]
+    wrapper = _ModifyParameters.model_validate(request).ModifySecurityGroupRulesRequest
+    group_id = wrapper.GroupId
+    entries = wrapper.SecurityGroupRule
+    rules = entries if isinstance(entries, list) else [entries]
     return tuple(
         Permission(
             group_id=group_id,
@@ -395,7 +456,7 @@ class ObjectCreated:
 
 class _S3Object(_Lenient):
     key: str
-    size: int | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
     etag: str = Field(min_length=1)
     version_id: str | None = Field(None, alias="version-id")
 
@@ -411,7 +472,7 @@ class _S3Detail(_Lenient):
 
 class _ClassicObject(_Lenient):
     key: str
-    size: int | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
     eTag: str = Field(min_length=1)  # noqa: N815 - S3's field names
     versionId: str | None = None  # noqa: N815
 
@@ -423,9 +484,13 @@ class _ClassicS3(_Lenient):
 
 class _ClassicRecord(_Lenient):
     eventName: str  # noqa: N815
-    awsRegion: str  # noqa: N815
+    awsRegion: _RegionName  # noqa: N815
     responseElements: dict[str, Any] = {}  # noqa: N815
     s3: _ClassicS3
+
+
+class _ClassicNotification(_Lenient):
+    Records: Annotated[list[_ClassicRecord], Field(min_length=1)]  # S3 never sends an empty one
 
 
 def parse_object_created(raw: Mapping[str, Any]) -> tuple[ObjectCreated, ...]:
@@ -437,7 +502,7 @@ def parse_object_created(raw: Mapping[str, Any]) -> tuple[ObjectCreated, ...]:
     event_id = _event_id(raw)
     try:
         if isinstance(raw, Mapping) and "Records" in raw:
-            return tuple(_classic(_ClassicRecord.model_validate(record)) for record in raw["Records"])
+            return tuple(_classic(record) for record in _ClassicNotification.model_validate(raw).Records)
         envelope = _Envelope.model_validate(raw)
         if raw.get("source") != "aws.s3" or raw.get("detail-type") != "Object Created":
             raise IgnoredEvent(event_id, f"{raw.get('source')} {raw.get('detail-type')!r} is not an S3 upload")
@@ -457,3 +522,36 @@ def _classic(record: _ClassicRecord) -> ObjectCreated:
     obj = record.s3.object
     key = unquote_plus(obj.key)
     return ObjectCreated(request_id, record.awsRegion, record.s3.bucket.name, key, obj.size, obj.eTag, obj.versionId)
+
+
+class LenientCloudWatchEvent:
+    """The event object Chalice hands an `on_cw_event` or `schedule` handler, read without trusting it.
+
+    Chalice's own `CloudWatchEvent` reads the nine envelope fields with `event[...]` when Chalice builds
+    it, before any middleware or handler runs: an event missing one (hand-written, replayed, forwarded
+    by a rule with an input transformer) fails the invocation with a KeyError inside Chalice, which
+    EventBridge then retries, and which nothing of ours logs or counts. app.py installs this class as
+    those handlers' `event_class`. It has the same attributes (None when the field is missing, any
+    value as given) and the same `to_dict()`, the raw event untouched, so the bot's own parser reports
+    the event as malformed (log, `MalformedEvents`, skip) like any other.
+
+    Duck-typed rather than a subclass: chalicelib does not import chalice (`opsbots` runs without it),
+    and all Chalice and its middleware use is `event_class(event, context)`, `to_dict()` and `context`.
+    """
+
+    def __init__(self, event_dict: Any, context: Any) -> None:
+        self._event_dict = event_dict
+        self.context = context
+        fields: Mapping[str, Any] = event_dict if isinstance(event_dict, Mapping) else {}
+        self.version: Any = fields.get("version")
+        self.account: Any = fields.get("account")
+        self.region: Any = fields.get("region")
+        self.detail: Any = fields.get("detail")
+        self.detail_type: Any = fields.get("detail-type")
+        self.source: Any = fields.get("source")
+        self.time: Any = fields.get("time")
+        self.event_id: Any = fields.get("id")
+        self.resources: Any = fields.get("resources")
+
+    def to_dict(self) -> Any:
+        return self._event_dict

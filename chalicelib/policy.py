@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -49,6 +49,7 @@ _ZONE_NAME = re.compile(
     r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
 )
 _MAX_PORT = 65535
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _PLAIN_MESSAGES: Final = {
     "tuple_type": "Input should be a list",
     "model_type": "Input should be a mapping",
@@ -717,12 +718,15 @@ def _validation_problem(
 
 
 def _location(where: _YamlPath) -> str:
+    """`rules[0].ports`; a key that is not a plain name is quoted (`tags['team name']`): one problem, one line."""
     text = ""
     for part in where:
         if isinstance(part, int):
             text += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.fullmatch(part):
             text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
     return text
 
 
@@ -730,14 +734,33 @@ def _message(model: type[StrictModel], details: ErrorDetails) -> str:
     if details["type"] == "value_error":
         return str(details.get("ctx", {}).get("error", details["msg"]))
     if details["type"] == "extra_forbidden":
-        return f"unknown field; expected one of: {', '.join(_field_names_at(model, details['loc'][:-1]))}"
+        names = _field_names_at(model, details["loc"][:-1])
+        return f"unknown field; expected one of: {', '.join(names)}" if names else "unknown field"
     return _PLAIN_MESSAGES.get(details["type"], details["msg"])
 
 
 def _field_names_at(model: type[StrictModel], where: _YamlPath) -> list[str]:
+    """The fields of the model at `where`, through optional fields and lists; [] if no model is there."""
     annotation: Any = model
     for part in where:
-        while type(None) in get_args(annotation):
-            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
-        annotation = get_args(annotation)[0] if isinstance(part, int) else annotation.model_fields[part].annotation
-    return list(annotation.model_fields)
+        if isinstance(part, int):
+            annotation = _item_type(annotation)
+        else:
+            found = _model_in(annotation)
+            annotation = found.model_fields[part].annotation if found and part in found.model_fields else None
+    found = _model_in(annotation)
+    return list(found.model_fields) if found else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: itself, or the one in `X | None` (or any union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, (_model_in(argument) for argument in get_args(annotation))), None)
+
+
+def _item_type(annotation: Any) -> Any:
+    """What a list field holds: `tuple[X, ...]`, in `tuple[X, ...] | None` or in any union."""
+    if get_origin(annotation) in (tuple, list):
+        return get_args(annotation)[0]
+    return next(filter(None, (_item_type(argument) for argument in get_args(annotation))), None)

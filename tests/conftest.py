@@ -28,6 +28,17 @@ for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OPSBOTS_IDEMPOTENCY_TABLE",
     os.environ.pop(variable, None)
 
 import pytest  # noqa: E402 - the environment above must be set first
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE; without it Hypothesis keeps its own `default` (or `ci`
+# when it detects CI): 100 examples per property test, the seven fuzz targets in tests/fuzz included (~700
+# examples, mostly against moto, in `make test`). `fuzz` is `make fuzz`: 2,000 examples per test (14,000 over
+# the fuzz targets), no deadline, and no complaint that generating examples is slow.
+settings.register_profile(
+    "fuzz", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).resolve().parent / "events"

@@ -1,0 +1,178 @@
+"""Every bot's entry point, fed mutated sample events against moto: it returns a summary, never raises.
+
+One `mock_aws` and one estate per test, not per example: the examples share it. The samples' ids are
+swapped for ids moto holds after mutation (`with_ids`), so an example that is still valid really
+revokes and emails, writes records, renders thumbnails, takes snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from chalicelib import dns, sg_guard, snapshots, thumbnails
+from tests.conftest import EVENTS, HOME, MEMBER, load_event
+from tests.fuzz import estate
+from tests.fuzz.estate import with_ids
+from tests.fuzz.mutations import mutated, mutated_json
+
+pytestmark = pytest.mark.fuzz
+
+# No max_examples here: the profile decides (tests/conftest.py). The examples share one estate.
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+SG_EVENTS = sorted(path.stem for path in EVENTS.glob("sg-*.json"))
+EC2_EVENTS = sorted(path.stem for path in EVENTS.glob("ec2-state-*.json"))
+S3_EVENTS = ["s3-object-created", "s3-notification-put"]
+SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
+MESSAGES = [estate.unit_message(account) for account in (HOME, MEMBER)]
+
+
+def mutated_sample(names: list[str], depth: int = 1_000) -> st.SearchStrategy[Any]:
+    """One of the named samples, mutated (with its sample ids, for `with_ids` to make real)."""
+    return st.sampled_from(names).flatmap(lambda name: mutated(SAMPLES[name], depth=depth))
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[estate.World]:
+    # A region that does not exist answers as AWS would (it is just an endpoint), not with moto's KeyError.
+    monkeypatch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    with mock_aws():
+        yield estate.World.build()
+
+
+@pytest.fixture
+def sg_ids(world: estate.World) -> dict[str, str]:
+    return estate.security_group_ids(world, SG_EVENTS)
+
+
+@pytest.fixture
+def dns_ids(world: estate.World) -> dict[str, str]:
+    return estate.dns_ids(world)
+
+
+@pytest.fixture
+def upload_ids(world: estate.World) -> dict[str, str]:
+    return estate.upload_ids(world)
+
+
+@pytest.fixture
+def volumes(world: estate.World) -> None:
+    estate.snapshot_volumes(world)
+
+
+def summary(result: Any) -> dict[str, Any]:
+    """What a handler returns is a dict Lambda can send back as JSON."""
+    assert isinstance(result, dict), result
+    json.dumps(result)
+    return result
+
+
+def test_the_unmutated_samples_do_real_work(
+    world: estate.World, sg_ids: dict[str, str], dns_ids: dict[str, str], upload_ids: dict[str, str], volumes: None
+) -> None:
+    # Given the estate the fuzz targets use
+    # When each sample is handled as it is
+    judged = {name: sg_guard.handle_change(with_ids(SAMPLES[name], sg_ids), **world.sg_kwargs()) for name in SG_EVENTS}
+    running = dns.handle_state_change(
+        with_ids(SAMPLES["ec2-state-running"], dns_ids), policies=world.policies, deps=world.dns_deps()
+    )
+    uploads = [
+        thumbnails.handle_upload(
+            with_ids(SAMPLES[name], upload_ids), policy=world.policies.thumbnails, deps=world.thumbnail_deps()
+        )
+        for name in S3_EVENTS
+    ]
+    bodies = [json.dumps(message) for message in MESSAGES]
+    taken = snapshots.work_on(bodies, policies=world.policies.snapshots, deps=world.snapshot_deps())
+    # Then the bots act: rules reverted (home and member), records written, thumbnails rendered, snapshots taken
+    assert judged["sg-authorize-ingress-ssh-world"]["status"] == "reverted", judged
+    assert judged["sg-authorize-ingress-cross-account"]["status"] == "reverted", judged
+    assert all(result["status"] != "malformed" for result in judged.values()), judged
+    assert running["added"] > 0, running
+    assert [upload["status"] for upload in uploads] == ["written", "up-to-date"], uploads
+    assert (taken["taken"], taken["failed"]) == (2, []), taken
+
+
+@FUZZ
+@given(event=mutated_sample(SG_EVENTS))
+def test_the_security_group_guard_survives_mutated_events(
+    world: estate.World, sg_ids: dict[str, str], event: Any
+) -> None:
+    summary(sg_guard.handle_change(with_ids(event, sg_ids), **world.sg_kwargs()))
+
+
+@FUZZ
+@given(event=mutated_sample(EC2_EVENTS))
+def test_the_dns_bot_survives_mutated_events(world: estate.World, dns_ids: dict[str, str], event: Any) -> None:
+    summary(dns.handle_state_change(with_ids(event, dns_ids), policies=world.policies, deps=world.dns_deps()))
+
+
+@FUZZ
+@given(event=mutated_sample(S3_EVENTS))
+def test_the_thumbnail_bot_survives_mutated_events(world: estate.World, upload_ids: dict[str, str], event: Any) -> None:
+    deps = world.thumbnail_deps()
+    summary(thumbnails.handle_upload(with_ids(event, upload_ids), policy=world.policies.thumbnails, deps=deps))
+
+
+# Reported, not fixed here (chalicelib/snapshots.py belongs to another change): Unit.from_message takes
+# role_arn, region and now as they come, and run_unit then fails outside its ClientError/BotoCoreError net.
+REPORTED_SNAPSHOT_DEFECTS: dict[str, tuple[str, Any, type[Exception]]] = {
+    "role-arn-not-text": ("role_arn", [None], TypeError),  # unhashable type: 'list', in Clients.client (aws.py)
+    "region-empty": ("region", "", ValueError),  # botocore: Invalid endpoint: https://ec2..amazonaws.com
+    "now-without-timezone": ("now", "2026-11-23T01:00:00", TypeError),  # naive - aware, in window_start
+}
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+")
+_REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+
+
+def reaches_a_reported_snapshot_defect(body: str) -> bool:
+    """A message `Unit.from_message` accepts with a role that is no ARN, a region that is no region name, or
+    a time without a timezone: each reaches one of REPORTED_SNAPSHOT_DEFECTS (or, in moto, a worse echo of it)."""
+    try:
+        unit = snapshots.Unit.from_message(body)
+    except (ValueError, KeyError, TypeError):
+        return False  # dropped as malformed: the worker's own check works
+    role_ok = unit.role_arn is None or (isinstance(unit.role_arn, str) and bool(_ROLE_ARN.fullmatch(unit.role_arn)))
+    return not (role_ok and _REGION_NAME.fullmatch(unit.region) and unit.now.tzinfo is not None)
+
+
+@FUZZ
+@given(bodies=st.lists(st.sampled_from(MESSAGES).flatmap(mutated_json), min_size=1, max_size=3))
+def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volumes: None, bodies: list[str]) -> None:
+    bodies = [body for body in bodies if not reaches_a_reported_snapshot_defect(body)]
+    summary(snapshots.work_on(bodies, policies=world.policies.snapshots, deps=world.snapshot_deps()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        pytest.param(
+            *defect,
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=defect[2],
+                reason="reported: snapshots.Unit.from_message does not check the message; once it does, drop "
+                "this mark and the filter in test_the_snapshot_worker_survives_mutated_messages",
+            ),
+            id=name,
+        )
+        for name, defect in REPORTED_SNAPSHOT_DEFECTS.items()
+    ],
+)
+def test_a_malformed_snapshot_message_is_dropped(
+    world: estate.World, volumes: None, field: str, value: Any, error: type[Exception]
+) -> None:
+    # Given the home unit's message with one field wrong
+    body = json.dumps({**MESSAGES[0], field: value})
+    # When the worker receives it
+    result = snapshots.work_on([body], policies=world.policies.snapshots, deps=world.snapshot_deps())
+    # Then it is dropped as malformed: no unit run, nothing failed
+    assert (result["units"], result["failed"]) == (0, []), result
