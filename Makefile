@@ -17,13 +17,21 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 demo: $(BIN)/activate
 	$(BIN)/python -m demo
 
-# Benchmarks (bench/README.md), each writing its table to bench/results/<name>.md: the snapshot bot
-# against moto's HTTP server, then the thumbnail render path against naive Pillow and libvips. pyvips is
-# for the bench only; if it cannot be installed, the thumbnail table just has no libvips rows.
+# Benchmarks (bench/README.md): every section against its peer, one table each, all written to
+# bench/results/latest.md. The peers (Cloud Custodian, libvips) live in their own venv, made here from
+# bench/requirements.txt and never part of the Lambda; if it cannot be made, their rows say "not run".
+PEERS := bench/.venv-peers
+
+$(PEERS)/.installed: bench/requirements.txt
+	rm -rf $(PEERS)
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
 bench: $(BIN)/activate
-	-$(BIN)/pip install --quiet -r bench/requirements.txt
-	$(BIN)/python -m bench.snapshots
-	$(BIN)/python -m bench.thumbnails
+	-$(MAKE) $(PEERS)/.installed
+	$(BIN)/python -m bench.suite
 
 # tests/test_packaging.py runs `make package` (chalice package + cfn-lint) once, inside pytest.
 test: lint pytest

@@ -201,9 +201,14 @@ def high_water_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _dimensions(output: Output) -> tuple[int, int]:
+def _dimensions(output: Output, kind: str) -> tuple[int, int]:
     if isinstance(output, tuple):
         return output
+    if kind == "vips":  # the peers' venv has libvips, not Pillow
+        import pyvips
+
+        image = pyvips.Image.new_from_buffer(output, "")
+        return int(image.width), int(image.height)
     from PIL import Image
 
     with Image.open(io.BytesIO(output)) as image:
@@ -226,7 +231,7 @@ def work(spec: Mapping[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "imports_kib": imports_kib,
         "peak_kib": peak_kib,
-        "dimensions": [_dimensions(output) for output in outputs],
+        "dimensions": [_dimensions(output, spec["kind"]) for output in outputs],
         "bytes": [len(output) for output in outputs if isinstance(output, bytes)],
     }
 
@@ -276,16 +281,27 @@ class Result:
         )
 
 
-def vips_version() -> str | None:
-    """pyvips and libvips versions, or None when pyvips or its library cannot be loaded."""
-    try:
-        import pyvips
-    except (ImportError, OSError):
-        return None
-    return f"pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)})"
+VIPS_VERSION = (
+    "import pyvips; print(f'pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)}."
+    "{pyvips.version(2)})')"
+)
 
 
-def plan(image: Path, repeat: int, with_vips: bool) -> list[Row]:
+def vips_python() -> tuple[str, str] | None:
+    """The interpreter that has pyvips and its library (the peers' venv, made by `make bench`, else this
+    one), with the versions; None when neither can load it."""
+    from bench.common import peer_python
+
+    for python in (peer_python(), Path(sys.executable)):
+        if python is None:
+            continue
+        done = subprocess.run([str(python), "-c", VIPS_VERSION], cwd=ROOT, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return str(python), done.stdout.strip()
+    return None
+
+
+def plan(image: Path, repeat: int, vips: str | None) -> list[Row]:
     from chalicelib.policy import ThumbnailSize
     from chalicelib.thumbnails import Dimensions, decode_request, fit
 
@@ -300,13 +316,16 @@ def plan(image: Path, repeat: int, with_vips: bool) -> list[Row]:
         fits = [fit(source, ThumbnailSize(**size)) for size in sizes]
         targets = tuple((geometry.width, geometry.height) for geometry in fits)
         spec = {**base, "sizes": list(sizes), "targets": [list(target) for target in targets]}
-        rows += [Row(case, kind, {**spec, "kind": kind}, targets) for kind in ("ours", "naive", "vips")]
-    return [row for row in rows if with_vips or row.approach != "vips"]
+        rows += [Row(case, kind, {**spec, "kind": kind}, targets) for kind in ("ours", "naive")]
+        if vips:
+            rows.append(Row(case, "vips", {**spec, "kind": "vips", "python": vips}, targets))
+    return rows
 
 
 def measure(row: Row) -> Sample:
-    """The row's approach in a fresh `python -m bench.thumbnails --worker` process."""
-    command = [sys.executable, "-m", "bench.thumbnails", "--worker", json.dumps(row.spec)]
+    """The row's approach in a fresh `python -m bench.thumbnails --worker` process (libvips': the peers' venv)."""
+    python = row.spec.get("python", sys.executable)
+    command = [python, "-m", "bench.thumbnails", "--worker", json.dumps(row.spec)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{row.approach} {row.case} failed:\n{done.stderr}")
@@ -403,9 +422,12 @@ def report(results: Sequence[Result], data: bytes, arguments: argparse.Namespace
     from bench.machine import header
 
     libraries = f", libjpeg-turbo {features.version('libjpeg_turbo')}, libwebp {features.version('webp')}"
-    peer = vips or "pyvips not importable: no libvips rows (`pip install -r bench/requirements.txt`)"
+    peer = vips or "pyvips not importable: no libvips rows (`make bench` installs it in bench/.venv-peers)"
     lines = [
         *header("Thumbnail render benchmark", "Pillow", note=f"{libraries}; {peer}"),
+        "",
+        "## Thumbnails: the render path against the naive Pillow path and libvips",
+        "",
         f"- cpu: {_cpu()}",
         f"- image: generated {WIDTH}x{HEIGHT} JPEG, quality {JPEG_QUALITY}, 4:2:0, sRGB ICC profile, "
         f"{len(data) / 1e6:.1f} MB, sha256 {hashlib.sha256(data).hexdigest()[:12]} (seed {SEED})",
@@ -428,12 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.worker:
         print(json.dumps(work(json.loads(arguments.worker))))
         return 0
-    vips = vips_version()
+    found = vips_python()
+    vips = found[1] if found else None
     with tempfile.TemporaryDirectory(prefix="opsbots-bench-") as directory:
         image = Path(directory) / "24mp.jpg"
         data = generate(image)
         print(f"{image}: {WIDTH}x{HEIGHT}, {len(data) / 1e6:.1f} MB; {vips or 'no pyvips'}", flush=True)
-        results = run_rows(plan(image, arguments.repeat, with_vips=vips is not None), arguments.rounds)
+        results = run_rows(plan(image, arguments.repeat, found[0] if found else None), arguments.rounds)
     text = report(results, data, arguments, vips)
     print("\n" + text)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)

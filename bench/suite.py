@@ -1,0 +1,126 @@
+"""`python -m bench.suite` (`make bench`): every section, one after the other, into bench/results/latest.md.
+
+Each section runs as `python -m bench.<section> --out bench/results/<section>.md` in a process of
+its own (its own moto, its own environment), prints its table, and writes its file; this then
+writes latest.md: the date, the machine and the peers' versions once, the targets of every section
+in one list, and every section's tables. A section that fails is reported there and makes the
+suite exit 1 after the others have run; a missed target does not (it says MISSED), except in the
+thumbnail section, which exits 1 on a missed target or a wrong thumbnail size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import RESULTS, ROOT, peer_python
+from bench.machine import header
+
+# (module, title): the issue's order.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("coldstart", "1. Cold start"),
+    ("sg_event", "2. Security-group event"),
+    ("snapshots", "3. Snapshots"),
+    ("dns", "4. DNS"),
+    ("thumbnails", "5. Thumbnails"),
+    ("package_size", "6. Deployment size"),
+)
+PEER_PACKAGES = ("c7n", "pyvips", "boto3")
+# What the suite passes to a section beyond --out, to keep `make bench` under 10 minutes on 2 CPUs.
+ARGUMENTS: dict[str, tuple[str, ...]] = {"thumbnails": ("--rounds", "1")}
+
+
+@dataclass(frozen=True)
+class Section:
+    module: str
+    title: str
+    seconds: float
+    exit_code: int
+    body: str  # the section's markdown from its first "## " heading; or why it failed
+
+    @property
+    def targets(self) -> list[str]:
+        lines = self.body.splitlines()
+        marks = ("Targets at", "Result (")
+        return [line for line in lines if "(met)" in line or "MISSED" in line or line.startswith(marks)]
+
+
+def run_section(module: str, title: str, out: Path) -> Section:
+    print(f"\n===== {title}: python -m bench.{module}", flush=True)
+    started = time.perf_counter()
+    command = [sys.executable, "-m", f"bench.{module}", "--out", str(out), *ARGUMENTS.get(module, ())]
+    done = subprocess.run(command, cwd=ROOT, check=False)
+    seconds = time.perf_counter() - started
+    text = out.read_text() if out.exists() and out.stat().st_mtime >= time.time() - seconds - 1 else ""
+    body = text[text.index("## ") :] if "## " in text else ""
+    if done.returncode:
+        failed = f"**Failed**: `python -m bench.{module}` exited {done.returncode} (see its output in the log)."
+        body = f"## {title}\n\n{failed}\n\n{body}"
+    print(f"===== {title}: {seconds:.0f} s, exit {done.returncode}", flush=True)
+    return Section(module, title, seconds, done.returncode, body)
+
+
+def peer_versions() -> str:
+    python = peer_python()
+    if python is None:
+        return "peers' venv missing (bench/.venv-peers): peer rows not run"
+    code = (
+        "from importlib.metadata import version, PackageNotFoundError\n"
+        f"for name in {PEER_PACKAGES!r}:\n"
+        "    try: print(f'{name} {version(name)}', end=', ')\n"
+        "    except PackageNotFoundError: print(f'{name} missing', end=', ')\n"
+    )
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return f"peers' venv (bench/.venv-peers): {done.stdout.strip().rstrip(',')}"
+
+
+def latest(sections: Sequence[Section], seconds: float, load: tuple[float, float, float]) -> str:
+    lines = [
+        *header("Benchmarks: opsbots against the peers users would deploy instead", "boto3", "moto", "chalice"),
+        f"- {peer_versions()}",
+        f"- load average when the run started: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (timings on a busy "
+        "machine move by a third or more; compare the ratios, and the call counts, which do not move)",
+        f"- `make bench`: {seconds:.0f} s in all ("
+        + ", ".join(f"{s.title.split('. ')[1].lower()} {s.seconds:.0f} s" for s in sections)
+        + ")",
+        "",
+        "## Targets",
+        "",
+    ]
+    for section in sections:
+        status = "" if section.exit_code == 0 else f" (**section failed, exit {section.exit_code}**)"
+        lines += [f"**{section.title}**{status}", ""]
+        lines += [line if line.startswith("- ") else f"- {line}" for line in section.targets] + [""]
+    for section in sections:
+        lines += ["", section.body.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    chosen = [(module, title) for module, title in SECTIONS if not arguments.only or module in arguments.only]
+    load = os.getloadavg()
+    started = time.perf_counter()
+    sections = [run_section(module, title, arguments.results / f"{module}.md") for module, title in chosen]
+    text = latest(sections, time.perf_counter() - started, load)
+    (arguments.results / "latest.md").write_text(text)
+    print("\n" + text)
+    print(f"written to {arguments.results / 'latest.md'}")
+    return 1 if any(section.exit_code for section in sections) else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", choices=[module for module, _ in SECTIONS], help="run only these")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the results files go")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
