@@ -742,6 +742,7 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     target = deps.clients.target_for(change.account_id, change.region, policies.accounts)
     if target is None:
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
+        metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
         return {"event_id": change.event_id, "status": "unmanaged-account"}
     instance = describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
     owner = owner_of(change.account_id, change.region, change.instance_id)
