@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from collections.abc import Callable
 from functools import cache
@@ -841,11 +840,9 @@ def test_a_header_declaring_too_many_pixels_is_rejected_before_decoding(bomb: st
     # Given a few hundred bytes whose header declares more than 100 million pixels
     data = BOMBS[bomb]()
     # When it is rendered with the default limit
-    started = time.perf_counter()
+    # Then it is refused on the header alone (Pillow's bomb check runs in open(), before any decode)
     with pytest.raises(UnusableImageError, match="too many pixels"):
         render(data, [box()], output_format="webp", quality=80, max_pixels=MAX_PIXELS)
-    # Then it is refused on the header alone: decoding even the smallest would take seconds and gigabytes
-    assert time.perf_counter() - started < 1.0
 
 
 def test_max_pixels_is_respected_to_the_pixel() -> None:
