@@ -7,7 +7,7 @@ from typing import Any
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSourceHandler, Rate, SQSEvent
 
 from chalicelib import dns, sg_guard, snapshots, thumbnails
-from chalicelib.events import SECURITY_GROUP_CALLS, LenientCloudWatchEvent
+from chalicelib.events import SECURITY_GROUP_CALLS, LenientCloudWatchEvent, delivery_id
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
 from chalicelib.settings import Settings
@@ -38,7 +38,13 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     runtime = current()
-    return sg_guard.sweep(policies=runtime.policies, clients=runtime.clients, notifier_for=runtime.notifier_for)
+    return sg_guard.sweep(
+        policies=runtime.policies,
+        clients=runtime.clients,
+        notifier_for=runtime.notifier_for,
+        once=runtime.once(event.context),
+        event_id=delivery_id(event),
+    )
 
 
 @app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]})
@@ -57,7 +63,11 @@ def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
 def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
     runtime = current()
     return snapshots.take_snapshots(
-        policies=runtime.policies.snapshots, accounts=runtime.policies.accounts, deps=runtime.snapshots
+        policies=runtime.policies.snapshots,
+        accounts=runtime.policies.accounts,
+        deps=runtime.snapshots,
+        once=runtime.once(event.context),
+        event_id=delivery_id(event),
     )
 
 
@@ -65,7 +75,10 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
 def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     runtime = current()
     return snapshots.work_on(
-        (record.body for record in event), policies=runtime.policies.snapshots, deps=runtime.snapshots
+        (record.body for record in event),
+        policies=runtime.policies.snapshots,
+        deps=runtime.snapshots,
+        once=runtime.once(event.context),
     )
 
 

@@ -54,7 +54,7 @@ from chalicelib.dns import (
 )
 from chalicelib.policy import Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
-from demo.environment import moto_server
+from demo.environment import create_table, moto_server
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -184,25 +184,7 @@ def build_estate(endpoint: str) -> Estate:
 
 
 def _tables(dynamodb: DynamoDBClient) -> None:
-    dynamodb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "record", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "record", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(dynamodb, "DnsRegistryTable")
     dynamodb.create_table(  # the peer creates it on its first run; here it already exists
         TableName=PEER_TABLE,
         KeySchema=[{"AttributeName": "InstanceId", "KeyType": "HASH"}],

@@ -48,6 +48,7 @@ from bench.common import (
     write_result,
 )
 from bench.machine import header
+from demo.environment import create_table
 
 FUNCTION = "on_security_group_change"
 IDEMPOTENCY_TABLE = "opsbots-idempotency"
@@ -72,12 +73,7 @@ def _ours_estate() -> GroupFactory:
     import boto3
 
     boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
-    boto3.client("dynamodb", region_name=REGION).create_table(
-        TableName=IDEMPOTENCY_TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(boto3.client("dynamodb", region_name=REGION), "IdempotencyTable")
     return GroupFactory(boto3.client("ec2", region_name=REGION))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chalicelib.observability import logger, metrics
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -54,5 +56,15 @@ class DynamoDBOnce:
         return self
 
     def __call__(self, step: str, event_id: str, action: Callable[[], Result]) -> Result:
-        result: Result = self._run(key={"step": step, "event_id": event_id}, action=action)
+        ran = False
+
+        def run_and_mark() -> Result:
+            nonlocal ran
+            ran = True
+            return action()
+
+        result: Result = self._run(key={"step": step, "event_id": event_id}, action=run_and_mark)
+        if not ran:  # every invocation reports something, and a redelivery storm shows on a graph
+            logger.info("delivered before: the first delivery's result stands", extra={"step": step, "id": event_id})
+            metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
         return result

@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -437,30 +438,35 @@ class Registry:
 
     def mark_unwritten(self, entry: OwnedRecord) -> None:
         """Route53 may not hold this claimed record: flag it, so the next plan writes it again."""
-        try:
+        with _unless_owned_by_another():
             self._db.put_item(
-                TableName=self._table,
-                Item={**_item(entry), "unwritten": {"BOOL": True}},
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": {"S": entry.owner}},
+                TableName=self._table, Item={**_item(entry), "unwritten": {"BOOL": True}}, **_owned_by(entry.owner)
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
 
     def release(self, entry: OwnedRecord) -> None:
-        try:
+        with _unless_owned_by_another():
             self._db.delete_item(
-                TableName=self._table,
-                Key={"record": {"S": _registry_key(entry.record)}},
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": {"S": entry.owner}},
+                TableName=self._table, Key={"record": {"S": _registry_key(entry.record)}}, **_owned_by(entry.owner)
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
+
+
+def _owned_by(owner: str) -> dict[str, Any]:
+    """The condition that makes a registry write touch only an entry `owner` still holds."""
+    return {
+        "ConditionExpression": "#owner = :owner",
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": {":owner": {"S": owner}},
+    }
+
+
+@contextmanager
+def _unless_owned_by_another() -> Iterator[None]:
+    """An entry another owner took (or that is gone) is left as it is: that is the condition doing its job."""
+    try:
+        yield
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
 
 
 def _registry_key(record: Record) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
 from chalicelib.observability import logger, metrics
 
 Direction = Literal["ingress", "egress"]
@@ -136,8 +137,8 @@ NetworkField = Annotated[Network, BeforeValidator(_network)]
 _Port = Annotated[int, Field(ge=-1, le=65535)]
 # Checked because they end up in endpoint names and ARNs: an event that names no real account or
 # region (forwarded, hand-written, corrupted) is malformed, not a reason to call AWS somewhere odd.
-_AccountId = Annotated[str, Field(pattern=r"^[0-9]{12}$")]
-_RegionName = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")]
+_AccountId = Annotated[str, Field(pattern=anchored(ACCOUNT_ID))]
+_RegionName = Annotated[str, Field(pattern=anchored(REGION_NAME))]
 # Likewise the ids the guard sends back to EC2 (describe, revoke): anything else cannot name a real one.
 _GROUP_ID = re.compile(r"sg-[0-9a-f]+")
 _SgId = Annotated[str, Field(pattern=rf"^{_GROUP_ID.pattern}$")]
@@ -555,3 +556,10 @@ class LenientCloudWatchEvent:
 
     def to_dict(self) -> Any:
         return self._event_dict
+
+
+def delivery_id(event: Any) -> str | None:
+    """The id EventBridge gives a delivery, which its retries keep; None when the event carries no usable one
+    (the run then goes unguarded rather than keyed on a value every such event would share)."""
+    event_id = getattr(event, "event_id", None)
+    return event_id if isinstance(event_id, str) and event_id.strip() else None

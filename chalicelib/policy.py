@@ -36,15 +36,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
+
 _YamlPath = tuple[str | int, ...]
 _Item = TypeVar("_Item")
 
 _PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?")
 _RULE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 _ROLE_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_ACCOUNT_ID = re.compile(r"\d{12}")
 _ZONE_NAME = re.compile(
     r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
 )
@@ -123,10 +123,10 @@ def _parse_sources(value: object) -> object:
 
 def _parse_account_id(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
-        if _ACCOUNT_ID.fullmatch(str(value)) is None:
+        if ACCOUNT_ID.fullmatch(str(value)) is None:
             raise ValueError(f"{value!r} is not an account id: account ids are 12 digits; quote them in YAML")
         return str(value)
-    if isinstance(value, str) and _ACCOUNT_ID.fullmatch(value) is None:
+    if isinstance(value, str) and ACCOUNT_ID.fullmatch(value) is None:
         raise ValueError(f"{value!r} is not an account id: account ids are 12 digits")
     return value
 
@@ -138,7 +138,7 @@ def _non_empty(items: tuple[_Item, ...]) -> tuple[_Item, ...]:
 
 
 def _string_schema(pattern: re.Pattern[str]) -> WithJsonSchema:
-    return WithJsonSchema({"type": "string", "pattern": f"^{pattern.pattern}$"})
+    return WithJsonSchema({"type": "string", "pattern": anchored(pattern)})
 
 
 Protocol = Literal["tcp", "udp", "icmp", "icmpv6"]
@@ -161,10 +161,10 @@ _Sources = Annotated[
 ]
 _Email = Annotated[str, _matching(_EMAIL, "an email address"), _string_schema(_EMAIL)]
 _RuleName = Annotated[str, _matching(_RULE_NAME, "a rule name (a-z, 0-9 and '-')"), _string_schema(_RULE_NAME)]
-_Region = Annotated[str, _matching(_REGION, "an AWS region name"), _string_schema(_REGION)]
+_Region = Annotated[str, _matching(REGION_NAME, "an AWS region name"), _string_schema(REGION_NAME)]
 _Regions = _NonEmpty[_Region]
 _RoleName = Annotated[str, _matching(_ROLE_NAME, "an IAM role name"), _string_schema(_ROLE_NAME)]
-_AccountId = Annotated[str, BeforeValidator(_parse_account_id), _string_schema(_ACCOUNT_ID)]
+_AccountId = Annotated[str, BeforeValidator(_parse_account_id), _string_schema(ACCOUNT_ID)]
 
 
 def _duplicate_message(values: Sequence[str], collection: str, what: str) -> str | None:

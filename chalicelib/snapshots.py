@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import notify
 from chalicelib.aws import Target
 from chalicelib.dedupe import always
+from chalicelib.names import ACCOUNT_ID, REGION_NAME, ROLE_ARN
 from chalicelib.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -192,15 +194,40 @@ class Unit:
 
     @classmethod
     def from_message(cls, body: str) -> Unit:
+        """The unit a queue message names; ValueError for anything the scheduler would not have written.
+
+        Every field ends up in an endpoint name, an ARN or a time comparison, so each is checked here
+        rather than failing later, outside the unit's own error handling.
+        """
         data = json.loads(body)
-        return cls(
-            account_id=str(data["account_id"]),
-            account_name=str(data["account_name"]),
-            region=str(data["region"]),
-            role_arn=data.get("role_arn"),
-            policies=tuple(str(name) for name in data["policies"]),
-            now=datetime.fromisoformat(data["now"]),
+        if not isinstance(data, dict):
+            raise ValueError("a snapshot message is a JSON object")
+        role_arn, policies, now = data.get("role_arn"), data["policies"], data["now"]
+        unit = cls(
+            account_id=_matching(ACCOUNT_ID, data["account_id"], "account_id"),
+            account_name=_text(data["account_name"], "account_name"),
+            region=_matching(REGION_NAME, data["region"], "region"),
+            role_arn=None if role_arn is None else _matching(ROLE_ARN, role_arn, "role_arn"),
+            policies=tuple(_text(name, "policies") for name in policies) if isinstance(policies, list) else (),
+            now=datetime.fromisoformat(_text(now, "now")),
         )
+        if not unit.policies:
+            raise ValueError("policies: a list of at least one policy name")
+        if unit.now.tzinfo is None:
+            raise ValueError(f"now: {now!r} has no timezone")
+        return unit
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}: {value!r} is not a non-empty string")
+    return value
+
+
+def _matching(pattern: re.Pattern[str], value: object, field: str) -> str:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise ValueError(f"{field}: {value!r} is not valid")
+    return value
 
 
 def plan_units(

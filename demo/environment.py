@@ -6,10 +6,13 @@ when the app's logger is built, and boto3 must never see a real profile or real 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 REGION = "eu-west-1"
 HOME = "123456789012"  # moto's default account: the Lambda's own account in the demo
@@ -70,3 +73,16 @@ def moto_server() -> Iterator[str]:
     finally:
         os.environ.pop("AWS_ENDPOINT_URL", None)
         server.stop()
+
+
+# What CreateTable takes of an AWS::DynamoDB::Table's properties (the rest is settings moto ignores).
+_CREATE_TABLE_FIELDS = ("TableName", "KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode")
+
+
+def create_table(dynamodb: Any, logical_id: str) -> str:
+    """Create a table exactly as deploy/resources.json declares it (`IdempotencyTable`, `DnsRegistryTable`),
+    so the demo, tests and benchmarks run against the shape that is deployed; returns its name."""
+    resources = json.loads((Path(__file__).parent.parent / "deploy" / "resources.json").read_text())["Resources"]
+    properties = resources[logical_id]["Properties"]
+    dynamodb.create_table(**{key: properties[key] for key in _CREATE_TABLE_FIELDS if key in properties})
+    return str(properties["TableName"])

@@ -18,7 +18,7 @@ import boto3
 from chalice.test import Client
 
 from demo import show
-from demo.environment import HOME, MEMBER, REGION
+from demo.environment import HOME, MEMBER, REGION, create_table
 
 if TYPE_CHECKING:
     from moto.ses.models import Message
@@ -107,13 +107,8 @@ def build(endpoint: str) -> Stage:
         ),
     )
     home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
-    home.session.client("dynamodb").create_table(
-        TableName=IDEMPOTENCY_TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    create_dns_registry(home.session.client("dynamodb"))
+    create_table(home.session.client("dynamodb"), "IdempotencyTable")
+    create_table(home.session.client("dynamodb"), "DnsRegistryTable")
     os.environ.update(
         OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE, OPSBOTS_EXTERNAL_ID=EXTERNAL_ID, OPSBOTS_DNS_TABLE=DNS_TABLE
     )
@@ -124,29 +119,6 @@ def build(endpoint: str) -> Stage:
     current.cache_clear()  # the container's runtime re-reads the environment set above
     lambdas = Client(app, stage_name="dev", project_dir=str(ROOT)).lambda_
     return Stage(endpoint, home, member, lambdas)
-
-
-def create_dns_registry(dynamodb: DynamoDBClient) -> None:
-    """The DNS bot's registry, shaped as deploy/ declares it: key `record`, index `by-owner` (owner, record)."""
-    dynamodb.create_table(
-        TableName=DNS_TABLE,
-        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "record", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": DNS_OWNER_INDEX,
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "record", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 def introduce(stage: Stage) -> None:

@@ -56,14 +56,16 @@ DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{snapshots.MANAG
 # Logical id in the template -> (exact actions granted, memory MB, timeout s).
 FUNCTIONS = {
     "OnSecurityGroupChange": (SG_GUARD | LOGS | XRAY | IDEMPOTENCY, 256, 30),
-    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY, 512, 300),
+    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY | IDEMPOTENCY, 512, 300),
     "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY, 256, 30),
     "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY, 1024, 600),
-    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY, 512, 900),
-    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME, 512, 900),
+    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY | IDEMPOTENCY, 512, 900),
+    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME | IDEMPOTENCY, 512, 900),
     "OnImageUploaded": (THUMBNAILS | LOGS | XRAY, 1769, 60),
 }
 DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
+# Those that must not act twice on a redelivery: the SG event, and the schedules and worker that email.
+GUARDED_FUNCTIONS = ("OnSecurityGroupChange", "SweepSecurityGroups", "TakeSnapshots", "SnapshotWorker")
 SNAPSHOT_FUNCTIONS = ("TakeSnapshots", "SnapshotWorker")
 SHIPPED = (
     "app.py",
@@ -196,8 +198,9 @@ def test_functions_assume_only_the_member_role(resources: dict[str, Any], functi
     assert assumes == ({MEMBER_ROLE_ARN} if "sts:AssumeRole" in FUNCTIONS[function][0] else set())
 
 
-def test_idempotency_access_is_limited_to_its_table(resources: dict[str, Any]) -> None:
-    statements = _statements(resources, "OnSecurityGroupChange")
+@pytest.mark.parametrize("function", GUARDED_FUNCTIONS)
+def test_idempotency_access_is_limited_to_its_table(resources: dict[str, Any], function: str) -> None:
+    statements = _statements(resources, function)
 
     for action in IDEMPOTENCY:
         assert _resources_of(statements, action) == {IDEMPOTENCY_TABLE_ARN}
@@ -370,13 +373,18 @@ def test_only_the_scheduler_gets_the_snapshot_queue(resources: dict[str, Any], f
         assert SNAPSHOT_QUEUE not in variables
 
 
-def test_only_the_event_handler_gets_the_idempotency_table(resources: dict[str, Any]) -> None:
-    handler = resources["OnSecurityGroupChange"]["Properties"]["Environment"]["Variables"]
-    sweep = resources["SweepSecurityGroups"]["Properties"]["Environment"]["Variables"]
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_only_the_guarded_functions_get_the_idempotency_table(resources: dict[str, Any], function: str) -> None:
+    variables = resources[function]["Properties"]["Environment"]["Variables"]
 
-    assert handler["OPSBOTS_IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
-    assert handler["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables, not replacing them
-    assert "OPSBOTS_IDEMPOTENCY_TABLE" not in sweep
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables, not replacing them
+    if function in GUARDED_FUNCTIONS:
+        assert variables[IDEMPOTENCY_TABLE] == {"Ref": "IdempotencyTable"}
+        assert FUNCTIONS[function][0] >= IDEMPOTENCY
+    else:
+        assert IDEMPOTENCY_TABLE not in variables
+        statements = _statements(resources, function)
+        assert all(IDEMPOTENCY_TABLE_ARN not in _resources_of(statements, action) for action in IDEMPOTENCY)
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
@@ -386,7 +394,6 @@ def test_only_the_dns_functions_get_the_dns_table(resources: dict[str, Any], fun
     assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables
     if function in DNS_FUNCTIONS:
         assert variables[DNS_TABLE] == {"Ref": "DnsRegistryTable"}
-        assert IDEMPOTENCY_TABLE not in variables
     else:
         assert DNS_TABLE not in variables
 

@@ -13,6 +13,8 @@ from moto import mock_aws
 from moto.ses.models import ses_backends
 
 from chalicelib.aws import Clients
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE
+from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT
 
 if TYPE_CHECKING:
@@ -74,6 +76,16 @@ def member_client(service: str) -> Any:
     )
 
 
+class LambdaContext:
+    """The parts of Lambda's context object the run-once guard reads."""
+
+    function_name = "opsbots-test"
+    aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
 def counting_clients() -> tuple[Clients, list[str]]:
     """Clients whose home-account calls are recorded by operation name, through a botocore hook."""
     calls: list[str] = []
@@ -91,14 +103,16 @@ def estate(fresh_runtime: None) -> Iterator[Estate]:
 
 @pytest.fixture
 def idempotency_table(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
-    boto3.client("dynamodb").create_table(
-        TableName="opsbots-idempotency",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    monkeypatch.setenv("OPSBOTS_IDEMPOTENCY_TABLE", "opsbots-idempotency")
-    return "opsbots-idempotency"
+    table = create_table(boto3.client("dynamodb"), "IdempotencyTable")
+    monkeypatch.setenv(IDEMPOTENCY_TABLE, table)
+    return table
+
+
+@pytest.fixture
+def dns_registry(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
+    table = create_table(boto3.client("dynamodb"), "DnsRegistryTable")
+    monkeypatch.setenv(DNS_TABLE, table)
+    return table
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ played three times in one estate, on its own resources each time:
 In the last two every change is made first and the events arrive late. The end state of each copy
 must equal the in-order copy's, and no email may be sent twice. The schedules are checked as the same
 scheduled event delivered twice, and the snapshot worker as repeated SQS messages; those two carry
-the run-once guard over the idempotency table that `app.py` is to pass them (see the xfail below).
+the run-once guard over the idempotency table that `app.py` passes them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from chalicelib.runtime import current
 from chalicelib.snapshots import WINDOW, Unit
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
-from tests.functional.conftest import Estate, sent_emails, tcp
+from tests.functional.conftest import Estate, LambdaContext, sent_emails, tcp
 from tests.functional.faults import Faults, body_names, report_faults
 from tests.functional.test_dns import Network, state_event
 from tests.functional.test_sg_guard import SSH_EVENT_GROUP, SSH_EVENT_RULE, calls_to
@@ -304,14 +304,6 @@ def run_once(table: str) -> dedupe.Once:
     return dedupe.DynamoDBOnce(table, boto3.client("dynamodb")).bind(LambdaContext())
 
 
-class LambdaContext:
-    function_name = "opsbots-test"
-    aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 def one_policy_per_copy(policies_dir: Path) -> None:
     """The shipped daily policy once per copy of the scenario, each selecting its own volumes."""
     path = policies_dir / "snapshots.yml"
@@ -427,12 +419,6 @@ def test_the_same_snapshot_schedule_twice_takes_and_reports_once(
     assert len(sent_emails()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py does not pass the run-once guard and the event id yet: sg_guard.sweep(..., "
-    "once=runtime.once(event.context), event_id=event.event_id); likewise snapshots.take_snapshots, and "
-    "snapshots.work_on(..., once=runtime.once(event.context))",
-)
 def test_a_duplicate_scheduled_event_reports_once_through_the_app(
     estate: Estate, app_client: Client, idempotency_table: str, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from chalicelib.runtime import current
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import Estate, counting_clients
 from tests.functional.faults import answer_with_error
+from tests.network import public_subnet, zones
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -75,48 +76,14 @@ class Network:
         )
 
 
-def subnet(ec2: EC2Client, cidr: str) -> tuple[str, str]:
-    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
-    subnet_id = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"))["Subnet"]["SubnetId"]
-    ec2.modify_subnet_attribute(SubnetId=subnet_id, MapPublicIpOnLaunch={"Value": True})
-    return vpc, subnet_id
-
-
 @pytest.fixture
-def network(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> Network:
-    boto3.client("dynamodb").create_table(
-        TableName="opsbots-dns",
-        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "record", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "record", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    monkeypatch.setenv("OPSBOTS_DNS_TABLE", "opsbots-dns")
-    home_vpc, home_subnet = subnet(estate.home_ec2, "10.0.0.0/16")
-    member_vpc, member_subnet = subnet(estate.member_ec2, "10.1.0.0/16")
+def network(estate: Estate, dns_registry: str) -> Network:
+    home_vpc, home_subnet = public_subnet(estate.home_ec2, "10.0.0.0/16")
+    member_vpc, member_subnet = public_subnet(estate.member_ec2, "10.1.0.0/16")
     route53 = boto3.client("route53")
-    zones = {}
-    for name, vpc in (("example.com", None), ("internal.example.com", home_vpc), ("10.in-addr.arpa", home_vpc)):
-        private = {"HostedZoneConfig": {"PrivateZone": True, "Comment": ""}, "VPC": {"VPCRegion": REGION, "VPCId": vpc}}
-        zone = route53.create_hosted_zone(Name=name, CallerReference=name, **(private if vpc else {}))["HostedZone"]
-        zones[name] = zone["Id"].rsplit("/", 1)[-1]
-        if vpc:
-            route53.associate_vpc_with_hosted_zone(
-                HostedZoneId=zones[name], VPC={"VPCRegion": REGION, "VPCId": member_vpc}
-            )
-    return Network(route53, zones, home_subnet, member_subnet, estate.member_ec2, estate.home_ec2)
+    return Network(
+        route53, zones(route53, home_vpc, member_vpc), home_subnet, member_subnet, estate.member_ec2, estate.home_ec2
+    )
 
 
 def state_event(instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:

@@ -65,7 +65,8 @@ from chalicelib.runtime import current
 from chalicelib.settings import SNAPSHOT_QUEUE
 from chalicelib.sg_guard import NotificationError
 from tests.conftest import FAKE_AWS, HOME, MEMBER, REGION, ROOT, load_event
-from tests.functional.conftest import SENDER, Estate, member_client, sent_emails, tcp
+from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
+from tests.network import public_subnet, zones
 from tests.test_packaging import FUNCTIONS as PACKAGED
 from tests.test_packaging import LOGS, MEMBER_ACCOUNT_ACTIONS, XRAY
 
@@ -98,18 +99,7 @@ GUARD_IN_MEMBERS = frozenset(
         "ec2:RevokeSecurityGroupEgress",
     }
 )
-SNAPSHOTS_IN_MEMBERS = frozenset(
-    {
-        "ec2:DescribeVolumes",
-        "ec2:DescribeInstances",
-        "ec2:DescribeSnapshots",
-        "ec2:CreateSnapshot",
-        "ec2:CreateSnapshots",
-        "ec2:CreateTags",
-        "ec2:CopySnapshot",
-        "ec2:DeleteSnapshot",
-    }
-)
+SNAPSHOTS_IN_MEMBERS = frozenset(action for action in snapshots.PERMISSIONS if action.startswith("ec2:"))
 # What each function's scenarios do in the member account, through opsbots-member.
 MEMBER_USE: dict[str, frozenset[str]] = {
     "on_security_group_change": frozenset({"ec2:DescribeSecurityGroups", "ec2:RevokeSecurityGroupIngress"}),
@@ -717,6 +707,27 @@ def sdk_without_return_values_on_condition_check_failure(bot: Bot) -> Iterator[N
         events.unregister("provide-client-params.dynamodb.PutItem", drop)
 
 
+class CrashedRunError(Exception):
+    pass
+
+
+def crash() -> dict[str, Any]:
+    raise CrashedRunError
+
+
+def a_crashed_run_leaves_no_record(step: str) -> None:
+    """The guard's third path, as the function's role: a run that raises deletes its record, so the retry runs.
+
+    The other two (a first delivery, and a redelivery read back) are the handler's own runs; a crash is
+    not something its real paths can be made to do, so the guard the runtime built is driven directly.
+    """
+    once = current().once(LambdaContext())
+    with enforced():
+        with pytest.raises(CrashedRunError):
+            once(step, "crashed-delivery", crash)
+        assert once(step, "crashed-delivery", lambda: {"retried": True}) == {"retried": True}
+
+
 def test_on_security_group_change(
     iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, idempotency_table: str
 ) -> None:
@@ -766,7 +777,9 @@ def test_on_security_group_change(
     iam.assert_least_privilege(bot)
 
 
-def test_sweep_security_groups(iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path) -> None:
+def test_sweep_security_groups(
+    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, idempotency_table: str
+) -> None:
     # Given SSH open to the internet and to a prefix list, at home and in the member account (and every
     # group's default egress rule open to the internet, which the egress rule forbids)
     rules = []
@@ -774,15 +787,19 @@ def test_sweep_security_groups(iam: Iam, estate: Estate, lambdas: Any, sg_polici
         rules += [opened(estate, tcp(22), ec2=ec2), opened(estate, from_list(22, prefix_list(ec2)), ec2=ec2)]
     bot = iam.bot("sweep_security_groups")
 
-    # When the schedule fires
+    # When the schedule fires, and EventBridge delivers it again
     with enforced():
         result = handle(lambdas, bot.function, load_event("scheduled-event"))
+        with sdk_without_return_values_on_condition_check_failure(bot):
+            again = handle(lambdas, bot.function, load_event("scheduled-event"))
 
     # Then every account was checked and reverted, and one digest went out
     assert result["failed_units"] == []
     assert result["reverted"] > len(rules)
+    assert again == result
     assert all(rule.gone(estate) for rule in rules)
     assert len(sent_emails()) == 1
+    a_crashed_run_leaves_no_record("sweep")
     iam.assert_least_privilege(bot)
 
 
@@ -799,49 +816,12 @@ class Subnets:
     member: str
 
 
-def _subnet(ec2: EC2Client, cidr: str) -> tuple[str, str]:
-    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"))["Subnet"]["SubnetId"]
-    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
-    return vpc, subnet
-
-
 @pytest.fixture
-def dns(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> Subnets:
+def dns(estate: Estate, dns_registry: str) -> Subnets:
     """The registry table, a public zone, and private forward and reverse zones both VPCs may use."""
-    boto3.client("dynamodb").create_table(
-        TableName="opsbots-dns",
-        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "record", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "record", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    monkeypatch.setenv("OPSBOTS_DNS_TABLE", "opsbots-dns")
-    home_vpc, home_subnet = _subnet(estate.home_ec2, "10.0.0.0/16")
-    member_vpc, member_subnet = _subnet(estate.member_ec2, "10.1.0.0/16")
-    route53 = boto3.client("route53")
-    route53.create_hosted_zone(Name="example.com", CallerReference="example.com")
-    for name in ("internal.example.com", "10.in-addr.arpa"):
-        zone = route53.create_hosted_zone(
-            Name=name,
-            CallerReference=name,
-            HostedZoneConfig={"PrivateZone": True, "Comment": ""},
-            VPC={"VPCRegion": REGION, "VPCId": home_vpc},  # type: ignore[typeddict-item]
-        )["HostedZone"]["Id"]
-        member = {"VPCRegion": REGION, "VPCId": member_vpc}
-        route53.associate_vpc_with_hosted_zone(HostedZoneId=zone, VPC=member)  # type: ignore[arg-type]
+    home_vpc, home_subnet = public_subnet(estate.home_ec2, "10.0.0.0/16")
+    member_vpc, member_subnet = public_subnet(estate.member_ec2, "10.1.0.0/16")
+    zones(boto3.client("route53"), home_vpc, member_vpc)
     return Subnets(home_subnet, member_subnet)
 
 
@@ -978,7 +958,12 @@ def stale_role_refused(failures: Sequence[str]) -> bool:
 
 
 def test_take_snapshots(
-    iam: Iam, estate: Estate, lambdas: Any, backups: Backups, monkeypatch: pytest.MonkeyPatch
+    iam: Iam,
+    estate: Estate,
+    lambdas: Any,
+    backups: Backups,
+    idempotency_table: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given the scheduler's two modes: without OPSBOTS_SNAPSHOT_QUEUE (`chalice deploy` sets none) it runs
     # the units itself, which is what its EC2, SES and AssumeRole grants are for; with it, it only queues
@@ -997,12 +982,15 @@ def test_take_snapshots(
             for hour in range(WINDOWS)
         ]
 
-    # And, deployed by the template with its queue, fires and only queues them
+    # And, deployed by the template with its queue, fires and only queues them, once however often delivered
     monkeypatch.setenv(SNAPSHOT_QUEUE, backups.queue_url)
     current.cache_clear()
     bot.install()
     with enforced():
         queued = handle(lambdas, bot.function, load_event("scheduled-event"))
+        with sdk_without_return_values_on_condition_check_failure(bot):
+            assert handle(lambdas, bot.function, load_event("scheduled-event")) == queued
+    a_crashed_run_leaves_no_record("take-snapshots")
 
     # Then snapshots were taken, pruned and copied in both accounts, ops heard of the stale one each run,
     # and one message per account x region was queued
@@ -1012,7 +1000,15 @@ def test_take_snapshots(
     assert all(stale_role_refused(result["failed"]) for result in results)
     assert len(sent_emails()) == WINDOWS
     assert queued == {"queued": 3}
+    assert queue_depth(backups.queue_url) == 3
     iam.assert_least_privilege(bot)
+
+
+def queue_depth(queue_url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
 
 
 def consume(sqs: Any, queue_url: str, chalice: Client) -> list[dict[str, Any]]:
@@ -1035,7 +1031,7 @@ def chalice(estate: Estate) -> Iterator[Client]:
         yield client
 
 
-def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups) -> None:
+def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups, idempotency_table: str) -> None:
     bot = iam.bot("snapshot_worker")
     runtime = current()
     sqs = bot.clients.client("sqs", Target(HOME_KEY, REGION))  # the event source mapping polls as the function
@@ -1043,12 +1039,22 @@ def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups) -> None:
     results: list[dict[str, Any]] = []
 
     # When the scheduler's units of consecutive windows reach the worker through the queue
+    bodies: list[str] = []
     for hour in range(WINDOWS):
         accounts = runtime.policies.accounts
-        for unit in snapshots.plan_units(runtime.policies.snapshots, accounts, units_of(accounts, HOME), window(hour)):
-            scheduler.send_message(QueueUrl=backups.queue_url, MessageBody=unit.to_message())
+        units = snapshots.plan_units(runtime.policies.snapshots, accounts, units_of(accounts, HOME), window(hour))
+        bodies = [unit.to_message() for unit in units]
+        for body in bodies:
+            scheduler.send_message(QueueUrl=backups.queue_url, MessageBody=body)
         with enforced():
             results.extend(consume(sqs, backups.queue_url, chalice))
+
+    # And SQS delivers the last window's messages again
+    for body in bodies:
+        scheduler.send_message(QueueUrl=backups.queue_url, MessageBody=body)
+    with enforced(), sdk_without_return_values_on_condition_check_failure(bot):
+        redelivered = consume(sqs, backups.queue_url, chalice)
+    a_crashed_run_leaves_no_record("snapshot-units")
 
     # Then snapshots were taken, pruned and copied in both accounts, and the stale account's failure was told
     assert len(results) == 3 * WINDOWS
@@ -1058,6 +1064,7 @@ def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups) -> None:
     assert sum(result["taken"] for result in results) == 4 * WINDOWS
     assert sum(result["pruned"] for result in results) == 10
     assert sum(result["copied"] for result in results) == 6
+    assert redelivered == results[-len(bodies) :]  # the first delivery's results; nothing done or told again
     assert len(sent_emails()) == WINDOWS
     iam.assert_least_privilege(bot)
 

@@ -25,7 +25,9 @@ from chalicelib.notify import Notifier, SesNotifier
 from chalicelib.policy import Policies, load_policies
 from chalicelib.snapshots import SnapshotDeps, Unit
 from chalicelib.thumbnails import ThumbnailDeps
+from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
+from tests.network import public_subnet, zones
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -138,38 +140,10 @@ def security_group_ids(world: World, names: list[str]) -> dict[str, str]:
 
 def dns_ids(world: World) -> dict[str, str]:
     """A running, selected, named instance for the samples' instance, in a VPC with a private and a public zone."""
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    dynamodb.create_table(
-        TableName=DNS_TABLE,
-        KeySchema=[{"AttributeName": "record", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "record", "AttributeType": "S"},
-            {"AttributeName": "owner", "AttributeType": "S"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by-owner",
-                "KeySchema": [
-                    {"AttributeName": "owner", "KeyType": "HASH"},
-                    {"AttributeName": "record", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(boto3.client("dynamodb", region_name=REGION), "DnsRegistryTable")
     ec2 = world.ec2(HOME)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
-    ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
-    route53 = boto3.client("route53", region_name=REGION)
-    route53.create_hosted_zone(Name="example.com", CallerReference="public")
-    route53.create_hosted_zone(
-        Name="internal.example.com",
-        CallerReference="private",
-        HostedZoneConfig={"PrivateZone": True, "Comment": ""},
-        VPC={"VPCRegion": REGION, "VPCId": vpc},  # type: ignore[typeddict-item]
-    )
+    vpc, subnet = public_subnet(ec2, "10.0.0.0/16")
+    zones(boto3.client("route53", region_name=REGION), vpc)
     named = [{"Key": "Name", "Value": "app-1"}, {"Key": "opsbots:dns", "Value": "yes"}]
     instance = ec2.run_instances(
         ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=subnet, TagSpecifications=[tagged("instance", named)]
