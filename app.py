@@ -1,4 +1,8 @@
-"""Chalice wiring only: which event or schedule wakes which bot. The bots live in chalicelib/."""
+"""Chalice wiring only: which event or schedule wakes which bot. The bots live in chalicelib/.
+
+Each handler imports its bot when it first runs, not here: every handler is its own Lambda function,
+and this way a function loads only the bot it runs (chalicelib/triggers.py says why that matters).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,10 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSourceHandler, Rate, SQSEvent
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails
-from chalicelib.events import SECURITY_GROUP_CALLS, LenientCloudWatchEvent, delivery_id
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
 from chalicelib.settings import Settings
+from chalicelib.triggers import SECURITY_GROUP_CALLS, SNAPSHOT_QUEUE_NAME, LenientCloudWatchEvent, delivery_id
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -25,6 +28,8 @@ for wrapper in handler_wrappers(Settings.from_environ()):
     }
 )
 def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import sg_guard
+
     runtime = current()
     return sg_guard.handle_change(
         event.to_dict(),
@@ -37,6 +42,8 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import sg_guard
+
     runtime = current()
     return sg_guard.sweep(
         policies=runtime.policies,
@@ -49,18 +56,24 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]})
 def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import dns
+
     runtime = current()
     return dns.handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.dns)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import dns
+
     runtime = current()
     return dns.reconcile(policies=runtime.policies, deps=runtime.dns)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import snapshots
+
     runtime = current()
     return snapshots.take_snapshots(
         policies=runtime.policies.snapshots,
@@ -71,8 +84,10 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
     )
 
 
-@app.on_sqs_message(queue=snapshots.QUEUE_NAME, batch_size=1)
+@app.on_sqs_message(queue=SNAPSHOT_QUEUE_NAME, batch_size=1)
 def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
+    from chalicelib import snapshots
+
     runtime = current()
     return snapshots.work_on(
         (record.body for record in event),
@@ -84,12 +99,14 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
 
 @app.on_cw_event({"source": ["aws.s3"], "detail-type": ["Object Created"]})
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import thumbnails
+
     runtime = current()
     return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
 
 
 # Chalice reads the EventBridge envelope with event[...] before any of our code runs; read it leniently
-# instead, so an event missing a field is logged and skipped by the bot, not a KeyError (chalicelib/events.py).
+# instead, so an event missing a field is logged and skipped by the bot, not a KeyError (chalicelib/triggers.py).
 for function in app.handler_map.values():
     if isinstance(function, EventSourceHandler) and function.event_class is CloudWatchEvent:
         function.event_class = LenientCloudWatchEvent

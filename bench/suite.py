@@ -1,11 +1,15 @@
-"""`python -m bench.suite` (`make bench`): every section, one after the other, into bench/results/latest.md.
+"""`python -m bench.suite` (`make bench`): every section into bench/results/latest.md.
 
-Each section runs as `python -m bench.<section> --out bench/results/<section>.md` in a process of
-its own (its own moto, its own environment), prints its table, and writes its file; this then
-writes latest.md: the date, the machine and the peers' versions once, the targets of every section
-in one list, and every section's tables. A section that fails is reported there and makes the
-suite exit 1 after the others have run; a missed target does not (it says MISSED), except in the
-thumbnail section, which exits 1 on a missed target or a wrong thumbnail size.
+Sections run one after the other, except that the DNS and deployment-size sections (whose results
+are AWS call counts, ratios measured within one process, and sizes) run beside the long snapshot
+section: each is one process bound to one core by its GIL, and the machine has two. That keeps
+`make bench` under 10 minutes. Each section runs as `python -m bench.<section> --out
+bench/results/<section>.md` in a process of its own (its own moto, its own environment), prints its
+table, and writes its file; this then writes latest.md: the date, the machine and the peers'
+versions once, the targets of every section in one list, and every section's tables. A section that
+fails is reported there and makes the suite exit 1 after the others have run; a missed target does
+not (it says MISSED), except in the thumbnail section, which exits 1 on a missed target or a wrong
+thumbnail size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 PEER_PACKAGES = ("c7n", "pyvips", "boto3")
 # What the suite passes to a section beyond --out, to keep `make bench` under 10 minutes on 2 CPUs.
 ARGUMENTS: dict[str, tuple[str, ...]] = {"thumbnails": ("--rounds", "1")}
+# Section -> the sections that run beside it, one after the other (their output shown when they end).
+BESIDE: dict[str, tuple[str, ...]] = {"snapshots": ("dns", "package_size")}
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,15 @@ class Section:
         return [line for line in lines if "(met)" in line or "MISSED" in line or line.startswith(marks)]
 
 
-def run_section(module: str, title: str, out: Path) -> Section:
-    print(f"\n===== {title}: python -m bench.{module}", flush=True)
+def run_section(module: str, title: str, out: Path, *, quiet: bool = False) -> Section:
+    """Run one section; `quiet` holds its output back and prints it in one piece when it ends."""
+    print(f"\n===== {title}: python -m bench.{module}" + (" (beside the section running)" if quiet else ""), flush=True)
     started = time.perf_counter()
     command = [sys.executable, "-m", f"bench.{module}", "--out", str(out), *ARGUMENTS.get(module, ())]
-    done = subprocess.run(command, cwd=ROOT, check=False)
+    done = subprocess.run(command, cwd=ROOT, check=False, capture_output=quiet, text=True)
     seconds = time.perf_counter() - started
+    if quiet:
+        print(f"\n===== {title}, its output:\n{done.stdout}{done.stderr}", flush=True)
     text = out.read_text() if out.exists() and out.stat().st_mtime >= time.time() - seconds - 1 else ""
     body = text[text.index("## ") :] if "## " in text else ""
     if done.returncode:
@@ -102,12 +112,32 @@ def latest(sections: Sequence[Section], seconds: float, load: tuple[float, float
     return "\n".join(lines) + "\n"
 
 
+def run_all(chosen: Sequence[tuple[str, str]], results: Path) -> list[Section]:
+    titles = dict(chosen)
+    beside = {host: [m for m in modules if m in titles] for host, modules in BESIDE.items() if host in titles}
+    moved = {module for modules in beside.values() for module in modules}
+    done: dict[str, Section] = {}
+
+    def lane(modules: Sequence[str]) -> None:
+        for module in modules:
+            done[module] = run_section(module, titles[module], results / f"{module}.md", quiet=True)
+
+    for module, title in chosen:
+        if module in moved:
+            continue
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            running_beside = pool.submit(lane, beside.get(module, []))
+            done[module] = run_section(module, title, results / f"{module}.md")
+            running_beside.result()
+    return [done[module] for module, _ in chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     chosen = [(module, title) for module, title in SECTIONS if not arguments.only or module in arguments.only]
     load = os.getloadavg()
     started = time.perf_counter()
-    sections = [run_section(module, title, arguments.results / f"{module}.md") for module, title in chosen]
+    sections = run_all(chosen, arguments.results)
     text = latest(sections, time.perf_counter() - started, load)
     (arguments.results / "latest.md").write_text(text)
     print("\n" + text)

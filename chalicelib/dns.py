@@ -59,6 +59,7 @@ EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, 
 RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
 RUNNING = "running"
 MAX_RECORDS_PER_BATCH = 1000
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on one TransactWriteItems
 # Past this many new names, listing the zones once is cheaper than one look-up per name.
 LIST_ZONES_ABOVE = 20
 TYPES_AT_A_NAME = 20
@@ -417,24 +418,63 @@ class Registry:
         Returns None on success, else whoever holds the name now: the write is conditional, so two
         invocations racing for one name cannot both win.
         """
-        condition = "attribute_not_exists(#record) OR #owner = :owner" if holder is None else "#owner = :owner"
         try:
-            self._db.put_item(
-                TableName=self._table,
-                Item=_item(entry),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#record": "record", "#owner": "owner"}
-                if holder is None
-                else {"#owner": "owner"},
-                ExpressionAttributeValues={":owner": {"S": holder or entry.owner}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            self._db.put_item(**self._claim_request(entry, holder))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            held: Any = error.response.get("Item", {})
-            return str(held.get("owner", {}).get("S", "another owner"))
+            held: Any = error.response.get("Item")
+            return _holder(held)
         return None
+
+    def claim_free(self, entries: Sequence[OwnedRecord]) -> dict[tuple[str, str, str], str]:
+        """`claim` each of `entries` (free names), up to 100 in one call; returns who holds each name refused."""
+        return self._transact([(entry, {"Put": self._claim_request(entry, None)}) for entry in entries])
+
+    def release_all(self, entries: Sequence[OwnedRecord]) -> None:
+        """`release` each of `entries`, up to 100 in one call; an entry another owner took is left to it."""
+        self._transact([(entry, {"Delete": self._release_request(entry)}) for entry in entries])
+
+    def _claim_request(self, entry: OwnedRecord, holder: str | None) -> dict[str, Any]:
+        condition = "attribute_not_exists(#record) OR #owner = :owner" if holder is None else "#owner = :owner"
+        return {
+            "TableName": self._table,
+            "Item": _item(entry),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#record": "record", "#owner": "owner"}
+            if holder is None
+            else {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": {"S": holder or entry.owner}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _transact(self, writes: Sequence[tuple[OwnedRecord, dict[str, Any]]]) -> dict[tuple[str, str, str], str]:
+        """Send conditional writes in transactions of up to 100, each all or nothing.
+
+        A write whose condition fails cancels its transaction: it is dropped (its key mapped to who
+        holds the name) and the rest sent again. Any other cancellation reason is raised.
+        """
+        refused: dict[tuple[str, str, str], str] = {}
+        for start in range(0, len(writes), MAX_TRANSACTION_ITEMS):
+            batch = list(writes[start : start + MAX_TRANSACTION_ITEMS])
+            while batch:
+                try:
+                    self._db.transact_write_items(TransactItems=[write for _, write in batch])  # type: ignore[misc]
+                    break
+                except ClientError as error:
+                    reasons: list[Any] = list(error.response.get("CancellationReasons", []))
+                    codes = {reason.get("Code", "None") for reason in reasons}
+                    if (
+                        len(reasons) != len(batch)
+                        or not codes <= {"None", "ConditionalCheckFailed"}
+                        or codes == {"None"}
+                    ):
+                        raise
+                    for (entry, _), reason in zip(batch, reasons, strict=True):
+                        if reason.get("Code") == "ConditionalCheckFailed":
+                            refused[entry.record.key] = _holder(reason.get("Item"))
+                    batch = [write for write in batch if write[0].record.key not in refused]
+        return refused
 
     def mark_unwritten(self, entry: OwnedRecord) -> None:
         """Route53 may not hold this claimed record: flag it, so the next plan writes it again."""
@@ -443,11 +483,12 @@ class Registry:
                 TableName=self._table, Item={**_item(entry), "unwritten": {"BOOL": True}}, **_owned_by(entry.owner)
             )
 
-    def release(self, entry: OwnedRecord) -> None:
-        with _unless_owned_by_another():
-            self._db.delete_item(
-                TableName=self._table, Key={"record": {"S": _registry_key(entry.record)}}, **_owned_by(entry.owner)
-            )
+    def _release_request(self, entry: OwnedRecord) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Key": {"record": {"S": _registry_key(entry.record)}},
+            **_owned_by(entry.owner),
+        }
 
 
 def _owned_by(owner: str) -> dict[str, Any]:
@@ -467,6 +508,11 @@ def _unless_owned_by_another() -> Iterator[None]:
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
+
+
+def _holder(item: Mapping[str, Any] | None) -> str:
+    """Who holds a name, from the registry item a failed condition returned."""
+    return str((item or {}).get("owner", {}).get("S", "another owner"))
 
 
 def _registry_key(record: Record) -> str:
@@ -561,20 +607,7 @@ def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
     outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
     held = {(entry.owner, entry.record.name) for entry in plan.kept if entry.record.type in PRIMARY_TYPES}
     updated = _take_over(plan.updates, held, registry, outcome)
-    existing = ExistingRecords(route53, plan.claims)
-    granted = []
-    for entry in sorted(plan.claims, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
-        if entry.record.type not in PRIMARY_TYPES and (entry.owner, entry.record.value) not in held:
-            outcome.skipped.append(
-                f"{entry.record.name} {entry.record.type}: {entry.record.value} is not the instance's"
-            )
-            continue
-        holder = _claim(entry, registry, existing)
-        if holder is None:
-            granted.append(entry)
-            held.add((entry.owner, entry.record.name))
-        else:
-            outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
+    granted = _claim_free(plan.claims, held, registry, ExistingRecords(route53, plan.claims), outcome)
     sent: set[tuple[str, str, str]] = set()
     try:
         refused = _write(route53, Plan(tuple(granted), tuple(updated), plan.deletes), sent)
@@ -601,9 +634,7 @@ def _interrupted(
     for entry in (*granted, *(wanted for _, wanted in updated)):
         if entry.record.key not in sent:
             registry.mark_unwritten(entry)
-    for entry in deletes:
-        if entry.record.key in sent:
-            registry.release(entry)
+    registry.release_all([entry for entry in deletes if entry.record.key in sent])
 
 
 def _take_over(
@@ -639,26 +670,59 @@ def _settle(
             outcome.conflicts.append(
                 f"{entry.record.name} {entry.record.type}: Route53 refused it: {refused[entry.record.key]}"
             )
-    for entry in granted:
-        if entry.record.key in refused:
-            registry.release(entry)
     for current, wanted in updated:
         if wanted.record.key in refused:
             registry.claim(current, holder=wanted.owner)
-    for entry in deletes:
-        registry.release(entry)
+    registry.release_all([*(entry for entry in granted if entry.record.key in refused), *deletes])
     outcome.added = sum(entry.record.key not in refused for entry in granted)
     outcome.updated = sum(wanted.record.key not in refused for _, wanted in updated)
     outcome.removed = sum(entry.record.key not in refused for entry in deletes)
 
 
-def _claim(entry: OwnedRecord, registry: Registry, existing: ExistingRecords) -> str | None:
-    """Claim one name; returns who holds it instead, or None when it is now this owner's."""
-    holder = registry.claim(entry)
-    if holder is None and existing.hold(entry.record):
-        registry.release(entry)
-        return "a record opsbots did not write"
-    return holder
+def _claim_free(
+    claims: Sequence[OwnedRecord],
+    held: set[tuple[str, str]],
+    registry: Registry,
+    existing: ExistingRecords,
+    outcome: Outcome,
+) -> list[OwnedRecord]:
+    """Claim the plan's free names in one transaction, then give back what the instance may not keep.
+
+    Given back: a name Route53 already holds (a record opsbots did not write: checked after the claim,
+    so no other invocation can write it meanwhile), and an alias or PTR whose name the instance did
+    not get. Adds the names granted to `held`; returns the claims granted.
+    """
+    wanted_names = held | {(entry.owner, entry.record.name) for entry in claims if entry.record.type in PRIMARY_TYPES}
+    asked = [entry for entry in claims if _is_primary_or_points_into(entry, wanted_names)]
+    refused = registry.claim_free(asked)
+    granted, give_back = [], []
+    for entry in sorted(asked, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
+        holder = refused.get(entry.record.key)
+        if holder is None and not _is_primary_or_points_into(entry, held):
+            give_back.append(entry)  # its name went to someone else
+            outcome.skipped.append(_not_the_instances(entry))
+        elif holder is None and existing.hold(entry.record):
+            give_back.append(entry)
+            outcome.conflicts.append(
+                _conflict_text(Conflict(entry.record, entry.owner, "a record opsbots did not write"))
+            )
+        elif holder is None:
+            granted.append(entry)
+            held.add((entry.owner, entry.record.name))
+        else:
+            outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
+    outcome.skipped.extend(_not_the_instances(entry) for entry in claims if entry not in asked)
+    registry.release_all(give_back)
+    return granted
+
+
+def _is_primary_or_points_into(entry: OwnedRecord, names: set[tuple[str, str]]) -> bool:
+    """A CNAME or PTR is written only if its owner holds the name it points at."""
+    return entry.record.type in PRIMARY_TYPES or (entry.owner, entry.record.value) in names
+
+
+def _not_the_instances(entry: OwnedRecord) -> str:
+    return f"{entry.record.name} {entry.record.type}: {entry.record.value} is not the instance's"
 
 
 def write(route53: Route53Client, plan: Plan) -> dict[tuple[str, str, str], str]:

@@ -5,7 +5,7 @@ old events carry no rule ids, ModifySecurityGroupRules is logged in PascalCase, 
 hand-written event can be missing anything. Everything odd is turned into `MalformedEventError` or
 `IgnoredEvent` here, so a handler logs and skips it instead of crashing the batch or being retried
 forever: ids, accounts, regions and ports that cannot name anything real are malformed too, never sent
-on to AWS. `LenientCloudWatchEvent` gets every event this far, even one Chalice could not read.
+on to AWS. `triggers.LenientCloudWatchEvent` gets every event this far, even one Chalice could not read.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
 from chalicelib.observability import logger, metrics
+from chalicelib.triggers import SECURITY_GROUP_CALLS
 
 Direction = Literal["ingress", "egress"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-SECURITY_GROUP_CALLS = frozenset(
-    {"AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "ModifySecurityGroupRules"}
-)
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
 
 
@@ -523,43 +521,3 @@ def _classic(record: _ClassicRecord) -> ObjectCreated:
     obj = record.s3.object
     key = unquote_plus(obj.key)
     return ObjectCreated(request_id, record.awsRegion, record.s3.bucket.name, key, obj.size, obj.eTag, obj.versionId)
-
-
-class LenientCloudWatchEvent:
-    """The event object Chalice hands an `on_cw_event` or `schedule` handler, read without trusting it.
-
-    Chalice's own `CloudWatchEvent` reads the nine envelope fields with `event[...]` when Chalice builds
-    it, before any middleware or handler runs: an event missing one (hand-written, replayed, forwarded
-    by a rule with an input transformer) fails the invocation with a KeyError inside Chalice, which
-    EventBridge then retries, and which nothing of ours logs or counts. app.py installs this class as
-    those handlers' `event_class`. It has the same attributes (None when the field is missing, any
-    value as given) and the same `to_dict()`, the raw event untouched, so the bot's own parser reports
-    the event as malformed (log, `MalformedEvents`, skip) like any other.
-
-    Duck-typed rather than a subclass: chalicelib does not import chalice (`opsbots` runs without it),
-    and all Chalice and its middleware use is `event_class(event, context)`, `to_dict()` and `context`.
-    """
-
-    def __init__(self, event_dict: Any, context: Any) -> None:
-        self._event_dict = event_dict
-        self.context = context
-        fields: Mapping[str, Any] = event_dict if isinstance(event_dict, Mapping) else {}
-        self.version: Any = fields.get("version")
-        self.account: Any = fields.get("account")
-        self.region: Any = fields.get("region")
-        self.detail: Any = fields.get("detail")
-        self.detail_type: Any = fields.get("detail-type")
-        self.source: Any = fields.get("source")
-        self.time: Any = fields.get("time")
-        self.event_id: Any = fields.get("id")
-        self.resources: Any = fields.get("resources")
-
-    def to_dict(self) -> Any:
-        return self._event_dict
-
-
-def delivery_id(event: Any) -> str | None:
-    """The id EventBridge gives a delivery, which its retries keep; None when the event carries no usable one
-    (the run then goes unguarded rather than keyed on a value every such event would share)."""
-    event_id = getattr(event, "event_id", None)
-    return event_id if isinstance(event_id, str) and event_id.strip() else None

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
-from chalicelib.dns import DnsDeps, Registry, ZoneCache
 from chalicelib.notify import Notifier, SesNotifier
 from chalicelib.observability import logger, metrics
-from chalicelib.policy import Policies, PolicyError, load_policies
 from chalicelib.settings import DNS_TABLE, Settings
-from chalicelib.snapshots import SnapshotDeps
-from chalicelib.thumbnails import ThumbnailDeps
+
+if TYPE_CHECKING:
+    from chalicelib.dns import DnsDeps
+    from chalicelib.policy import Policies
+    from chalicelib.snapshots import SnapshotDeps
+    from chalicelib.thumbnails import ThumbnailDeps
 
 
 @dataclass
@@ -30,8 +32,11 @@ class Runtime:
     def __post_init__(self) -> None:
         self.clients = Clients(external_id=self.settings.external_id)
 
+    # The bots' modules are imported by the properties that need them: a function loads only its own bot.
     @cached_property
     def policies(self) -> Policies:
+        from chalicelib.policy import PolicyError, load_policies
+
         try:
             return load_policies(self.settings.policies_dir)
         except PolicyError as error:
@@ -57,6 +62,8 @@ class Runtime:
     def dns(self) -> DnsDeps:
         if not self.settings.dns_table:
             raise NotConfiguredError(f"{DNS_TABLE} is not set: the DNS bot needs its registry table")
+        from chalicelib.dns import DnsDeps, Registry, ZoneCache
+
         home = Target(HOME, self.clients.home_region)
         route53 = self.clients.client("route53", home)
         registry = Registry(self.clients.client("dynamodb", home), self.settings.dns_table)
@@ -64,12 +71,16 @@ class Runtime:
 
     @cached_property
     def snapshots(self) -> SnapshotDeps:
+        from chalicelib.snapshots import SnapshotDeps
+
         queue = self.settings.snapshot_queue
         sqs = self.clients.client("sqs", Target(HOME, self.clients.home_region)) if queue else None
         return SnapshotDeps(self.clients, queue, sqs, self.notifier_for)
 
     @cached_property
     def thumbnails(self) -> ThumbnailDeps:
+        from chalicelib.thumbnails import ThumbnailDeps
+
         return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
 
     def notifier_for(self, target: Target) -> Notifier:

@@ -61,7 +61,6 @@ MANAGED, POLICY, WINDOW, VOLUME, INSTANCE, COPY_OF = (
     "opsbots:instance",
     "opsbots:copy-of",
 )
-QUEUE_NAME = "opsbots-snapshots"
 CATCH_UP = timedelta(hours=6)  # a window is worked on in its first hours, so failed units are retried
 UNIT_THREADS = 8
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails
+from chalicelib import dns, sg_guard, snapshots, thumbnails, triggers
 from chalicelib.policy import load_policies
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
@@ -40,7 +40,7 @@ MEMBER_ROLE_ARN = "arn:aws:iam::*:role/opsbots-member"
 DNS_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-dns"
 DNS_INDEX_ARN = f"{DNS_TABLE_ARN}/index/*"
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
-SNAPSHOT_QUEUE_ARN = f"arn:aws:sqs:*:*:{snapshots.QUEUE_NAME}"
+SNAPSHOT_QUEUE_ARN = f"arn:aws:sqs:*:*:{triggers.SNAPSHOT_QUEUE_NAME}"
 SG_GUARD = frozenset(sg_guard.PERMISSIONS)
 DNS_EVENT = frozenset(dns.EVENT_PERMISSIONS)
 DNS_RECONCILE = frozenset(dns.RECONCILE_PERMISSIONS)
@@ -338,13 +338,13 @@ def test_merge_template_adds_the_snapshot_queue_with_its_dead_letter_queue(resou
     worker_timeout = resources["SnapshotWorker"]["Properties"]["Timeout"]
 
     assert queue["Type"] == dead_letters["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"]["QueueName"] == snapshots.QUEUE_NAME
+    assert queue["Properties"]["QueueName"] == triggers.SNAPSHOT_QUEUE_NAME
     assert queue["Properties"]["VisibilityTimeout"] >= 6 * worker_timeout  # AWS's advice for Lambda consumers
     assert queue["Properties"]["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["SnapshotDeadLetterQueue", "Arn"]},
         "maxReceiveCount": 3,
     }
-    assert dead_letters["Properties"]["QueueName"] == f"{snapshots.QUEUE_NAME}-dlq"
+    assert dead_letters["Properties"]["QueueName"] == f"{triggers.SNAPSHOT_QUEUE_NAME}-dlq"
     assert dead_letters["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert queue["Properties"]["SqsManagedSseEnabled"] is True
     assert dead_letters["Properties"]["SqsManagedSseEnabled"] is True
@@ -358,7 +358,7 @@ def test_the_worker_listens_to_the_snapshot_queue_once_it_exists(resources: dict
     assert source["Properties"]["BatchSize"] == 1
     # chalice names the queue by an ARN built from its name, so nothing orders the mapping after the
     # queue but this: SAM's mapping refers to the function, and the function waits for the queue.
-    assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{snapshots.QUEUE_NAME}")
+    assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{triggers.SNAPSHOT_QUEUE_NAME}")
     assert "SnapshotQueue" in worker["DependsOn"]
 
 

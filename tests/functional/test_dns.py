@@ -293,18 +293,21 @@ def test_aws_calls_per_event(network: Network) -> None:
         handle_state_change(state_event(instance, state), policies=policies, deps=deps)
         return list(calls)
 
-    # Then: running = describe + registry query + 3 claims + 3 name checks + one batch per zone
+    # Then: running = describe + registry query + the 3 claims in one transaction + 3 name checks + one
+    # batch per zone (Route53 takes one zone per call)
     running = count("running")
     assert running.count("DescribeInstances") == 1
+    assert running.count("TransactWriteItems") == 1
     assert running.count("ChangeResourceRecordSets") == 3
-    assert len(running) == 11
+    assert len(running) == 9
     # A repeated event only reads: describe + registry query
     assert count("running") == ["DescribeInstances", "Query"]
-    # Stopped: describe + query + one batch per zone + 3 registry deletes
+    # Stopped: describe + query + one batch per zone + the 3 registry deletes in one transaction
     network.home_ec2.stop_instances(InstanceIds=[instance])
     stopped = count("stopped")
     assert stopped.count("ChangeResourceRecordSets") == 3
-    assert len(stopped) == 8
+    assert stopped.count("TransactWriteItems") == 1
+    assert len(stopped) == 6
 
 
 def test_aws_calls_to_reconcile_a_thousand_instances(network: Network) -> None:
@@ -328,4 +331,5 @@ def test_aws_calls_to_reconcile_a_thousand_instances(network: Network) -> None:
     # 3 zones: listing (1 + 2 private zones' VPCs), one listing of each zone, and 500 UPSERTs per batch
     assert calls.count("ChangeResourceRecordSets") == 2 + 2 + 2
     assert len(route53) == 3 + 3 + 6
-    assert calls.count("PutItem") == 3000
+    assert calls.count("TransactWriteItems") == 3000 // 100  # the claims, 100 per transaction
+    assert "PutItem" not in calls

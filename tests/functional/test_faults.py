@@ -163,7 +163,7 @@ def route53_bursts(faults: Faults) -> int:
     faults.fail("route53", "ChangeResourceRecordSets", "throttle", times=2)
     faults.fail("route53", "ChangeResourceRecordSets", "throttle", code="PriorRequestNotComplete", times=1, skip=1)
     faults.fail("route53", "ListResourceRecordSets", "throttle", times=2)
-    faults.fail("dynamodb", "PutItem", "throttle", times=1)
+    faults.fail("dynamodb", "TransactWriteItems", "throttle", times=1)
     faults.fail("ec2", "DescribeInstances", "timeout", times=1)
     return 7
 

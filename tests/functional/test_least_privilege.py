@@ -32,6 +32,7 @@ What moto 5.2.5 judges (`ActionAuthenticatorMixin`, called by `BaseResponse.call
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import math
@@ -58,7 +59,7 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from moto.ec2.models import ec2_backends
 from PIL import Image
 
-from chalicelib import snapshots
+from chalicelib import snapshots, triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
 from chalicelib.runtime import current
@@ -239,8 +240,24 @@ def _nothing_more(call: Call) -> list[Need]:
 IMPLIED: dict[str, Callable[[Call], list[Need]]] = {"s3": _s3_implied, "ec2": _ec2_implied}
 
 
+# A transaction is authorized item by item, as the item's own action: IAM has no dynamodb:TransactWriteItems.
+TRANSACTION_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
 def needs(call: Call) -> list[Need]:
     """The authorizations AWS makes for one call."""
+    if (call.service, call.operation) == ("dynamodb", "TransactWriteItems"):
+        return [
+            need
+            for item in call.params["TransactItems"]
+            for kind, write in item.items()
+            for need in needs(dataclasses.replace(call, operation=TRANSACTION_ACTIONS[kind], params=write))
+        ]
     operation = RENAMED.get((call.service, call.operation), call.operation)
     action = f"{IAM_PREFIX.get(call.service, call.service)}:{operation}"
     context = tuple(sorted((f"aws:ResourceTag/{key}", value) for key, value in call.tags.items()))
@@ -941,7 +958,7 @@ def backups(iam: Iam, estate: Estate, policies_dir: Path, monkeypatch: pytest.Mo
             MaxCount=1,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Backup", "Value": "consistent"}]}],
         )
-    queue_url = boto3.client("sqs").create_queue(QueueName=snapshots.QUEUE_NAME)["QueueUrl"]
+    queue_url = boto3.client("sqs").create_queue(QueueName=triggers.SNAPSHOT_QUEUE_NAME)["QueueUrl"]
     return Backups(queue_url, volumes)
 
 
@@ -1017,7 +1034,9 @@ def consume(sqs: Any, queue_url: str, chalice: Client) -> list[dict[str, Any]]:
     results = []
     while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
         for message in messages:  # batch_size=1: one invocation per message
-            event = chalice.events.generate_sqs_event(message_bodies=[message["Body"]], queue_name=snapshots.QUEUE_NAME)
+            event = chalice.events.generate_sqs_event(
+                message_bodies=[message["Body"]], queue_name=triggers.SNAPSHOT_QUEUE_NAME
+            )
             results.append(chalice.lambda_.invoke("snapshot_worker", event).payload)
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return results
@@ -1326,7 +1345,9 @@ def test_a_message_batch_moto_does_not_judge_is_checked_as_send_message(
         queued = handle(lambdas, bot.function, load_event("scheduled-event"))
 
     assert queued == {"queued": 3}  # moto did not stop it
-    assert iam.findings(bot).not_granted == {f"sqs:SendMessage on arn:aws:sqs:{REGION}:{HOME}:{snapshots.QUEUE_NAME}"}
+    assert iam.findings(bot).not_granted == {
+        f"sqs:SendMessage on arn:aws:sqs:{REGION}:{HOME}:{triggers.SNAPSHOT_QUEUE_NAME}"
+    }
 
 
 MANAGED_ONLY = {"StringEquals": {"aws:ResourceTag/opsbots:managed": "yes"}}

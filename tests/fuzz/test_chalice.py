@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from chalicelib.events import LenientCloudWatchEvent
 from chalicelib.runtime import current
+from chalicelib.triggers import LenientCloudWatchEvent
 from tests.conftest import EVENTS, ROOT, load_event
 from tests.fuzz import estate
 from tests.fuzz.estate import with_ids

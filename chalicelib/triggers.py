@@ -1,0 +1,56 @@
+"""What wakes each bot: the CloudTrail calls, the queue, and the envelope of every EventBridge event.
+
+app.py reads only this module (and the runtime) when it is imported; each bot's own module is
+imported by its handler on first use, so a Lambda function loads the bot it runs and no other
+(pydantic's event and policy models are most of the import cost). Keep this module light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SECURITY_GROUP_CALLS = frozenset(
+    {"AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "ModifySecurityGroupRules"}
+)
+SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
+
+
+class LenientCloudWatchEvent:
+    """The event object Chalice hands an `on_cw_event` or `schedule` handler, read without trusting it.
+
+    Chalice's own `CloudWatchEvent` reads the nine envelope fields with `event[...]` when Chalice builds
+    it, before any middleware or handler runs: an event missing one (hand-written, replayed, forwarded
+    by a rule with an input transformer) fails the invocation with a KeyError inside Chalice, which
+    EventBridge then retries, and which nothing of ours logs or counts. app.py installs this class as
+    those handlers' `event_class`. It has the same attributes (None when the field is missing, any
+    value as given) and the same `to_dict()`, the raw event untouched, so the bot's own parser reports
+    the event as malformed (log, `MalformedEvents`, skip) like any other.
+
+    Duck-typed rather than a subclass: chalicelib does not import chalice (`opsbots` runs without it),
+    and all Chalice and its middleware use is `event_class(event, context)`, `to_dict()` and `context`.
+    """
+
+    def __init__(self, event_dict: Any, context: Any) -> None:
+        self._event_dict = event_dict
+        self.context = context
+        fields: Mapping[str, Any] = event_dict if isinstance(event_dict, Mapping) else {}
+        self.version: Any = fields.get("version")
+        self.account: Any = fields.get("account")
+        self.region: Any = fields.get("region")
+        self.detail: Any = fields.get("detail")
+        self.detail_type: Any = fields.get("detail-type")
+        self.source: Any = fields.get("source")
+        self.time: Any = fields.get("time")
+        self.event_id: Any = fields.get("id")
+        self.resources: Any = fields.get("resources")
+
+    def to_dict(self) -> Any:
+        return self._event_dict
+
+
+def delivery_id(event: Any) -> str | None:
+    """The id EventBridge gives a delivery, which its retries keep; None when the event carries no usable one
+    (the run then goes unguarded rather than keyed on a value every such event would share)."""
+    event_id = getattr(event, "event_id", None)
+    return event_id if isinstance(event_id, str) and event_id.strip() else None

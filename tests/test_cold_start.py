@@ -1,0 +1,40 @@
+"""What a cold start loads: the app alone loads no bot; each bot loads only what it needs.
+
+Each check runs in a fresh interpreter (this one has loaded everything for the other tests). Timings
+are `make bench`'s business; these tests pin what is imported, which is what the timings follow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+BOTS = ("chalicelib.sg_guard", "chalicelib.dns", "chalicelib.snapshots", "chalicelib.thumbnails")
+# The heavy imports: pydantic's event and policy models, YAML, Jinja2, Pillow.
+HEAVY = ("chalicelib.events", "chalicelib.policy", "pydantic", "yaml", "jinja2", "PIL")
+
+
+def loaded_by(statement: str) -> set[str]:
+    code = f"import sys; {statement}; import json; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {name.split(".")[0] if not name.startswith("chalicelib.") else name for name in json.loads(done.stdout)}
+
+
+def test_importing_the_app_loads_no_bot_and_nothing_heavy() -> None:
+    loaded = loaded_by("import app")
+
+    assert loaded & {*BOTS, *HEAVY} == set()
+    assert "boto3" in loaded  # the floor every function pays
+
+
+@pytest.mark.parametrize("bot", BOTS)
+def test_a_bot_loads_no_other_bot_and_never_pillow(bot: str) -> None:
+    loaded = loaded_by(f"import app, {bot}")
+
+    assert loaded & set(BOTS) == {bot}
+    assert "PIL" not in loaded  # only the thumbnail bot's render step imports Pillow
