@@ -59,7 +59,10 @@ EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, 
 RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
 RUNNING = "running"
 MAX_RECORDS_PER_BATCH = 1000
-MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit on one TransactWriteItems
+# An event's few registry writes go in one transaction: one round trip. Past this many (a reconcile),
+# each is written on its own: a transaction costs two write units per item, and one refused name
+# cancels it whole, so a large one would be resent once per conflict.
+TRANSACT_UP_TO = 25
 # Past this many new names, listing the zones once is cheaper than one look-up per name.
 LIST_ZONES_ABOVE = 20
 TYPES_AT_A_NAME = 20
@@ -428,12 +431,20 @@ class Registry:
         return None
 
     def claim_free(self, entries: Sequence[OwnedRecord]) -> dict[tuple[str, str, str], str]:
-        """`claim` each of `entries` (free names), up to 100 in one call; returns who holds each name refused."""
-        return self._transact([(entry, {"Put": self._claim_request(entry, None)}) for entry in entries])
+        """`claim` each of `entries` (free names); returns who holds each name refused."""
+        if len(entries) <= TRANSACT_UP_TO:
+            return self._transact([(entry, {"Put": self._claim_request(entry, None)}) for entry in entries])
+        holders = {entry.record.key: self.claim(entry) for entry in entries}
+        return {key: holder for key, holder in holders.items() if holder is not None}
 
     def release_all(self, entries: Sequence[OwnedRecord]) -> None:
-        """`release` each of `entries`, up to 100 in one call; an entry another owner took is left to it."""
-        self._transact([(entry, {"Delete": self._release_request(entry)}) for entry in entries])
+        """`release` each of `entries`; an entry another owner took is left to it."""
+        if len(entries) <= TRANSACT_UP_TO:
+            self._transact([(entry, {"Delete": self._release_request(entry)}) for entry in entries])
+            return
+        for entry in entries:
+            with _unless_owned_by_another():
+                self._db.delete_item(**self._release_request(entry))
 
     def _claim_request(self, entry: OwnedRecord, holder: str | None) -> dict[str, Any]:
         condition = "attribute_not_exists(#record) OR #owner = :owner" if holder is None else "#owner = :owner"
@@ -449,31 +460,26 @@ class Registry:
         }
 
     def _transact(self, writes: Sequence[tuple[OwnedRecord, dict[str, Any]]]) -> dict[tuple[str, str, str], str]:
-        """Send conditional writes in transactions of up to 100, each all or nothing.
+        """Send conditional writes in one transaction, all or nothing.
 
-        A write whose condition fails cancels its transaction: it is dropped (its key mapped to who
+        A write whose condition fails cancels the transaction: it is dropped (its key mapped to who
         holds the name) and the rest sent again. Any other cancellation reason is raised.
         """
         refused: dict[tuple[str, str, str], str] = {}
-        for start in range(0, len(writes), MAX_TRANSACTION_ITEMS):
-            batch = list(writes[start : start + MAX_TRANSACTION_ITEMS])
-            while batch:
-                try:
-                    self._db.transact_write_items(TransactItems=[write for _, write in batch])  # type: ignore[misc]
-                    break
-                except ClientError as error:
-                    reasons: list[Any] = list(error.response.get("CancellationReasons", []))
-                    codes = {reason.get("Code", "None") for reason in reasons}
-                    if (
-                        len(reasons) != len(batch)
-                        or not codes <= {"None", "ConditionalCheckFailed"}
-                        or codes == {"None"}
-                    ):
-                        raise
-                    for (entry, _), reason in zip(batch, reasons, strict=True):
-                        if reason.get("Code") == "ConditionalCheckFailed":
-                            refused[entry.record.key] = _holder(reason.get("Item"))
-                    batch = [write for write in batch if write[0].record.key not in refused]
+        batch = list(writes)
+        while batch:
+            try:
+                self._db.transact_write_items(TransactItems=[write for _, write in batch])  # type: ignore[misc]
+                break
+            except ClientError as error:
+                reasons: list[Any] = list(error.response.get("CancellationReasons", []))
+                codes = {reason.get("Code", "None") for reason in reasons}
+                if len(reasons) != len(batch) or not codes <= {"None", "ConditionalCheckFailed"} or codes == {"None"}:
+                    raise
+                for (entry, _), reason in zip(batch, reasons, strict=True):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        refused[entry.record.key] = _holder(reason.get("Item"))
+                batch = [write for write in batch if write[0].record.key not in refused]
         return refused
 
     def mark_unwritten(self, entry: OwnedRecord) -> None:
