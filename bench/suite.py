@@ -1,15 +1,16 @@
 """`python -m bench.suite` (`make bench`): every section into bench/results/latest.md.
 
-Sections run one after the other, except that the DNS and deployment-size sections (whose results
-are AWS call counts, ratios measured within one process, and sizes) run beside the long snapshot
-section: each is one process bound to one core by its GIL, and the machine has two. That keeps
-`make bench` under 10 minutes. Each section runs as `python -m bench.<section> --out
-bench/results/<section>.md` in a process of its own (its own moto, its own environment), prints its
-table, and writes its file; this then writes latest.md: the date, the machine and the peers'
-versions once, the targets of every section in one list, and every section's tables. A section that
-fails is reported there and makes the suite exit 1 after the others have run; a missed target does
-not (it says MISSED), except in the thumbnail section, which exits 1 on a missed target or a wrong
-thumbnail size.
+Sections run one after the other, except that the DNS, deployment-size and thumbnail sections
+(whose results are AWS call counts, sizes, and ratios of rows measured within one process, one
+after the other) run beside the long snapshot section: each is one process held to one core by its
+GIL, and the machine has two. That keeps `make bench` under 10 minutes.
+
+Each section runs as `python -m bench.<section> --out bench/results/<section>.md` in a process of
+its own (its own moto, its own environment), prints its table, and writes its file; this then
+writes latest.md: the date, the machine and the peers' versions once, the targets of every section
+in one list, and every section's tables. A section that fails is reported there and makes the suite
+exit 1 after the others have run; a missed target does not (it says MISSED), except in the
+thumbnail section, which exits 1 on a missed target or a wrong thumbnail size.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ PEER_PACKAGES = ("c7n", "pyvips", "boto3")
 # What the suite passes to a section beyond --out, to keep `make bench` under 10 minutes on 2 CPUs.
 ARGUMENTS: dict[str, tuple[str, ...]] = {"thumbnails": ("--rounds", "1")}
 # Section -> the sections that run beside it, one after the other (their output shown when they end).
-BESIDE: dict[str, tuple[str, ...]] = {"snapshots": ("dns", "package_size")}
+BESIDE: dict[str, tuple[str, ...]] = {"snapshots": ("dns", "package_size", "thumbnails")}
 
 
 @dataclass(frozen=True)
