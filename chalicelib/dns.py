@@ -692,14 +692,17 @@ def _claim_free(
     existing: ExistingRecords,
     outcome: Outcome,
 ) -> list[OwnedRecord]:
-    """Claim the plan's free names in one transaction, then give back what the instance may not keep.
+    """Claim the plan's free names (an event's few in one transaction), then give back what may not be kept.
 
     Given back: a name Route53 already holds (a record opsbots did not write: checked after the claim,
     so no other invocation can write it meanwhile), and an alias or PTR whose name the instance did
     not get. Adds the names granted to `held`; returns the claims granted.
     """
     wanted_names = held | {(entry.owner, entry.record.name) for entry in claims if entry.record.type in PRIMARY_TYPES}
-    asked = [entry for entry in claims if _is_primary_or_points_into(entry, wanted_names)]
+    asked: list[OwnedRecord] = []
+    pointing_elsewhere: list[OwnedRecord] = []
+    for entry in claims:
+        (asked if _is_primary_or_points_into(entry, wanted_names) else pointing_elsewhere).append(entry)
     refused = registry.claim_free(asked)
     granted, give_back = [], []
     for entry in sorted(asked, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
@@ -717,7 +720,7 @@ def _claim_free(
             held.add((entry.owner, entry.record.name))
         else:
             outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
-    outcome.skipped.extend(_not_the_instances(entry) for entry in claims if entry not in asked)
+    outcome.skipped.extend(_not_the_instances(entry) for entry in pointing_elsewhere)
     registry.release_all(give_back)
     return granted
 
