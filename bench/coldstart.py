@@ -45,7 +45,7 @@ from bench.common import (
     verdict,
     worker_environment,
 )
-from bench.machine import header
+from bench.machine import publish
 
 FLOOR_TARGET = 1.3  # the issue: import app within 1.3x of import boto3
 PEER_TARGET = 0.5  # and at most half of Custodian's
@@ -371,9 +371,7 @@ def run(runs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     text = run(arguments.runs)
-    if arguments.out:
-        arguments.out.write_text("\n".join(header("Cold-start benchmark", "boto3")) + "\n\n" + text)
-    print("\n" + text)
+    publish(text, arguments.out, "Cold-start benchmark", "boto3")
     return 0
 
 

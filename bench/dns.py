@@ -37,7 +37,7 @@ import boto3
 from botocore.config import Config
 
 from bench.common import HOME_ACCOUNT, REGION, RESULTS, Calls, median, ms, reset_moto, verdict
-from bench.machine import header
+from bench.machine import publish
 from chalicelib.aws import BOTO_CONFIG, HOME, Clients, Target
 from chalicelib.dns import (
     DnsDeps,
@@ -566,9 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         ours, peer = ours_events(estate, policies, arguments.events), peer_events(estate, arguments.events)
         results = reconciles(policies, arguments.reconcile, arguments.first, arguments.steady, endpoint)
     text = report(ours, peer, results, arguments.events, time.perf_counter() - started)
-    if arguments.out:
-        arguments.out.write_text("\n".join(header("DNS benchmark", "boto3", "moto")) + "\n\n" + text)
-    print("\n" + text)
+    publish(text, arguments.out, "DNS benchmark", "boto3", "moto")
     return 0
 
 

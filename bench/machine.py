@@ -6,6 +6,7 @@ import os
 import platform
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 
 
 def machine(*packages: str) -> str:
@@ -23,3 +24,12 @@ def header(title: str, *packages: str, note: str = "") -> list[str]:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine(*packages)}{note}",
     ]
+
+
+def publish(text: str, out: Path | None, title: str, *packages: str) -> None:
+    """Print a section's markdown, and write it to `out` under the header (`--out`; none: print only)."""
+    print("\n" + text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(header(title, *packages)) + "\n\n" + text)
+        print(f"written to {out}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, peer_has, peer_python, ratio, run_worker
-from bench.machine import header
+from bench.machine import publish
 
 STAGE = "prod"
 
@@ -143,9 +143,7 @@ def run() -> str:
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     text = run()
-    if arguments.out:
-        arguments.out.write_text("\n".join(header("Deployment size benchmark", "chalice")) + "\n\n" + text)
-    print("\n" + text)
+    publish(text, arguments.out, "Deployment size benchmark", "chalice")
     return 0
 
 

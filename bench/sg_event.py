@@ -47,7 +47,7 @@ from bench.common import (
     verdict,
     write_result,
 )
-from bench.machine import header
+from bench.machine import publish
 from demo.environment import create_table
 
 FUNCTION = "on_security_group_change"
@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     answers = run(arguments.events, arguments.rounds)
     events = max(1, arguments.events // arguments.rounds) * arguments.rounds
     text = report(answers, events, arguments.rounds, time.perf_counter() - started)
-    if arguments.out:
-        arguments.out.write_text("\n".join(header("Security-group event benchmark", "boto3", "moto")) + "\n\n" + text)
-    print("\n" + text)
+    publish(text, arguments.out, "Security-group event benchmark", "boto3", "moto")
     return 0
 
 

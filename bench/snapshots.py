@@ -37,7 +37,7 @@ import boto3
 import botocore.session
 
 from bench.common import Calls, verdict
-from bench.machine import header
+from bench.machine import publish
 from chalicelib.aws import Clients
 from chalicelib.notify import SesNotifier
 from chalicelib.policy import Policies, load_policies
@@ -534,11 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         if prune.to_prune:
             pruned = run_prune(endpoint, prune, policies)
     text = report(measurements, time.perf_counter() - started, (prune, pruned) if pruned else None)
-    print("\n" + text)
-    if arguments.out:
-        arguments.out.parent.mkdir(parents=True, exist_ok=True)
-        arguments.out.write_text("\n".join(header("Snapshot bot benchmark", "boto3", "moto")) + "\n\n" + text)
-        print(f"written to {arguments.out}")
+    publish(text, arguments.out, "Snapshot bot benchmark", "boto3", "moto")
     return 0
 
 
