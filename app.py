@@ -13,7 +13,13 @@ from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSour
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import current
 from chalicelib.settings import Settings
-from chalicelib.triggers import SECURITY_GROUP_CALLS, SNAPSHOT_QUEUE_NAME, LenientCloudWatchEvent, delivery_id
+from chalicelib.triggers import (
+    SECURITY_GROUP_CALLS,
+    SNAPSHOT_QUEUE_NAME,
+    LenientCloudWatchEvent,
+    delivery_id,
+    delivery_time,
+)
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -30,13 +36,12 @@ for wrapper in handler_wrappers(Settings.from_environ()):
 def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current()
+    runtime = current().acting_as("on_security_group_change")
     return sg_guard.handle_change(
         event.to_dict(),
         policies=runtime.policies,
         clients=runtime.clients,
-        notifier_for=runtime.notifier_for,
-        once=runtime.once(event.context),
+        mailer=runtime.mailer(sg_guard.BOT, event.context),
     )
 
 
@@ -44,11 +49,12 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current()
+    runtime = current().acting_as("sweep_security_groups")
     return sg_guard.sweep(
         policies=runtime.policies,
         clients=runtime.clients,
-        notifier_for=runtime.notifier_for,
+        mailer=runtime.mailer(sg_guard.BOT, event.context),
+        at=delivery_time(event),
         once=runtime.once(event.context),
         event_id=delivery_id(event),
     )
@@ -58,7 +64,7 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
 def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current()
+    runtime = current().acting_as("on_instance_state_change")
     return dns.handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.dns)
 
 
@@ -66,7 +72,7 @@ def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
 def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current()
+    runtime = current().acting_as("reconcile_dns")
     return dns.reconcile(policies=runtime.policies, deps=runtime.dns)
 
 
@@ -74,11 +80,12 @@ def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
 def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current()
+    runtime = current().acting_as("take_snapshots")
     return snapshots.take_snapshots(
         policies=runtime.policies.snapshots,
         accounts=runtime.policies.accounts,
         deps=runtime.snapshots,
+        mailer=runtime.mailer(snapshots.BOT, event.context),
         once=runtime.once(event.context),
         event_id=delivery_id(event),
     )
@@ -88,11 +95,12 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
 def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current()
+    runtime = current().acting_as("snapshot_worker")
     return snapshots.work_on(
         (record.body for record in event),
         policies=runtime.policies.snapshots,
         deps=runtime.snapshots,
+        mailer=runtime.mailer(snapshots.BOT, event.context),
         once=runtime.once(event.context),
     )
 
@@ -101,7 +109,7 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import thumbnails
 
-    runtime = current()
+    runtime = current().acting_as("on_image_uploaded")
     return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
 
 

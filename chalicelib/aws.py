@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
@@ -20,7 +21,8 @@ import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, DeferredRefreshableCredentials
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.retries.standard import OrRetryChecker, RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -41,6 +43,34 @@ BOTO_CONFIG = Config(
 )
 SESSION_NAME = "opsbots"
 HOME = "home"
+# What botocore's standard retry mode retries: throttling, 5xx, timeouts, connections that fail.
+_TRANSIENT = OrRetryChecker([TransientRetryableChecker(), ThrottledRetryableChecker()])
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def reason(error: BaseException) -> str:
+    """One line for a log, a result or an email: the AWS error code and message, or the exception."""
+    if isinstance(error, ClientError):
+        return f"{error_code(error)}: {error.response.get('Error', {}).get('Message', '')}".strip()
+    return f"{type(error).__name__}: {error}"
+
+
+def is_transient(error: BaseException) -> bool:
+    """An error botocore itself would have retried had it attempts left: trying again later may succeed.
+
+    AccessDenied, a missing ExternalId or a malformed request are not: the same call fails the same way.
+    """
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        context = RetryContext(1, parsed_response=error.response, http_response=SimpleNamespace(status_code=status))
+    elif isinstance(error, BotoCoreError):
+        context = RetryContext(1, caught_exception=error)
+    else:
+        return False
+    return bool(_TRANSIENT.is_retryable(context))
 
 
 @dataclass(frozen=True)
@@ -64,11 +94,12 @@ class MissingExternalIdError(BotoCoreError):
 class _AssumedRoleProvider(CredentialProvider):
     METHOD = "opsbots-assume-role"
 
-    def __init__(self, sts: STSClient, role_arn: str, external_id: str | None) -> None:
+    def __init__(self, sts: STSClient, role_arn: str, external_id: str | None, session_name: str) -> None:
         super().__init__()
         self._sts = sts
         self._role_arn = role_arn
         self._external_id = external_id
+        self._session_name = session_name
 
     def load(self) -> DeferredRefreshableCredentials:
         # Deferred: no STS call until the first API call that needs these credentials.
@@ -78,7 +109,7 @@ class _AssumedRoleProvider(CredentialProvider):
         if not self._external_id:
             raise MissingExternalIdError(self._role_arn)
         credentials = self._sts.assume_role(
-            RoleArn=self._role_arn, RoleSessionName=SESSION_NAME, ExternalId=self._external_id
+            RoleArn=self._role_arn, RoleSessionName=self._session_name, ExternalId=self._external_id
         )["Credentials"]
         return {
             "access_key": credentials["AccessKeyId"],
@@ -107,12 +138,22 @@ class Clients:
             self._home.events.register(event, handler)
         self._external_id = external_id
         self._config = config
-        self._sessions: dict[str, boto3.Session] = {}
-        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._session_name = SESSION_NAME
+        self._sessions: dict[tuple[str, str], boto3.Session] = {}
+        self._clients: dict[tuple[str, str, str, str], Any] = {}
         self._home_account_id: str | None = None
         # Member sessions share one loader, so the service models are read once, not once per account.
         self._loader = botocore.loaders.create_loader()
         self._lock = threading.RLock()
+
+    def act_as(self, function: str) -> None:
+        """Name the member-account sessions after the Lambda function, so member CloudTrail tells the bots apart.
+
+        A Lambda container runs one function, so in AWS this is said once per container; the tests and the demo
+        run every function in one process, and each invocation names itself before it acts.
+        """
+        with self._lock:
+            self._session_name = f"{SESSION_NAME}-{function}"[:64]
 
     @overload
     def client(self, service: Literal["ec2"], target: Target) -> EC2Client: ...
@@ -130,7 +171,7 @@ class Clients:
     def client(self, service: Literal["s3"], target: Target) -> S3Client: ...
 
     def client(self, service: str, target: Target) -> Any:
-        key = (target.role_arn or HOME, target.region, service)
+        key = (target.role_arn or HOME, self._session_name if target.role_arn else "", target.region, service)
         with self._lock:
             if key not in self._clients:
                 session = self._session(target.role_arn)
@@ -165,18 +206,19 @@ class Clients:
     def _session(self, role_arn: str | None) -> boto3.Session:
         if role_arn is None:
             return self._home
-        if role_arn not in self._sessions:
+        key = (role_arn, self._session_name)
+        if key not in self._sessions:
             sts = self.client("sts", Target(HOME, self.home_region))
             core = botocore.session.Session()
-            provider = _AssumedRoleProvider(sts, role_arn, self._external_id)
+            provider = _AssumedRoleProvider(sts, role_arn, self._external_id, self._session_name)
             core.register_component("credential_provider", CredentialResolver([provider]))
             core.register_component("data_loader", self._loader)
             for event, handler in self._handlers:
                 core.register(event, handler)
-            self._sessions[role_arn] = boto3.Session(botocore_session=core)
+            self._sessions[key] = boto3.Session(botocore_session=core)
             # boto3 appends its own data path to the loader each time; keep the shared list unique.
             self._loader.search_paths[:] = list(dict.fromkeys(self._loader.search_paths))
-        return self._sessions[role_arn]
+        return self._sessions[key]
 
 
 def units_of(accounts: AccountsPolicy, home_account_id: str) -> list[tuple[Target, str]]:

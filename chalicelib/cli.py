@@ -184,7 +184,15 @@ def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) 
             f"  {permission.direction or '?'} {sg_guard.describe_traffic(permission)} from "
             f"{sg_guard.describe_source(permission.source)} ({permission.rule_id or 'no rule id'}): {judged}\n"
         )
-    if not sg_guard.needs_action(change.permissions, policy.rules):
+    known_entries = {}
+    if change.prefix_list is not None:
+        edit = change.prefix_list
+        risky = sg_guard.risky_entries(edit.added, policy.rules)
+        added = ", ".join(str(entry) for entry in edit.added) or "nothing"
+        out.write(f"  prefix list {edit.prefix_list_id} gains {added}; forbidden as a source: ")
+        out.write(f"{', '.join(str(entry) for entry in risky) or 'none'}\n")
+        known_entries = {edit.prefix_list_id: edit.added}
+    if not sg_guard.needs_action(change, policy.rules):
         out.write("decision: compliant; no AWS call would be made\n")
         return 0
     member = policies.accounts.member(change.account_id)
@@ -193,12 +201,14 @@ def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) 
         out.write(
             f"  sts.assume_role(RoleArn='{policies.accounts.role_arn(member)}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n"
         )
-    now = datetime.now(UTC)
-    verdict = sg_guard.judge(change, policy, sg_guard.PrintingExecutor(out), now)
-    if not verdict.violations:
+    executor = sg_guard.PrintingExecutor(out, policy.rules, known_entries)
+    verdict = sg_guard.judge(change, policy, executor, datetime.now(UTC))
+    if verdict.status == "compliant":
         out.write("decision: compliant once prefix lists are resolved\n")
         return 0
-    email = sg_guard.violation_email(change, verdict, policy, member.name if member else "home", None)
+    email = sg_guard.violation_notice(change, verdict, policy, member.name if member else "home", None).render()
+    out.write(f"  dynamodb.put_item(opsbots-idempotency, notice#sg-event:{change.event_id}:{verdict.status})")
+    out.write("  # once per event and outcome\n")
     out.write(f"  sesv2.send_email(FromEmailAddress='{email.sender}', To={list(email.recipients)})\n")
     out.write(f"decision: {verdict.status} (mode: {policy.mode})\n\nSubject: {email.subject}\n\n{email.text}")
     return 0

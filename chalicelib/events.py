@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote_plus
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
 from chalicelib.observability import logger, metrics
@@ -108,7 +108,19 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class PrefixListEdit:
+    """A managed prefix list's entries changed: every group rule that references it changed with it."""
+
+    prefix_list_id: str
+    added: tuple[Network, ...]
+    removed: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True)
 class SecurityGroupChange:
+    """A call that may have opened a security group: its permissions as the event states them, or, for a
+    prefix-list edit, none (the rules that reference the list are looked up when an added entry matters)."""
+
     event_id: str
     account_id: str
     region: str
@@ -116,6 +128,7 @@ class SecurityGroupChange:
     api_call: str
     actor: Actor
     permissions: tuple[Permission, ...]
+    prefix_list: PrefixListEdit | None = None
 
 
 def normalize_protocol(value: str | int) -> str:
@@ -274,6 +287,31 @@ class _ModifyParameters(_Lenient):
     ModifySecurityGroupRulesRequest: _ModifyRequest
 
 
+class _PrefixListEntry(_Lenient):
+    # CloudTrail logs the query API's `AddEntry.N.Cidr` as `cidr`; accept the API's own spelling too.
+    cidr: NetworkField = Field(validation_alias=AliasChoices("cidr", "Cidr"))
+
+
+def _listed(value: Any) -> Any:
+    """CloudTrail logs one entry of a repeated request field as an object, several as a list, none as nothing."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, Mapping) else value
+
+
+_PrefixListEntries = Annotated[list[_PrefixListEntry], BeforeValidator(_listed)]
+
+
+class _ModifyPrefixListRequest(_Lenient):
+    PrefixListId: _PlId
+    AddEntry: _PrefixListEntries = []  # one entry is logged as an object, several as a list
+    RemoveEntry: _PrefixListEntries = []
+
+
+class _ModifyPrefixListParameters(_Lenient):
+    ModifyManagedPrefixListRequest: _ModifyPrefixListRequest
+
+
 def _event_id(raw: object) -> str:
     return str(raw.get("id", "<no id>")) if isinstance(raw, Mapping) else "<not an object>"
 
@@ -289,6 +327,7 @@ def parse_security_group_change(raw: Mapping[str, Any]) -> SecurityGroupChange:
         if detail.errorCode:
             raise IgnoredEvent(event_id, f"the call failed ({detail.errorCode}); nothing changed")
         permissions = _permissions(detail)
+        prefix_list = _prefix_list_edit(detail)
     except ValidationError as error:
         raise MalformedEventError(event_id, _summary(error)) from None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -307,6 +346,7 @@ def parse_security_group_change(raw: Mapping[str, Any]) -> SecurityGroupChange:
             user_agent=detail.userAgent,
         ),
         permissions=permissions,
+        prefix_list=prefix_list,
     )
 
 
@@ -317,8 +357,22 @@ def _summary(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def _prefix_list_edit(detail: _Detail) -> PrefixListEdit | None:
+    if detail.eventName != "ModifyManagedPrefixList":
+        return None
+    request = _ModifyPrefixListParameters.model_validate(detail.requestParameters or {})
+    edit = request.ModifyManagedPrefixListRequest
+    return PrefixListEdit(
+        edit.PrefixListId,
+        added=tuple(entry.cidr for entry in edit.AddEntry),
+        removed=tuple(entry.cidr for entry in edit.RemoveEntry),
+    )
+
+
 def _permissions(detail: _Detail) -> tuple[Permission, ...]:
     request = detail.requestParameters or {}
+    if detail.eventName == "ModifyManagedPrefixList":
+        return ()
     if detail.eventName == "ModifySecurityGroupRules":
         return _modified(request)
     created = (detail.responseElements or {}).get("securityGroupRuleSet")

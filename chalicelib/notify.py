@@ -7,15 +7,13 @@ description must not turn a security email into a phishing page or inject header
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from botocore.exceptions import BotoCoreError, ClientError
-
-from chalicelib.observability import logger, metrics
 
 if TYPE_CHECKING:
     import jinja2
@@ -34,6 +32,34 @@ class Email:
     subject: str
     text: str
     html: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An email as facts: the template to render and a JSON-able context, not the rendered text.
+
+    What the outbox stores when an email cannot be sent (chalicelib/outbox.py): a few kilobytes of facts
+    rather than two rendered bodies, and rendered by whichever invocation finally sends it.
+    """
+
+    template: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    facts: Mapping[str, Any]
+    delayed_since: str | None = None  # when SES first refused it, for an email sent late from the outbox
+
+    def render(self) -> Email:
+        context = {**self.facts, "delayed_since": self.delayed_since}
+        return _compose(self.template, self.sender, self.recipients, self.subject, context)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "recipients": list(self.recipients)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Notice:
+        fields = json.loads(text)
+        return cls(**{**fields, "recipients": tuple(fields["recipients"])})
 
 
 class Notifier(Protocol):
@@ -63,20 +89,6 @@ class SesNotifier:
         return response.get("MessageId", "")
 
 
-def send_report(notifier: Notifier, email: Email) -> str | None:
-    """Send a run's report; a failure is logged and counted, not raised.
-
-    Not retried: a re-run would find the work done and have nothing left to report, while the
-    findings are already in the log lines, and `NotificationFailures` is there to alarm on.
-    """
-    try:
-        return notifier.send(email)
-    except (ClientError, BotoCoreError) as error:
-        logger.error("report email failed", extra={"subject": email.subject, "reason": str(error)})
-        metrics.add_metric(name="NotificationFailures", unit="Count", value=1)
-        return None
-
-
 def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     flat = re.sub(r"\s+", " ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -84,10 +96,21 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
 
 def render(template: str, *, to: EmailSettings, subject: str, **context: Any) -> Email:
     """Render `templates/<template>.txt.j2` and `.html.j2` into one email from the policy's sender."""
+    return _compose(template, to.sender, to.recipients, subject, context)
+
+
+def notice(template: str, *, to: EmailSettings, subject: str, facts: Mapping[str, Any]) -> Notice:
+    """The facts of an email from the policy's sender, to render when it is sent."""
+    return Notice(template, to.sender, tuple(to.recipients), one_line(subject), facts)
+
+
+def _compose(
+    template: str, sender: str, recipients: tuple[str, ...], subject: str, context: Mapping[str, Any]
+) -> Email:
     environment = _environment()
     return Email(
-        sender=to.sender,
-        recipients=to.recipients,
+        sender=sender,
+        recipients=recipients,
         subject=one_line(subject),
         text=environment.get_template(f"{template}.txt.j2").render(**context),
         html=environment.get_template(f"{template}.html.j2").render(**context),

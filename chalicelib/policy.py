@@ -223,6 +223,9 @@ class SecurityGroupsPolicy(StrictModel):
     mode: Literal["enforce", "report"] = "enforce"
     notify: NotifySettings
     exemption_tag: Annotated[str, Field(min_length=1)] = "opsbots:exempt-until"
+    # The longest an exemption tag may keep a group's violations open, from the time it is read: a tag
+    # anyone who can open a rule can often set must not be an endless bypass.
+    max_exemption_days: Annotated[int, Field(ge=1, le=3650)] = 90
     rules: tuple[SecurityGroupRule, ...]
 
     @field_validator("rules")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
-from chalicelib.notify import Notifier, SesNotifier
 from chalicelib.observability import logger, metrics
+from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.settings import DNS_TABLE, Settings
 
 if TYPE_CHECKING:
@@ -58,6 +58,16 @@ class Runtime:
         """Run-once guard for this invocation; without a table, every step simply runs."""
         return self._dynamodb_once.bind(lambda_context) if self._dynamodb_once else dedupe.always
 
+    def acting_as(self, function: str) -> Runtime:
+        """This invocation is `function`'s: its member-account sessions carry its name."""
+        self.clients.act_as(function)
+        return self
+
+    def mailer(self, bot: str, lambda_context: Any) -> Mailer:
+        """This invocation's emails: once per key, parked in the outbox when SES fails (chalicelib/outbox.py)."""
+        request_id = getattr(lambda_context, "aws_request_id", None)
+        return mailer_for(bot, self.clients, self.settings.idempotency_table, request_id)
+
     @cached_property
     def dns(self) -> DnsDeps:
         if not self.settings.dns_table:
@@ -75,16 +85,13 @@ class Runtime:
 
         queue = self.settings.snapshot_queue
         sqs = self.clients.client("sqs", Target(HOME, self.clients.home_region)) if queue else None
-        return SnapshotDeps(self.clients, queue, sqs, self.notifier_for)
+        return SnapshotDeps(self.clients, queue, sqs)
 
     @cached_property
     def thumbnails(self) -> ThumbnailDeps:
         from chalicelib.thumbnails import ThumbnailDeps
 
         return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
-
-    def notifier_for(self, target: Target) -> Notifier:
-        return SesNotifier(self.clients.client("sesv2", target))
 
 
 class NotConfiguredError(Exception):

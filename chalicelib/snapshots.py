@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from chalicelib.aws import Clients
     from chalicelib.dedupe import Once
+    from chalicelib.outbox import Mailer
     from chalicelib.policy import AccountsPolicy, Retention, SnapshotPolicy, SnapshotsPolicy
 
 PERMISSIONS = (
@@ -480,12 +481,14 @@ def _retention_text(retention: Retention) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+BOT = "snapshots"  # the outbox's name for this bot's parked emails
+
+
 @dataclass(frozen=True)
 class SnapshotDeps:
     clients: Clients
     queue_url: str | None
     sqs: SQSClient | None
-    notifier_for: Callable[[Target], notify.Notifier]
 
 
 def take_snapshots(
@@ -493,6 +496,7 @@ def take_snapshots(
     policies: SnapshotsPolicy,
     accounts: AccountsPolicy,
     deps: SnapshotDeps,
+    mailer: Mailer,
     now: datetime | None = None,
     once: Once = always,
     event_id: str | None = None,
@@ -500,17 +504,19 @@ def take_snapshots(
     """The hourly run: fan the due units out to SQS, or run them here when there is no queue.
 
     Given the scheduled event's id and a run-once guard, a second delivery of the same event returns
-    the first run's result: nothing queued twice, no second failure email.
+    the first run's result: nothing queued twice, no second failure email. Failure emails that SES
+    refused earlier (parked by this run or a worker) are sent first.
     """
 
     def run() -> dict[str, Any]:
-        return _take_snapshots(policies, accounts, deps, now or datetime.now(UTC))
+        mailer.flush()
+        return _take_snapshots(policies, accounts, deps, mailer, now or datetime.now(UTC))
 
     return run() if event_id is None else once("take-snapshots", event_id, run)
 
 
 def _take_snapshots(
-    policies: SnapshotsPolicy, accounts: AccountsPolicy, deps: SnapshotDeps, now: datetime
+    policies: SnapshotsPolicy, accounts: AccountsPolicy, deps: SnapshotDeps, mailer: Mailer, now: datetime
 ) -> dict[str, Any]:
     units = plan_units(policies, accounts, deps.clients.units(accounts), now)
     if deps.queue_url and deps.sqs:
@@ -524,11 +530,11 @@ def _take_snapshots(
         return {"queued": len(units)}
     with ThreadPoolExecutor(max_workers=UNIT_THREADS) as pool:
         results = list(pool.map(lambda unit: run_unit(unit, policies, _ec2_for(deps.clients, unit)), units))
-    return _summarize(results, policies, deps)
+    return _summarize(results, policies, mailer)
 
 
 def work_on(
-    messages: Iterable[str], *, policies: SnapshotsPolicy, deps: SnapshotDeps, once: Once = always
+    messages: Iterable[str], *, policies: SnapshotsPolicy, deps: SnapshotDeps, mailer: Mailer, once: Once = always
 ) -> dict[str, Any]:
     """The SQS worker: one unit per message; a malformed message is logged and dropped.
 
@@ -537,10 +543,10 @@ def work_on(
     """
     bodies = list(messages)
     key = hashlib.sha256("\n".join(bodies).encode()).hexdigest()
-    return once("snapshot-units", key, lambda: _work_on(bodies, policies, deps))
+    return once("snapshot-units", key, lambda: _work_on(bodies, policies, deps, mailer))
 
 
-def _work_on(bodies: Sequence[str], policies: SnapshotsPolicy, deps: SnapshotDeps) -> dict[str, Any]:
+def _work_on(bodies: Sequence[str], policies: SnapshotsPolicy, deps: SnapshotDeps, mailer: Mailer) -> dict[str, Any]:
     results = []
     for body in bodies:
         try:
@@ -550,14 +556,14 @@ def _work_on(bodies: Sequence[str], policies: SnapshotsPolicy, deps: SnapshotDep
             metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
             continue
         results.append(run_unit(unit, policies, _ec2_for(deps.clients, unit)))
-    return _summarize(results, policies, deps)
+    return _summarize(results, policies, mailer)
 
 
 def _ec2_for(clients: Clients, unit: Unit) -> Callable[[str], EC2Client]:
     return lambda region: clients.client("ec2", Target(unit.account_id, region, unit.role_arn))
 
 
-def _summarize(results: Sequence[UnitResult], policies: SnapshotsPolicy, deps: SnapshotDeps) -> dict[str, Any]:
+def _summarize(results: Sequence[UnitResult], policies: SnapshotsPolicy, mailer: Mailer) -> dict[str, Any]:
     totals = {key: sum(getattr(r, key) for r in results) for key in ("taken", "present", "pruned", "copied")}
     failed = [f"{r.account_id}/{r.region}: {failure}" for r in results for failure in r.failed]
     for name, value in (*totals.items(), ("failed", len(failed))):
@@ -566,11 +572,12 @@ def _summarize(results: Sequence[UnitResult], policies: SnapshotsPolicy, deps: S
         logger.info("snapshot unit done", extra=asdict(result))
     failed_accounts = {r.account_id for r in results if r.failed}
     if failed and policies.notify:
-        email = notify.render(
+        notice = notify.notice(
             "snapshot_failures",
             to=policies.notify.email,
             subject=f"[opsbots] snapshots: {len(failed)} failure(s) in {len(failed_accounts)} account(s)",
-            results=results,
+            facts={"results": [asdict(result) for result in results]},
         )
-        notify.send_report(deps.notifier_for(deps.clients.home()), email)
+        # Parked if SES refuses it; the next scheduled run sends it.
+        mailer.deliver(f"snapshot-failures:{mailer.request_id}", notice)
     return {"units": len(results), **totals, "failed": failed}

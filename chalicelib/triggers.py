@@ -8,10 +8,18 @@ imported by its handler on first use, so a Lambda function loads the bot it runs
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+# Every call that can widen what a security group lets through. ModifyManagedPrefixList changes no group,
+# but a group rule that references the list opens to whatever the list gains, and no group event says so.
 SECURITY_GROUP_CALLS = frozenset(
-    {"AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "ModifySecurityGroupRules"}
+    {
+        "AuthorizeSecurityGroupIngress",
+        "AuthorizeSecurityGroupEgress",
+        "ModifySecurityGroupRules",
+        "ModifyManagedPrefixList",
+    }
 )
 SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
 
@@ -47,6 +55,17 @@ class LenientCloudWatchEvent:
 
     def to_dict(self) -> Any:
         return self._event_dict
+
+
+def delivery_time(event: Any) -> datetime | None:
+    """When EventBridge says the event happened (for a schedule: the time the run is for), or None if it
+    does not say it in a form to trust; retries of a delivery keep it, so a retried run decides alike."""
+    time = getattr(event, "time", None)
+    try:
+        parsed = datetime.fromisoformat(time) if isinstance(time, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def delivery_id(event: Any) -> str | None:

@@ -105,12 +105,12 @@ def state_change(instance_id: str, state: str, at: datetime | None = None) -> di
 
 
 @contextmanager
-def bot_calls() -> Iterator[Counter[str]]:
-    """The AWS calls the bot's own clients make meanwhile ("route53:ChangeResourceRecordSets": n); observe only."""
+def bot_calls(function: str) -> Iterator[Counter[str]]:
+    """The AWS calls `function`'s clients make meanwhile ("route53:ChangeResourceRecordSets": n); observe only."""
     from chalicelib.aws import HOME, Target
     from chalicelib.runtime import current
 
-    runtime = current()
+    runtime = current().acting_as(function)  # its member sessions are named after it
     clients = runtime.clients
     watched = (
         clients.client("ec2", Target(MEMBER, REGION, MEMBER_ROLE)),
@@ -273,7 +273,7 @@ class DnsChapter:
     def deliver(self, function: str, event: Mapping[str, Any], what: str) -> tuple[dict[str, Any], Counter[str]]:
         source = "EventBridge schedule" if function.startswith("reconcile") else "EC2 → EventBridge"
         show.step(wrapped(f"{source} invokes {function}: {what} (event {event['id'][:8]}…, time {event['time']})"))
-        with bot_calls() as calls, bot_logs() as logs:
+        with bot_calls(function) as calls, bot_logs() as logs:
             answer = self.stage.invoke(function, event)
         shown = {k: v for k, v in answer.items() if k not in {"event_id", "conflicts"}}
         show.step(wrapped(f"{function} answered {shown}"))

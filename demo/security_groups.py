@@ -8,15 +8,17 @@ the real handler, and finally checks the outcome against moto's state, not the h
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from demo import show
-from demo.environment import MEMBER, REGION
-from demo.stage import EXTERNAL_ID, MEMBER_ROLE, SENDER, Account, Stage, sample_event
+from demo.dns import bot_logs, wrapped
+from demo.environment import MEMBER, REGION, create_table
+from demo.stage import EXTERNAL_ID, IDEMPOTENCY_TABLE, MEMBER_ROLE, SENDER, Account, Stage, sample_event
 
 if TYPE_CHECKING:
     from moto.ses.models import Message
@@ -28,6 +30,9 @@ ADMIN_PORTS = "no-admin-ports-from-internet"
 SAMPLE_GROUP = "sg-0a7c3e91d54b26f80"  # the group of the ssh-world and multi samples
 SAMPLE_SSH_RULE = "sgr-0e3b7d29a5c1f8464"
 MAX_EXPOSURE_SECONDS = 10.0
+
+SAMPLE_PREFIX_LIST = "pl-0b8e4d2a6c1f93507"  # the list of the prefix-list sample
+EXEMPTION_TAG = "opsbots:exempt-until"
 
 RuleKey = tuple[str, int, int, str]
 
@@ -48,6 +53,10 @@ def rule_key(rule: SecurityGroupRuleTypeDef) -> RuleKey:
     source = rule.get("CidrIpv4") or rule.get("CidrIpv6") or rule.get("PrefixListId")
     source = source or rule.get("ReferencedGroupInfo", {}).get("GroupId", "")
     return (rule["IpProtocol"], rule.get("FromPort", -1), rule.get("ToPort", -1), source)
+
+
+def from_list(port: int, prefix_list_id: str) -> IpPermissionTypeDef:
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "PrefixListIds": [{"PrefixListId": prefix_list_id}]}
 
 
 def permission_key(permission: IpPermissionTypeDef) -> RuleKey:
@@ -97,7 +106,7 @@ def assumed_by_the_bot() -> list[Any]:
     """moto's STS record of every AssumeRole into the member account made by the bots."""
     from moto.sts.models import sts_backends
 
-    return [role for role in sts_backends[MEMBER]["aws"].assumed_roles if role.session_name == "opsbots"]
+    return [role for role in sts_backends[MEMBER]["aws"].assumed_roles if role.session_name.startswith("opsbots-")]
 
 
 @dataclass
@@ -110,8 +119,11 @@ class SecurityGroupsChapter:
         scenes: Sequence[tuple[str, Callable[[], bool]]] = (
             ("SSH opened to the whole internet in the home account", self.ssh_to_the_world),
             ("the same event delivered a second time", self.redelivery),
+            ("the run-once table is gone: the guard revokes and emails all the same", self.table_unavailable),
             ("Terraform opens five permissions in one call, one of them SSH", self.multi_permission_call),
             (f"SSH opened in member account {MEMBER}: handled through the member role", self.cross_account),
+            ("an exemption tag keeps a rule open, but never silently and never for long", self.exemption),
+            ("a prefix list gains 0.0.0.0/0: no security-group event, yet the rules using it go", self.prefix_list),
             ("a compliant change: SMTP egress to the internet", self.compliant_egress),
             ("the hourly sweep finds RDP opened with no event", self.sweep),
         )
@@ -168,8 +180,18 @@ class SecurityGroupsChapter:
         return emails
 
     def idempotency_records(self) -> list[str]:
-        items = self.stage.dynamodb.scan(TableName="opsbots-idempotency")["Items"]
-        return sorted(item.get("status", {}).get("S", "?") for item in items)
+        """The run-once table's items: here, the email ledger's (key, state)."""
+        items = self.stage.dynamodb.scan(TableName=IDEMPOTENCY_TABLE)["Items"]
+        return sorted(f"{item['id']['S']} {item.get('status', {}).get('S', '?')}" for item in items)
+
+    def tag(self, account: Account, group: str, tags: Mapping[str, str]) -> None:
+        account.ec2.create_tags(Resources=[group], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    def ssh_event(self, group: str, rule: str, at: datetime) -> dict[str, Any]:
+        """CloudTrail's event for SSH opened to the world in `group`, with an event id of its own."""
+        event = sample_event("sg-authorize-ingress-ssh-world", {SAMPLE_GROUP: group, SAMPLE_SSH_RULE: rule}, at)
+        event["id"] = str(uuid.uuid4())
+        return event
 
     # ----- scenes -------------------------------------------------------------------------------
 
@@ -232,20 +254,69 @@ class SecurityGroupsChapter:
             return checks.that(False, "scene 1 left an event to deliver again")
         event, first_answer = self.first_delivery
         sent_before, records_before = len(self.stage.emails()), self.idempotency_records()
-        show.step(f"idempotency table {len(records_before)} record(s): {', '.join(records_before)}")
+        show.step(f"the email ledger (table {IDEMPOTENCY_TABLE}): {', '.join(records_before)}")
         with bot_calls("ec2") as calls:
             answer = self.deliver("on_security_group_change", event)
         records = self.idempotency_records()
         emails = self.new_emails(sent_before)
         show.step(f"EC2 calls made by the bot: {', '.join(calls) or 'none'}; new emails: {len(emails)}")
+        show.note("the revoke never waits on the ledger: it runs again, and finds the rule already gone")
 
-        checks.that(answer == first_answer, "the second delivery gets the first delivery's answer", f"{answer}")
-        checks.that(not calls, "nothing was revoked again: the bot made no EC2 call at all", f"{calls}")
+        checks.that(
+            (answer.get("status"), first_answer.get("email"), answer.get("email")) == ("reverted", "sent", "duplicate"),
+            "the second delivery still ends reverted, and the ledger knows its email went out",
+            f"{answer}",
+        )
+        checks.that(
+            calls == ["DescribeSecurityGroups", "RevokeSecurityGroupIngress"],
+            "the revoke ran again, unguarded, and was a no-op: the rule was already gone",
+            f"{calls}",
+        )
         checks.that(not emails, "no second email", f"{len(emails)} sent")
         checks.that(
-            records == records_before and set(records) == {"COMPLETED"},
-            "the run-once records in DynamoDB are unchanged and COMPLETED",
+            records == records_before and len(records) == 1,
+            "the ledger is unchanged: one conditional write per event and outcome",
             f"{records_before} -> {records}",
+        )
+        return checks.ok
+
+    def table_unavailable(self) -> bool:
+        home, dynamodb = self.stage.home, self.stage.dynamodb
+        dynamodb.delete_table(TableName=IDEMPOTENCY_TABLE)
+        show.step(
+            f"someone deletes the DynamoDB table {IDEMPOTENCY_TABLE}, the guard's run-once table and email ledger"
+        )
+        try:
+            group = self.new_group(home, "debug-box")
+            opened_at, created = self.open(home, group, [tcp(22, description="debugging, back in 5")])
+            [rule] = created.values()
+            event = self.ssh_event(group, rule, opened_at)
+            self.announce(event, opened_at, f"tcp 22 from 0.0.0.0/0 (rule {rule})", group)
+            sent_before = len(self.stage.emails())
+            with bot_logs() as logs:
+                answer = self.deliver("on_security_group_change", event)
+            for entry in logs:
+                show.note(
+                    wrapped(f'the bot logged {entry.get("level")} "{entry.get("message")}": {entry.get("reason")}')
+                )
+            remaining = rules_of(home.ec2, group)
+            show.step(
+                f"describe_security_group_rules {group}: {rule} {'is STILL THERE' if rule in remaining else 'is gone'}"
+            )
+            emails = self.new_emails(sent_before)
+        finally:
+            create_table(dynamodb, "IdempotencyTable")
+            show.step(f"the table {IDEMPOTENCY_TABLE} is created again")
+
+        checks = show.Checks()
+        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"{answer}")
+        checks.that(rule not in remaining, f"{rule} is gone: the revoke never waits on bookkeeping")
+        self._check_one_email(checks, emails)
+        messages = [entry.get("message") for entry in logs]
+        checks.that(
+            "the email ledger is unavailable: sending without it (at least once)" in messages,
+            "the outage is logged (and counted as DedupeUnavailable): at least once, never not at all",
+            f"{messages}",
         )
         return checks.ok
 
@@ -350,6 +421,104 @@ class SecurityGroupsChapter:
         self._check_one_email(checks, emails)
         subject = emails[0].subject if emails else ""
         checks.that(f"{member.id} ({member.name})" in subject, f"the email names the member account {member}")
+        return checks.ok
+
+    def exemption(self) -> bool:
+        home = self.stage.home
+        until = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+        vendor, legacy = self.new_group(home, "vendor-jump"), self.new_group(home, "legacy-ftp")
+        self.tag(home, vendor, {EXEMPTION_TAG: until})
+        self.tag(home, legacy, {EXEMPTION_TAG: "9999-12-31"})
+        show.step(
+            f"{vendor} (vendor-jump) is tagged {EXEMPTION_TAG}={until}, 30 days from now;\n"
+            f"{legacy} (legacy-ftp) is tagged {EXEMPTION_TAG}=9999-12-31 by whoever could tag it"
+        )
+        sent_before = len(self.stage.emails())
+        answers, opened = {}, {}
+        for group in (vendor, legacy):
+            opened_at, created = self.open(home, group, [tcp(22)])
+            [opened[group]] = created.values()
+            event = self.ssh_event(group, opened[group], opened_at)
+            self.announce(event, opened_at, f"tcp 22 from 0.0.0.0/0 (rule {opened[group]})", group)
+            answers[group] = self.deliver("on_security_group_change", event)
+        kept = opened[vendor] in rules_of(home.ec2, vendor)
+        gone = opened[legacy] not in rules_of(home.ec2, legacy)
+        show.step(
+            f"describe_security_group_rules: {opened[vendor]} {'is kept' if kept else 'is GONE'}, "
+            f"{opened[legacy]} {'is gone' if gone else 'is STILL THERE'}"
+        )
+        emails = self.new_emails(sent_before)
+
+        checks = show.Checks()
+        subjects = [email.subject for email in emails]
+        bodies = " ".join(email.body for email in emails)
+        checks.that(
+            (answers[vendor].get("status"), kept) == ("exempt", True),
+            f"the exemption until {until} keeps {opened[vendor]} open",
+            f"{answers[vendor]}",
+        )
+        checks.that(
+            len(emails) == 2 and "kept (exempt)" in subjects[0] and f"exempt until {until}" in bodies,
+            "and security is still told: one email saying it was kept, and until when",
+            f"{subjects}",
+        )
+        checks.that(
+            (answers[legacy].get("status"), gone) == ("reverted", True),
+            f"9999-12-31 exempts nothing: {opened[legacy]} is revoked",
+            f"{answers[legacy]}",
+        )
+        checks.that(
+            "ignored: more than max_exemption_days (90) from now" in bodies,
+            "and its email says why the tag was ignored",
+        )
+        self.untouched += ((home.ec2, opened[vendor]),)
+        return checks.ok
+
+    def prefix_list(self) -> bool:
+        home = self.stage.home
+        ec2 = home.ec2
+        offices = ec2.create_managed_prefix_list(
+            PrefixListName="partner-offices",
+            MaxEntries=5,
+            AddressFamily="IPv4",
+            Entries=[{"Cidr": "10.8.0.0/16", "Description": "partner office VPN"}],
+        )["PrefixList"]["PrefixListId"]
+        ssh_group, web_group = self.new_group(home, "partner-ssh"), self.new_group(home, "partner-web")
+        _, ssh_rules = self.open(home, ssh_group, [from_list(22, offices)])
+        _, web_rules = self.open(home, web_group, [from_list(443, offices)])
+        [ssh], [web] = ssh_rules.values(), web_rules.values()
+        show.step(
+            f"prefix list {offices} (partner-offices) holds 10.8.0.0/16;\n"
+            f"{ssh} in {ssh_group} allows tcp 22 from it, {web} in {web_group} tcp 443: both compliant"
+        )
+        opened_at = datetime.now(UTC)
+        ec2.modify_managed_prefix_list(
+            PrefixListId=offices, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0", "Description": "vendor access"}]
+        )
+        event = sample_event("sg-modify-prefix-list-world", {SAMPLE_PREFIX_LIST: offices}, opened_at)
+        self.announce(event, opened_at, f"0.0.0.0/0 in prefix list {offices}", f"{offices} (no security group changed)")
+        sent_before = len(self.stage.emails())
+
+        answer = self.deliver("on_security_group_change", event)
+        ssh_gone = ssh not in rules_of(ec2, ssh_group)
+        web_kept = web in rules_of(ec2, web_group)
+        show.step(
+            f"describe_security_group_rules: {ssh} (tcp 22 from the list) "
+            f"{'is gone' if ssh_gone else 'is STILL THERE'},\n{web} (tcp 443) {'is kept' if web_kept else 'is GONE'}"
+        )
+        emails = self.new_emails(sent_before)
+
+        checks = show.Checks()
+        checks.that(answer.get("status") == "reverted", "the edit of the list was judged and reverted", f"{answer}")
+        checks.that(ssh_gone, f"SSH from the list ({ssh}) is revoked: the list now holds the internet")
+        checks.that(web_kept, f"HTTPS from the list ({web}) stays: the web port may face the internet")
+        self._check_one_email(checks, emails)
+        body = emails[0].body if emails else ""
+        checks.that(
+            f"prefix list {offices} gained 0.0.0.0/0" in body and f"revoked {ssh}" in body,
+            "the email names the cause (the list's new entry) and the rule revoked",
+        )
+        self.untouched += ((ec2, web),)
         return checks.ok
 
     def compliant_egress(self) -> bool:

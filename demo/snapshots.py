@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SHIPPED_POLICIES
 from chalicelib.snapshots import (
+    BOT,
     CATCH_UP,
     COPY_OF,
     MANAGED,
@@ -273,7 +274,11 @@ class SnapshotsChapter:
         return self.run(
             now,
             lambda: take_snapshots(
-                policies=runtime.policies.snapshots, accounts=runtime.policies.accounts, deps=runtime.snapshots, now=now
+                policies=runtime.policies.snapshots,
+                accounts=runtime.policies.accounts,
+                deps=runtime.snapshots,
+                mailer=runtime.mailer(BOT, None),
+                now=now,
             ),
             before,
         )
@@ -491,7 +496,12 @@ class SnapshotsChapter:
             )
         )
         show.note(wrapped(f"message body: {message}", "    "))
-        run = self.run(now, lambda: work_on([message, message], policies=policies, deps=runtime.snapshots))
+        run = self.run(
+            now,
+            lambda: work_on(
+                [message, message], policies=policies, deps=runtime.snapshots, mailer=runtime.mailer(BOT, None)
+            ),
+        )
         members = [disk.id for disk in self.tagged if disk.account == MEMBER]
         show.step(f"work_on answered {answer_text(run.answer)}")
         window = window_tag(window_start(now, daily_policy().every))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,6 +14,7 @@ from moto import mock_aws
 from moto.ses.models import ses_backends
 
 from chalicelib.aws import Clients
+from chalicelib.observability import metrics
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE
 from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT
@@ -121,3 +123,25 @@ def lambdas(estate: Estate) -> Iterator[Any]:
 
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client.lambda_
+
+
+@dataclass
+class Emitted:
+    """Metrics the bots emitted: flushed by the Lambda middleware (EMF lines on stdout) or still buffered."""
+
+    capsys: pytest.CaptureFixture[str]
+    flushed: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, name: str) -> float:
+        out = self.capsys.readouterr().out
+        self.flushed += [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+        values = [line.get(name, []) for line in self.flushed]
+        flushed = sum(sum(v) if isinstance(v, list) else v for v in values)
+        return float(flushed + sum(metrics.metric_set.get(name, {}).get("Value", [])))
+
+
+@pytest.fixture
+def emitted(capsys: pytest.CaptureFixture[str]) -> Iterator[Emitted]:
+    metrics.clear_metrics()
+    yield Emitted(capsys)
+    metrics.clear_metrics()

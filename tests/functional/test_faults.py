@@ -17,10 +17,8 @@ Each test asserts exactly how many faults it injected; the module prints the tot
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +29,16 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from chalicelib import dedupe, dns, sg_guard, snapshots, thumbnails
+from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import BOTO_CONFIG, Clients, Target
 from chalicelib.aws import HOME as HOME_KEY
-from chalicelib.notify import SesNotifier
-from chalicelib.observability import metrics
+from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.runtime import current
 from chalicelib.sg_guard import NotificationError
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
-from tests.functional.conftest import Estate, sent_emails, tcp
+from tests.functional.conftest import Emitted, Estate, sent_emails, tcp
 from tests.functional.faults import ATTEMPTS, FAST_RETRIES, Faults, Kind, body_names, report_faults
 from tests.functional.test_dns import Network, state_event
 from tests.functional.test_sg_guard import calls_to, invoke, open_ssh
@@ -67,28 +64,6 @@ BUCKET = "photos-upload"
 @pytest.fixture(scope="module", autouse=True)
 def _faults_summary(request: pytest.FixtureRequest) -> Iterator[None]:
     yield from report_faults(request)
-
-
-@dataclass
-class Emitted:
-    """Metrics the bots emitted: flushed by the Lambda middleware (EMF lines on stdout) or still buffered."""
-
-    capsys: pytest.CaptureFixture[str]
-    flushed: list[dict[str, Any]] = field(default_factory=list)
-
-    def __call__(self, name: str) -> float:
-        out = self.capsys.readouterr().out
-        self.flushed += [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
-        values = [line.get(name, []) for line in self.flushed]
-        flushed = sum(sum(v) if isinstance(v, list) else v for v in values)
-        return float(flushed + sum(metrics.metric_set.get(name, {}).get("Value", [])))
-
-
-@pytest.fixture
-def emitted(capsys: pytest.CaptureFixture[str]) -> Iterator[Emitted]:
-    metrics.clear_metrics()
-    yield Emitted(capsys)
-    metrics.clear_metrics()
 
 
 def fast_clients(faults: Faults, config: Config = FAST_RETRIES) -> Clients:
@@ -117,8 +92,9 @@ def home_session() -> boto3.Session:
     return session
 
 
-def notifier(clients: Clients) -> Callable[[Target], SesNotifier]:
-    return lambda target: SesNotifier(clients.client("sesv2", target))
+def mailer(clients: Clients, bot: str = sg_guard.BOT) -> Mailer:
+    """The bots' mailer on these clients, without a run-once table (no ledger: every email is sent)."""
+    return mailer_for(bot, clients, None)
 
 
 def account_client(service: str, account: str, region: str = REGION) -> Any:
@@ -213,8 +189,7 @@ def test_ec2_and_ses_throttling_is_absorbed_by_the_guard(estate: Estate) -> None
         event,
         policies=load_policies(ROOT / "policies"),
         clients=clients,
-        notifier_for=notifier(clients),
-        once=dedupe.always,
+        mailer=mailer(clients),
     )
 
     assert result["status"] == "reverted"
@@ -258,7 +233,7 @@ def test_a_revoke_that_times_out_is_reported_and_the_other_rules_still_go(estate
     first, second = estate.group(), estate.group()
     rules = {group: estate.authorize(group, [tcp(22)])[0] for group in (first, second)}
 
-    result = sg_guard.sweep(policies=load_policies(ROOT / "policies"), clients=clients, notifier_for=notifier(clients))
+    result = sg_guard.sweep(policies=load_policies(ROOT / "policies"), clients=clients, mailer=mailer(clients))
 
     # Then the other group's rule is revoked, the unit is not a failed one, and the digest names the rule still open
     remaining = {group: rules[group] in estate.rule_ids(group) for group in (first, second)}
@@ -270,7 +245,7 @@ def test_a_revoke_that_times_out_is_reported_and_the_other_rules_still_go(estate
     assert emitted("RevokeFailures") == 1
     [digest] = sent_emails()
     assert still_open in digest.body
-    assert "not revoked" in digest.body
+    assert "NOT revoked" in digest.body
     assert "ConnectTimeoutError" in digest.body
     assert faults.injected == ATTEMPTS
 
@@ -294,7 +269,7 @@ def test_the_sweep_checks_every_other_account_and_reports_the_one_that_failed(
     [home_rule] = estate.authorize(home_group, [tcp(22)])
     [member_rule] = estate.authorize(member_group, [tcp(3389)], ec2=estate.member_ec2)
 
-    result = sg_guard.sweep(policies=policies, clients=clients, notifier_for=notifier(clients))
+    result = sg_guard.sweep(policies=policies, clients=clients, mailer=mailer(clients))
 
     # Then every reachable unit was enforced, the throttling absorbed
     assert (result["units"], result["violations"], result["reverted"]) == (4, 2, 2)
@@ -381,9 +356,15 @@ def test_the_snapshot_run_serves_every_other_account_and_emails_the_one_that_fai
     faults.fail("ec2", "DescribeSnapshots", "timeout", times=1)
     clients = fast_clients(faults)
     home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
-    deps = snapshots.SnapshotDeps(clients, None, None, notifier(clients))
+    deps = snapshots.SnapshotDeps(clients, None, None)
 
-    result = snapshots.take_snapshots(policies=policies.snapshots, accounts=policies.accounts, deps=deps, now=FIRST_RUN)
+    result = snapshots.take_snapshots(
+        policies=policies.snapshots,
+        accounts=policies.accounts,
+        deps=deps,
+        mailer=mailer(clients, snapshots.BOT),
+        now=FIRST_RUN,
+    )
 
     assert (result["units"], result["taken"]) == (4, 2)
     assert len(snapshots_of(estate.home_ec2, home)) == len(snapshots_of(estate.member_ec2, member)) == 1
@@ -417,37 +398,47 @@ def test_ses_down_the_rule_is_revoked_the_failure_reported_and_the_retry_emails_
     assert rule not in estate.rule_ids(group)
     assert len(revokes) == 1
     assert sent_emails() == []
-    # And the failure was logged with its reason, and counted
-    [logged] = [r for r in caplog.records if r.getMessage() == "violation email failed; the event will be retried"]
-    assert event["id"] in str(logged.__dict__.get("event_id"))
-    assert emitted("NotificationFailures") == 1
+    # And the failure was logged with its reason, counted, and the email parked
+    [logged] = [r for r in caplog.records if r.getMessage() == "email failed"]
+    assert event["id"] in str(logged.__dict__.get("key"))
+    assert (emitted("NotificationFailures"), emitted("NotificationsParked")) == (1, 1)
     assert faults.injected == ATTEMPTS
 
-    # When Lambda retries the event with SES back, the email goes out once and nothing is revoked again
-    assert invoke(lambdas, event)["status"] == "reverted"
-    assert invoke(lambdas, event)["status"] == "reverted"  # and a late duplicate changes nothing
-    assert len(revokes) == 1
+    # When Lambda retries the event with SES back, the email goes out once; the rule stays revoked
+    assert invoke(lambdas, event)["email"] == "sent"
+    assert invoke(lambdas, event)["email"] == "duplicate"  # and a late duplicate sends nothing
+    assert rule not in estate.rule_ids(group)
     [email] = sent_emails()
     assert f"revoked {rule}" in email.body
     assert faults.injected == ATTEMPTS
 
 
-def test_ses_unreachable_during_a_sweep_still_reverts_and_the_failure_is_logged_and_counted(
-    estate: Estate, lambdas: Any, emitted: Emitted, caplog: pytest.LogCaptureFixture
+def test_ses_unreachable_during_a_sweep_still_reverts_and_the_next_sweep_sends_the_digest(
+    estate: Estate, lambdas: Any, idempotency_table: str, emitted: Emitted, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given SES timing out, attempt after attempt (the digest is not retried: see notify.send_report)
+    # Given SES timing out, attempt after attempt, for one digest
     faults = Faults()
-    faults.fail("sesv2", "SendEmail", "timeout", times=None)
+    faults.fail("sesv2", "SendEmail", "timeout", times=ATTEMPTS)
     faults.on(current().clients.client("sesv2", current().clients.home()))
     group = estate.group()
     [rule] = estate.authorize(group, [tcp(22)])
+    first, second = load_event("scheduled-event"), load_event("scheduled-event")
+    second["id"], second["time"] = "0d6b1f3e-8a2c-4e57-9b14-c3a7e5d20f68", "2025-06-14T03:00:00Z"
 
-    result = lambdas.invoke("sweep_security_groups", load_event("scheduled-event")).payload
-
-    assert (result["reverted"], result["email"]) == (1, None)
+    # When the sweep runs, the rule is revoked and the digest parked in the outbox
+    result = lambdas.invoke("sweep_security_groups", first).payload
+    assert (result["reverted"], result["email"]) == (1, "parked")
     assert rule not in estate.rule_ids(group)
-    assert any(r.getMessage() == "report email failed" for r in caplog.records)
-    assert emitted("NotificationFailures") == 1
+    assert any(r.getMessage() == "email failed" for r in caplog.records)
+    assert (emitted("NotificationFailures"), emitted("NotificationsParked")) == (1, 1)
+    assert sent_emails() == []
+
+    # Then the next hourly sweep, SES back, sends it first (it has nothing new of its own to report)
+    later = lambdas.invoke("sweep_security_groups", second).payload
+    assert (later["outbox"], later["email"]) == ({"sent": 1, "parked": 0}, None)
+    [digest] = sent_emails()
+    assert rule in digest.body
+    assert "This email was delayed: SES refused it at" in digest.body
     assert faults.injected == ATTEMPTS
 
 

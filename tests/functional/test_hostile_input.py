@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -91,7 +92,7 @@ def test_violation_emails_and_digests_escape_descriptions_actors_and_user_agents
     policies = load_policies(ROOT / "policies")
     change = parse_security_group_change(event)
     verdict = sg_guard.Verdict("reverted", sg_guard.find_violations(change.permissions, policies.security_groups.rules))
-    rendered = sg_guard.violation_email(change, verdict, policies.security_groups, "home", 1.0)
+    rendered = sg_guard.violation_notice(change, verdict, policies.security_groups, "home", 1.0).render()
     assert all(value in rendered.text for value in (SCRIPT, IMG, ENTITY))
     assert_escaped(rendered.html, SCRIPT, IMG, ENTITY)
 
@@ -109,21 +110,18 @@ def test_reports_escape_account_names_and_error_messages(template: str) -> None:
     finding = sg_guard.SweepFinding(
         "222222222222", SCRIPT, REGION, sg_guard.Verdict("failed"), error=f"AccessDenied: {IMG}"
     )
-    contexts: dict[str, dict[str, Any]] = {
-        "sg_digest": {
-            "findings": [finding],
-            "mode": "enforce",
-            "exemption_tag": "opsbots:exempt-until",
-            "started": datetime(2025, 6, 14, tzinfo=UTC),
-            "describe_traffic": sg_guard.describe_traffic,
-            "describe_source": sg_guard.describe_source,
-        },
-        "snapshot_failures": {"results": [UnitResult("222222222222", SCRIPT, REGION, failed=[f"daily: {IMG}"])]},
+    notices = {
+        "sg_digest": sg_guard.digest_notice([finding], policies.security_groups, datetime(2025, 6, 14, tzinfo=UTC)),
+        "snapshot_failures": notify.notice(
+            "snapshot_failures",
+            to=policies.security_groups.notify.email,
+            subject="[opsbots] snapshots",
+            facts={"results": [asdict(UnitResult("222222222222", SCRIPT, REGION, failed=[f"daily: {IMG}"]))]},
+        ),
     }
 
-    email = notify.render(
-        template, to=policies.security_groups.notify.email, subject=f"[opsbots] {CRLF}", **contexts[template]
-    )
+    # When it is rendered, from a subject carrying a header injection
+    email = replace(notices[template], subject=f"[opsbots] {CRLF}").render()
 
     assert_escaped(email.html, SCRIPT, IMG)
     assert all(value in email.text for value in (SCRIPT, IMG))

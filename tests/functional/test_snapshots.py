@@ -12,7 +12,7 @@ from chalice.test import Client
 
 from chalicelib.aws import Target
 from chalicelib.runtime import current
-from chalicelib.snapshots import MANAGED, POLICY, Unit, take_snapshots, work_on
+from chalicelib.snapshots import BOT, MANAGED, POLICY, Unit, take_snapshots, work_on
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import Estate, member_client
 from tests.functional.faults import answer_with_error
@@ -37,7 +37,11 @@ def snapshots_of(ec2: EC2Client, volume_id: str | None = None) -> list[dict[str,
 def run(now: datetime) -> dict[str, Any]:
     runtime = current()
     return take_snapshots(
-        policies=runtime.policies.snapshots, accounts=runtime.policies.accounts, deps=runtime.snapshots, now=now
+        policies=runtime.policies.snapshots,
+        accounts=runtime.policies.accounts,
+        deps=runtime.snapshots,
+        mailer=runtime.mailer(BOT, None),
+        now=now,
     )
 
 
@@ -71,7 +75,10 @@ def test_a_second_run_in_the_window_and_a_duplicate_message_take_nothing(estate:
     again = run(FIRST_RUN + timedelta(hours=1))
     unit = Unit(HOME, "home", REGION, None, ("daily",), FIRST_RUN)
     duplicates = work_on(
-        [unit.to_message(), unit.to_message()], policies=current().policies.snapshots, deps=current().snapshots
+        [unit.to_message(), unit.to_message()],
+        policies=current().policies.snapshots,
+        deps=current().snapshots,
+        mailer=current().mailer(BOT, None),
     )
 
     assert (again["taken"], again["present"]) == (0, 1)
@@ -197,6 +204,8 @@ def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monk
     bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]]
 
     # Then the worker, given those messages, takes the snapshots in both accounts
-    result = work_on(bodies, policies=current().policies.snapshots, deps=current().snapshots)
+    result = work_on(
+        bodies, policies=current().policies.snapshots, deps=current().snapshots, mailer=current().mailer(BOT, None)
+    )
     assert (result["units"], result["taken"]) == (2, 2)
     assert len(snapshots_of(estate.home_ec2, home)) == len(snapshots_of(estate.member_ec2, member)) == 1

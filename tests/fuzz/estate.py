@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from PIL import Image
 
-from chalicelib import dedupe
+from chalicelib import sg_guard, snapshots
 from chalicelib.aws import Clients, Target
 from chalicelib.dns import DnsDeps, Registry, ZoneCache
-from chalicelib.notify import Notifier, SesNotifier
+from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.snapshots import SnapshotDeps, Unit
 from chalicelib.thumbnails import ThumbnailDeps
@@ -73,8 +73,8 @@ class World:
         boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
         return cls(_shipped_policies(), Clients(external_id="test-external-id", home_session=_home_session()))
 
-    def notifier_for(self, target: Target) -> Notifier:
-        return SesNotifier(self.clients.client("sesv2", target))
+    def mailer(self, bot: str) -> Mailer:
+        return mailer_for(bot, self.clients, None)
 
     def ec2(self, account: str) -> EC2Client:
         target = Target(account, REGION, MEMBER_ROLE if account == MEMBER else None)
@@ -84,8 +84,7 @@ class World:
         return {
             "policies": self.policies,
             "clients": self.clients,
-            "notifier_for": self.notifier_for,
-            "once": dedupe.always,
+            "mailer": self.mailer(sg_guard.BOT),
         }
 
     def dns_deps(self) -> DnsDeps:
@@ -97,8 +96,11 @@ class World:
     def thumbnail_deps(self) -> ThumbnailDeps:
         return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
 
+    def snapshot_kwargs(self) -> dict[str, Any]:
+        return {"policies": self.policies.snapshots, "deps": self.snapshot_deps(), "mailer": self.mailer(snapshots.BOT)}
+
     def snapshot_deps(self) -> SnapshotDeps:
-        return SnapshotDeps(self.clients, None, None, self.notifier_for)
+        return SnapshotDeps(self.clients, None, None)
 
 
 def with_ids(value: Any, ids: dict[str, str]) -> Any:

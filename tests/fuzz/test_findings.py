@@ -109,7 +109,9 @@ def test_a_key_that_is_not_a_plain_name_is_quoted_so_a_problem_stays_one_line(tm
     # Then the problem is one line, the key quoted
     assert code == 1
     [problem] = errors.splitlines()
-    assert problem.endswith("['sneaky\\nkey']: unknown field; expected one of: mode, notify, exemption_tag, rules")
+    assert problem.endswith(
+        "['sneaky\\nkey']: unknown field; expected one of: mode, notify, exemption_tag, max_exemption_days, rules"
+    )
 
 
 @pytest.mark.parametrize(

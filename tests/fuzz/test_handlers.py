@@ -90,7 +90,7 @@ def test_the_unmutated_samples_do_real_work(
         for name in S3_EVENTS
     ]
     bodies = [json.dumps(message) for message in MESSAGES]
-    taken = snapshots.work_on(bodies, policies=world.policies.snapshots, deps=world.snapshot_deps())
+    taken = snapshots.work_on(bodies, **world.snapshot_kwargs())
     # Then the bots act: rules reverted (home and member), records written, thumbnails rendered, snapshots taken
     assert judged["sg-authorize-ingress-ssh-world"]["status"] == "reverted", judged
     assert judged["sg-authorize-ingress-cross-account"]["status"] == "reverted", judged
@@ -124,7 +124,7 @@ def test_the_thumbnail_bot_survives_mutated_events(world: estate.World, upload_i
 @FUZZ
 @given(bodies=st.lists(st.sampled_from(MESSAGES).flatmap(mutated_json), min_size=1, max_size=3))
 def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volumes: None, bodies: list[str]) -> None:
-    summary(snapshots.work_on(bodies, policies=world.policies.snapshots, deps=world.snapshot_deps()))
+    summary(snapshots.work_on(bodies, **world.snapshot_kwargs()))
 
 
 # Found by fuzzing: each of these reached botocore or a time comparison, outside the unit's error handling.
@@ -146,6 +146,6 @@ def test_a_malformed_snapshot_message_is_dropped(world: estate.World, volumes: N
     # Given the home unit's message with one field wrong
     body = json.dumps({**MESSAGES[0], field: value})
     # When the worker receives it
-    result = snapshots.work_on([body], policies=world.policies.snapshots, deps=world.snapshot_deps())
+    result = snapshots.work_on([body], **world.snapshot_kwargs())
     # Then it is dropped as malformed: no unit run, nothing failed
     assert (result["units"], result["failed"]) == (0, []), result

@@ -47,7 +47,16 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ),
         ("sg-authorize-egress", ["decision: compliant; no AWS call would be made"]),
         ("sg-authorize-ingress-failed", ["skipped:", "the call failed"]),
-        ("sg-modify-rules", ["describe_security_group_rules"]),
+        ("sg-modify-rules", ["describe_security_group_rules", "revoke_security_group_ingress(GroupId="]),
+        (
+            "sg-modify-prefix-list-world",
+            [
+                "prefix list pl-0b8e4d2a6c1f93507 gains 0.0.0.0/0; forbidden as a source: 0.0.0.0/0",
+                "ec2.describe_security_group_rules()  # the rules that reference pl-0b8e4d2a6c1f93507",
+                "ec2.revoke_security_group_ingress(GroupId='<each group with a rule from pl-0b8e4d2a6c1f93507>'",
+                "CAUSE",
+            ],
+        ),
         ("ec2-state-stopped", ["ec2.describe_instances(InstanceIds=['i-0c4f1a9e27b83d615'])", "current state"]),
         ("ec2-state-running-other-account", ["333333333333 is not in accounts.yml", "dynamodb.query"]),
         ("ec2-state-running", ["ec2.describe_instances", "exactly the records the registry holds"]),
@@ -68,6 +77,31 @@ def test_simulate_prints_the_decision_the_calls_and_the_email(
     out = capsys.readouterr().out
     for line in expected:
         assert line in out
+
+
+def test_simulate_shows_the_look_up_and_the_revoke_for_an_event_from_before_rule_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SSH to the world as CloudTrail logged it before July 2021: no securityGroupRuleSet in the response
+    event = json.loads((EVENTS / "sg-authorize-ingress-ssh-world.json").read_text())
+    del event["detail"]["responseElements"]["securityGroupRuleSet"]
+    path = tmp_path / "old-event.json"
+    path.write_text(json.dumps(event))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+    # When it is dry-run
+    assert main(["simulate", str(path), "--policies", str(ROOT / "policies")]) == 0
+
+    # Then it shows what the handler does: look the rule up, then revoke it; never "already gone"
+    out = capsys.readouterr().out
+    lookup = out.index("ec2.describe_security_group_rules(Filters=[group-id=['sg-0a7c3e91d54b26f80']])")
+    revoke = out.index(
+        "ec2.revoke_security_group_ingress(GroupId='sg-0a7c3e91d54b26f80', "
+        "SecurityGroupRuleIds=['<the rule id the look-up finds>'])"
+    )
+    assert lookup < revoke
+    assert "revoked <the rule id the look-up finds>" in out
+    assert "already gone" not in out
 
 
 @pytest.mark.parametrize("name", sorted(POLICY_FILES))

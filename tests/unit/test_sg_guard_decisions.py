@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -12,13 +12,19 @@ from hypothesis import strategies as st
 from chalicelib.events import GroupSource, Network, Permission, PrefixListSource, Source
 from chalicelib.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy, load_policies
 from chalicelib.sg_guard import (
+    Failure,
+    RevokeResult,
+    Verdict,
+    Violation,
     broken_rules,
-    exempt_until,
     find_violations,
     is_internet,
+    keep_exempt,
     plan_revocations,
     port_span,
     prefix_lists_to_resolve,
+    read_exemption,
+    risky_entries,
 )
 from tests.conftest import ROOT
 
@@ -69,6 +75,9 @@ def permission(
         pytest.param(permission("0.0.0.0/0", direction=None), {ADMIN, WEB}, id="direction unknown (modify)"),
         pytest.param(permission("0.0.0.0/0", ports=(0, 65535)), {ADMIN, WEB}, id="every tcp port"),
         pytest.param(permission("8.8.8.8/32", ports=(3000, 3389)), {ADMIN, WEB}, id="range ending on 3389"),
+        pytest.param(permission("0.0.0.0/8"), set(), id="0.0.0.0/8 'this network' is not routable"),
+        pytest.param(permission("0.0.0.0/32"), set(), id="0.0.0.0/32 is not routable"),
+        pytest.param(permission("0.0.0.0/7"), {ADMIN, WEB}, id="0.0.0.0/7 holds 1.0.0.0/8"),
     ],
 )
 def test_the_default_policy_judges_each_permission(perm: Permission, expected: set[str]) -> None:
@@ -120,18 +129,100 @@ def test_any_source_includes_referenced_groups() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tag", "exempt"),
+    ("value", "state"),
     [
-        ("2999-01-01", True),
-        ("2999-01-01T00:00:00+00:00", True),
-        ("2020-01-01", False),
-        ("next tuesday", False),
-        ("", False),
+        pytest.param("2026-12-31", "active", id="a date within max_exemption_days"),
+        pytest.param("2026-12-31T18:00:00+01:00", "active", id="a time with a zone"),
+        pytest.param("2027-02-20T12:00:00Z", "active", id="exactly 89 days on"),
+        pytest.param("2027-02-22", "too-far", id="more than 90 days on"),
+        pytest.param("9999-12-31", "too-far", id="the endless bypass"),
+        pytest.param("2020-01-01", "expired", id="in the past"),
+        pytest.param("next tuesday", "unreadable", id="not a date"),
+        pytest.param("", "unreadable", id="empty"),
     ],
 )
-def test_an_exemption_needs_a_future_iso_date(tag: str, exempt: bool) -> None:
-    tags = {"opsbots:exempt-until": tag} if tag else {}
-    assert (exempt_until(tags, "opsbots:exempt-until", NOW) is not None) == exempt
+def test_an_exemption_holds_only_for_a_readable_date_within_the_limit(value: str, state: str) -> None:
+    # Given a group tagged with an exemption date, read on 2026-11-23 under the default 90-day limit
+    # When the tag is read
+    exemption = read_exemption("sg-1", {"opsbots:exempt-until": value}, POLICY, NOW)
+    # Then only a readable date within the limit keeps rules open, and the note says what the tag is worth
+    assert exemption is not None
+    assert (exemption.state, exemption.active) == (state, state == "active")
+    assert value in exemption.note or exemption.state == "active"
+
+
+def test_a_group_without_the_tag_has_no_exemption() -> None:
+    assert read_exemption("sg-1", {"Name": "web"}, POLICY, NOW) is None
+
+
+def test_max_exemption_days_is_the_policys() -> None:
+    strict = POLICY.model_copy(update={"max_exemption_days": 7})
+    week = (NOW + timedelta(days=7)).isoformat()
+    eight_days = (NOW + timedelta(days=8)).isoformat()
+    assert read_exemption("sg-1", {"opsbots:exempt-until": week}, strict, NOW).active  # type: ignore[union-attr]
+    assert not read_exemption("sg-1", {"opsbots:exempt-until": eight_days}, strict, NOW).active  # type: ignore[union-attr]
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_no_exemption_outlasts_max_exemption_days(until: datetime) -> None:
+    exemption = read_exemption("sg-1", {"opsbots:exempt-until": until.isoformat()}, POLICY, NOW)
+    assert exemption is not None
+    if exemption.active:
+        assert NOW < until <= NOW + timedelta(days=POLICY.max_exemption_days)
+
+
+def test_only_an_active_exemption_keeps_violations_open() -> None:
+    # Given violations in three groups: one validly exempt, one tagged 9999-12-31, one untagged
+    groups = ("sg-exempt", "sg-forever", "sg-plain")
+    violations = [
+        Violation(Permission(g, "ingress", "tcp", 22, 22, ipaddress.ip_network("0.0.0.0/0"), f"sgr-{i}"), (ADMIN,))
+        for i, g in enumerate(groups)
+    ]
+    exemptions = [
+        read_exemption("sg-exempt", {"opsbots:exempt-until": "2026-12-01"}, POLICY, NOW),
+        read_exemption("sg-forever", {"opsbots:exempt-until": "9999-12-31"}, POLICY, NOW),
+    ]
+    # When they are split
+    to_act, kept = keep_exempt(violations, [e for e in exemptions if e])
+    # Then only the validly exempt group's violation is kept, and the other two are acted on
+    assert [v.permission.group_id for v in kept] == ["sg-exempt"]
+    assert [v.permission.group_id for v in to_act] == ["sg-forever", "sg-plain"]
+
+
+@pytest.mark.parametrize(
+    ("added", "risky"),
+    [
+        pytest.param(["0.0.0.0/0"], ["0.0.0.0/0"], id="the internet"),
+        pytest.param(["10.1.0.0/16", "192.168.0.0/24"], [], id="private space only"),
+        pytest.param(["10.1.0.0/16", "52.95.110.0/24"], ["52.95.110.0/24"], id="one public entry of two"),
+        pytest.param(["0.0.0.0/8"], [], id="not routable"),
+        pytest.param([], [], id="entries only removed"),
+    ],
+)
+def test_a_prefix_list_edit_matters_only_when_it_adds_a_forbidden_source(added: list[str], risky: list[str]) -> None:
+    # Given entries added to a prefix list, When they are judged against the shipped policy (traffic unknown)
+    found = risky_entries([ipaddress.ip_network(entry) for entry in added], POLICY.rules)
+    # Then only the entries some rule forbids as a source call for a look-up of the rules using the list
+    assert [str(entry) for entry in found] == risky
+
+
+@pytest.mark.parametrize(
+    ("failures", "retrying"),
+    [
+        pytest.param([], False, id="nothing failed"),
+        pytest.param(
+            [Failure("sgr-1", "UnauthorizedOperation: no", transient=False)], False, id="denied: report and stop"
+        ),
+        pytest.param([Failure("sgr-1", "RequestLimitExceeded", transient=True)], True, id="throttled: retry"),
+        pytest.param(
+            [Failure("sgr-1", "denied", transient=False), Failure("sgr-2", "timeout", transient=True)],
+            True,
+            id="one of two may pass: retry",
+        ),
+    ],
+)
+def test_a_verdict_is_retried_when_a_failure_may_pass(failures: list[Failure], retrying: bool) -> None:
+    assert Verdict("revoke-failed", results=(RevokeResult(failed=tuple(failures)),)).retrying is retrying
 
 
 def test_revocations_are_grouped_per_group_and_direction() -> None:
