@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 Result = dict[str, Any]
+# Powertools' persistence layer: a first run (PutItem, UpdateItem), a redelivery read back with SDKs before
+# ReturnValuesOnConditionCheckFailure (GetItem), a run that raised (DeleteItem).
+PERMISSIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 # EventBridge retries an asynchronous invocation for up to 24 hours.
 REMEMBER_SECONDS = 24 * 3600
 

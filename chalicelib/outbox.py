@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from chalicelib.aws import Clients
 
 OUTBOX_INDEX = "outbox"
+LEDGER_PERMISSIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem")  # claim and park; settle
+DRAIN_PERMISSIONS = ("dynamodb:Query",)  # the outbox index, by the bots' scheduled runs
 LEASE_SECONDS = 300  # a drain's hold on a parked email; more than one SES call with every retry
 DRAIN_LIMIT = 100  # parked emails one drain sends at most; the rest wait for the next run
 _ALREADY_TAKEN = "ConditionalCheckFailedException"

@@ -51,9 +51,9 @@ PERMISSIONS = (
     "ec2:DeleteSnapshot",
     "ses:SendEmail",
     "sts:AssumeRole",
-    "sts:GetCallerIdentity",
 )
-SCHEDULER_PERMISSIONS = (*PERMISSIONS, "sqs:SendMessage")
+# The scheduler also learns the home account's id (the worker reads it from its message) and queues units.
+SCHEDULER_PERMISSIONS = (*PERMISSIONS, "sts:GetCallerIdentity", "sqs:SendMessage")
 MANAGED, POLICY, WINDOW, VOLUME, INSTANCE, COPY_OF = (
     "opsbots:managed",
     "opsbots:policy",

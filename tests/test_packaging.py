@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails, triggers
+from chalicelib import dedupe, dns, outbox, sg_guard, snapshots, thumbnails, triggers
 from chalicelib.policy import load_policies
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
@@ -31,16 +31,32 @@ BIN = Path(sys.executable).parent
 # What every function needs from the platform besides its bot's own calls (<bot>.PERMISSIONS).
 LOGS = frozenset({"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"})
 XRAY = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
-# Powertools Idempotency's DynamoDB persistence layer; only the event handler uses it.
-IDEMPOTENCY = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
+# Powertools Idempotency's DynamoDB persistence layer: the scheduled runs and the snapshot worker.
+RUN_ONCE = frozenset(dedupe.PERMISSIONS)
+# The email ledger (every function that emails), and the outbox drain (the scheduled runs).
+LEDGER = frozenset(outbox.LEDGER_PERMISSIONS)
+DRAIN = frozenset(outbox.DRAIN_PERMISSIONS)
+# Lambda's own use of an asynchronous function's role: the on-failure destination of an event that failed
+# every attempt. The code never calls it.
+FAILED_EVENTS = frozenset({"sqs:SendMessage"})
 # What Lambda's SQS event source mapping calls with the worker's role; the worker itself calls none.
 SQS_CONSUME = frozenset({"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
-IDEMPOTENCY_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-idempotency"
+
+
+def in_stack(service: str, rest: str) -> dict[str, str]:
+    """A table, queue or identity ARN as the packaged template pins it: this stack's account and region."""
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{rest}"}
+
+
+IDEMPOTENCY_TABLE_ARN = in_stack("dynamodb", "table/opsbots-idempotency")
+OUTBOX_INDEX_ARN = in_stack("dynamodb", f"table/opsbots-idempotency/index/{outbox.OUTBOX_INDEX}")
 MEMBER_ROLE_ARN = "arn:aws:iam::*:role/opsbots-member"
-DNS_TABLE_ARN = "arn:aws:dynamodb:*:*:table/opsbots-dns"
-DNS_INDEX_ARN = f"{DNS_TABLE_ARN}/index/*"
+DNS_TABLE_ARN = in_stack("dynamodb", "table/opsbots-dns")
+DNS_INDEX_ARN = in_stack("dynamodb", "table/opsbots-dns/index/*")
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
-SNAPSHOT_QUEUE_ARN = f"arn:aws:sqs:*:*:{triggers.SNAPSHOT_QUEUE_NAME}"
+SNAPSHOT_QUEUE_ARN = in_stack("sqs", triggers.SNAPSHOT_QUEUE_NAME)
+FAILED_EVENTS_QUEUE_ARN = in_stack("sqs", "opsbots-failed-events")
+SES_IDENTITIES_ARN = in_stack("ses", "identity/*")
 SG_GUARD = frozenset(sg_guard.PERMISSIONS)
 DNS_EVENT = frozenset(dns.EVENT_PERMISSIONS)
 DNS_RECONCILE = frozenset(dns.RECONCILE_PERMISSIONS)
@@ -55,17 +71,26 @@ DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{snapshots.MANAG
 
 # Logical id in the template -> (exact actions granted, memory MB, timeout s).
 FUNCTIONS = {
-    "OnSecurityGroupChange": (SG_GUARD | LOGS | XRAY | IDEMPOTENCY, 256, 30),
-    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY | IDEMPOTENCY, 512, 300),
-    "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY, 256, 30),
-    "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY, 1024, 600),
-    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY | IDEMPOTENCY, 512, 900),
-    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME | IDEMPOTENCY, 512, 900),
-    "OnImageUploaded": (THUMBNAILS | LOGS | XRAY, 1769, 60),
+    "OnSecurityGroupChange": (SG_GUARD | LOGS | XRAY | LEDGER | FAILED_EVENTS, 256, 30),
+    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS, 512, 300),
+    "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY | FAILED_EVENTS, 256, 30),
+    "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY | FAILED_EVENTS, 1024, 600),
+    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS, 512, 900),
+    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME | RUN_ONCE | LEDGER, 512, 900),
+    "OnImageUploaded": (THUMBNAILS | LOGS | XRAY | FAILED_EVENTS, 1769, 60),
 }
 DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
-# Those that must not act twice on a redelivery: the SG event, and the schedules and worker that email.
+# Those with the run-once table: the SG event (its email ledger), and the schedules and worker that email.
 GUARDED_FUNCTIONS = ("OnSecurityGroupChange", "SweepSecurityGroups", "TakeSnapshots", "SnapshotWorker")
+# Invoked asynchronously by EventBridge: an event that fails every attempt goes to the on-failure destination.
+ASYNC_FUNCTIONS = tuple(sorted(set(FUNCTIONS) - {"SnapshotWorker"}))
+# Which policy files' notify senders each emailing function may send as.
+SENDERS = {
+    "OnSecurityGroupChange": ("security_groups",),
+    "SweepSecurityGroups": ("security_groups",),
+    "TakeSnapshots": ("snapshots",),
+    "SnapshotWorker": ("snapshots",),
+}
 SNAPSHOT_FUNCTIONS = ("TakeSnapshots", "SnapshotWorker")
 SHIPPED = (
     "app.py",
@@ -139,12 +164,15 @@ def _granting(statements: Iterable[dict[str, Any]], action: str) -> list[dict[st
     return [statement for statement in statements if action in _actions([statement])]
 
 
-def _resources_of(statements: Iterable[dict[str, Any]], action: str) -> set[str]:
-    found: set[str] = set()
+def _resources_of(statements: Iterable[dict[str, Any]], action: str) -> list[Any]:
+    """The resources the statements granting `action` name (an `Fn::Sub` stays a dict), without repeats."""
+    found: list[Any] = []
     for statement in statements:
         if action in _actions([statement]):
             resource = statement["Resource"]
-            found.update([resource] if isinstance(resource, str) else resource)
+            found += [
+                item for item in ([resource] if isinstance(resource, str | dict) else resource) if item not in found
+            ]
     return found
 
 
@@ -195,15 +223,49 @@ def test_no_wildcard_actions_and_allow_only(resources: dict[str, Any], function:
 def test_functions_assume_only_the_member_role(resources: dict[str, Any], function: str) -> None:
     assumes = _resources_of(_statements(resources, function), "sts:AssumeRole")
 
-    assert assumes == ({MEMBER_ROLE_ARN} if "sts:AssumeRole" in FUNCTIONS[function][0] else set())
+    assert assumes == ([MEMBER_ROLE_ARN] if "sts:AssumeRole" in FUNCTIONS[function][0] else [])
 
 
 @pytest.mark.parametrize("function", GUARDED_FUNCTIONS)
-def test_idempotency_access_is_limited_to_its_table(resources: dict[str, Any], function: str) -> None:
+def test_idempotency_access_is_limited_to_its_table_and_outbox_index(resources: dict[str, Any], function: str) -> None:
     statements = _statements(resources, function)
+    granted = FUNCTIONS[function][0]
 
-    for action in IDEMPOTENCY:
-        assert _resources_of(statements, action) == {IDEMPOTENCY_TABLE_ARN}
+    for action in (RUN_ONCE | LEDGER) & granted:
+        assert _resources_of(statements, action) == [IDEMPOTENCY_TABLE_ARN]
+    for action in DRAIN & granted:
+        assert _resources_of(statements, action) == [OUTBOX_INDEX_ARN]
+
+
+def test_the_event_handler_keeps_only_an_email_ledger_in_the_table(resources: dict[str, Any]) -> None:
+    # The revoke never waits on the table; the table only holds the email's claim (one PutItem per event).
+    granted = FUNCTIONS["OnSecurityGroupChange"][0]
+
+    assert {action for action in granted if action.startswith("dynamodb:")} == LEDGER
+
+
+@pytest.mark.parametrize("function", sorted(SENDERS))
+def test_email_is_sent_only_as_the_configured_sender(resources: dict[str, Any], function: str) -> None:
+    policies = load_policies(ROOT / "policies")
+    senders = sorted({getattr(policies, bot).notify.email.sender for bot in SENDERS[function]})
+    [statement] = _granting(_statements(resources, function), "ses:SendEmail")
+
+    # Edit .chalice/policy-<function>.json with the policy file's notify.email.sender: make test fails until they agree.
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": senders[0] if len(senders) == 1 else senders}}
+    assert statement["Resource"] == SES_IDENTITIES_ARN
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_tables_queues_and_identities_are_those_of_the_stacks_account_and_region(
+    resources: dict[str, Any], function: str
+) -> None:
+    services = ("dynamodb:", "sqs:", "ses:")
+    for statement in _statements(resources, function):
+        if any(action.startswith(services) for action in _actions([statement])):
+            resource = statement["Resource"]
+            assert isinstance(resource, dict), statement
+            assert resource["Fn::Sub"].startswith("arn:${AWS::Partition}:"), statement
+            assert ":${AWS::Region}:${AWS::AccountId}:" in resource["Fn::Sub"], statement
 
 
 @pytest.mark.parametrize("function", DNS_FUNCTIONS)
@@ -214,10 +276,10 @@ def test_dns_registry_access_is_limited_to_its_table_and_index(resources: dict[s
 
     assert table_actions
     for action in table_actions:
-        assert _resources_of(statements, action) == {DNS_TABLE_ARN}
+        assert _resources_of(statements, action) == [DNS_TABLE_ARN]
     # The event handler queries only the by-owner index, whose ARN is not the table's.
     if "dynamodb:Query" in granted:
-        assert _resources_of(statements, "dynamodb:Query") == {DNS_INDEX_ARN}
+        assert _resources_of(statements, "dynamodb:Query") == [DNS_INDEX_ARN]
 
 
 @pytest.mark.parametrize("function", DNS_FUNCTIONS)
@@ -227,8 +289,8 @@ def test_route53_writes_are_limited_to_hosted_zones(resources: dict[str, Any], f
 
     assert zone_actions
     for action in zone_actions:
-        assert _resources_of(statements, action) == {HOSTED_ZONE_ARN}
-    assert _resources_of(statements, "route53:ListHostedZones") == {"*"}  # it supports no resource ARN
+        assert _resources_of(statements, action) == [HOSTED_ZONE_ARN]
+    assert _resources_of(statements, "route53:ListHostedZones") == ["*"]  # it supports no resource ARN
 
 
 @pytest.mark.parametrize("function", SNAPSHOT_FUNCTIONS)
@@ -261,22 +323,26 @@ def test_thumbnails_read_only_uploads_and_write_only_under_output_prefixes(resou
 
     assert rules, "policies/thumbnails.yml lists no bucket"
     # Edit .chalice/policy-on_image_uploaded.json with policies/thumbnails.yml: the role is scoped to it.
-    assert _resources_of(statements, "s3:GetObject") == uploads | outputs  # HeadObject is GetObject
-    assert _resources_of(statements, "s3:PutObject") == outputs
-    assert _resources_of(statements, "s3:ListBucket") == {f"arn:aws:s3:::{rule.destination}" for rule in rules}
+    assert set(_resources_of(statements, "s3:GetObject")) == uploads | outputs  # HeadObject is GetObject
+    assert set(_resources_of(statements, "s3:PutObject")) == outputs
+    assert set(_resources_of(statements, "s3:ListBucket")) == {f"arn:aws:s3:::{rule.destination}" for rule in rules}
 
 
-def test_only_the_scheduler_sends_and_only_to_the_snapshot_queue(resources: dict[str, Any]) -> None:
-    assert _resources_of(_statements(resources, "TakeSnapshots"), "sqs:SendMessage") == {SNAPSHOT_QUEUE_ARN}
+def test_only_the_scheduler_sends_to_the_snapshot_queue_and_lambda_only_to_the_failed_events_queue(
+    resources: dict[str, Any],
+) -> None:
+    scheduler = _resources_of(_statements(resources, "TakeSnapshots"), "sqs:SendMessage")
+    assert sorted(map(str, scheduler)) == sorted(map(str, [SNAPSHOT_QUEUE_ARN, FAILED_EVENTS_QUEUE_ARN]))
     for function in set(FUNCTIONS) - {"TakeSnapshots"}:
-        assert not {action for action in FUNCTIONS[function][0] if action.startswith("sqs:Send")}
+        sends = _resources_of(_statements(resources, function), "sqs:SendMessage")
+        assert sends == ([FAILED_EVENTS_QUEUE_ARN] if function in ASYNC_FUNCTIONS else [])
 
 
 def test_the_worker_consumes_only_the_snapshot_queue(resources: dict[str, Any]) -> None:
     statements = _statements(resources, "SnapshotWorker")
 
     for action in SQS_CONSUME:
-        assert _resources_of(statements, action) == {SNAPSHOT_QUEUE_ARN}
+        assert _resources_of(statements, action) == [SNAPSHOT_QUEUE_ARN]
 
 
 # ----- the template -------------------------------------------------------------------------------
@@ -300,10 +366,66 @@ def test_merge_template_adds_the_idempotency_table(resources: dict[str, Any]) ->
     assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
     assert properties["TableName"] == "opsbots-idempotency"
     assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert properties["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert properties["AttributeDefinitions"] == [
+        {"AttributeName": name, "AttributeType": "S"} for name in ("id", "outbox", "parked")
+    ]
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    # The outbox: a sparse index of the emails SES refused, per bot, oldest first (chalicelib/outbox.py)
+    assert properties["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": outbox.OUTBOX_INDEX,
+            "KeySchema": [
+                {"AttributeName": "outbox", "KeyType": "HASH"},
+                {"AttributeName": "parked", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+
+
+@pytest.mark.parametrize("function", ASYNC_FUNCTIONS)
+def test_an_event_that_fails_every_attempt_is_parked_in_a_queue_with_an_alarm(
+    resources: dict[str, Any], function: str
+) -> None:
+    invoke = resources[function]["Properties"]["EventInvokeConfig"]
+    queue = resources["FailedEventsQueue"]
+
+    assert invoke == {
+        "MaximumRetryAttempts": 2,
+        "DestinationConfig": {
+            "OnFailure": {"Type": "SQS", "Destination": {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}}
+        },
+    }
+    assert queue["Properties"]["QueueName"] == "opsbots-failed-events"
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    alarm = resources["FailedEventsAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}}]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 1)
+
+
+ALARMED_METRICS = (
+    "RevokeFailures",
+    "NotificationFailures",
+    "OutboxBacklog",
+    "DedupeUnavailable",
+    "SweepFailures",
+    "InvalidPolicy",
+)
+
+
+def test_every_alarm_notifies_the_alarm_topic(resources: dict[str, Any]) -> None:
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    on_metrics = {a["MetricName"] for a in alarms.values() if a["Namespace"] == "opsbots"}
+
+    assert on_metrics == set(ALARMED_METRICS)
+    assert {"FailedEventsAlarm", "SnapshotDeadLettersAlarm"} <= set(alarms)
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["TreatMissingData"] == "notBreaching"
+        if alarm["Namespace"] == "opsbots":  # Powertools Metrics' one dimension
+            assert alarm["Dimensions"] == [{"Name": "service", "Value": "opsbots"}]
 
 
 def test_merge_template_adds_the_dns_registry_table_with_its_owner_index(resources: dict[str, Any]) -> None:
@@ -312,7 +434,7 @@ def test_merge_template_adds_the_dns_registry_table_with_its_owner_index(resourc
 
     assert table["Type"] == "AWS::DynamoDB::Table"
     assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    assert properties["TableName"] == DNS_TABLE_ARN.rsplit("/", 1)[1]
+    assert properties["TableName"] == "opsbots-dns"
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["KeySchema"] == [{"AttributeName": "record", "KeyType": "HASH"}]
     assert sorted(properties["AttributeDefinitions"], key=lambda attribute: attribute["AttributeName"]) == [
@@ -380,11 +502,11 @@ def test_only_the_guarded_functions_get_the_idempotency_table(resources: dict[st
     assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables, not replacing them
     if function in GUARDED_FUNCTIONS:
         assert variables[IDEMPOTENCY_TABLE] == {"Ref": "IdempotencyTable"}
-        assert FUNCTIONS[function][0] >= IDEMPOTENCY
+        assert FUNCTIONS[function][0] >= LEDGER
     else:
         assert IDEMPOTENCY_TABLE not in variables
         statements = _statements(resources, function)
-        assert all(IDEMPOTENCY_TABLE_ARN not in _resources_of(statements, action) for action in IDEMPOTENCY)
+        assert all(IDEMPOTENCY_TABLE_ARN not in _resources_of(statements, action) for action in RUN_ONCE | LEDGER)
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
@@ -455,3 +577,90 @@ def test_member_role_deletes_only_managed_snapshots_and_tags_only_at_creation() 
         for statement in granting:
             assert _actions([statement]) == {action}
             assert statement["Condition"] == condition
+
+
+# ----- the tag guard (an SCP: only security and opsbots may set opsbots:* tags) ------------------------
+
+TAG_GUARD = ROOT / "deploy" / "protect-opsbots-tags.yml"
+SECURITY = "arn:aws:iam::*:role/SecurityAdmin"
+
+
+def test_the_tag_guard_template_passes_cfn_lint() -> None:
+    done = subprocess.run(
+        [str(BIN / "cfn-lint"), str(TAG_GUARD)], env=_environment(), capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _tag_guard_denies(principal: str, action: str, keys: list[str]) -> bool:
+    """The SCP's verdict, as deployed with SecurityPrincipalArns=SecurityAdmin and the default stack name."""
+    import fnmatch
+
+    from cfnlint.decode import cfn_yaml
+
+    policy = cfn_yaml.load(str(TAG_GUARD))["Resources"]["ProtectOpsbotsTags"]["Properties"]
+    [statement] = policy["Content"]["Statement"]
+    separator, listed = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::Split"]
+    exempt = listed["Fn::Sub"].replace("${SecurityPrincipalArns}", SECURITY).replace("${HomeStackName}", "opsbots")
+    tag_keys = statement["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"]
+    return (
+        statement["Effect"] == "Deny"
+        and action in statement["Action"]
+        and any(fnmatch.fnmatchcase(key, pattern) for key in keys for pattern in tag_keys)
+        and not any(fnmatch.fnmatchcase(principal, pattern) for pattern in exempt.split(separator))
+    )
+
+
+@pytest.mark.parametrize(
+    ("principal", "action", "keys", "denied"),
+    [
+        pytest.param(
+            "arn:aws:iam::222222222222:role/developer",
+            "ec2:CreateTags",
+            ["opsbots:exempt-until"],
+            True,
+            id="a developer exempting a group",
+        ),
+        pytest.param(
+            "arn:aws:iam::222222222222:role/developer",
+            "ec2:DeleteTags",
+            ["opsbots:managed"],
+            True,
+            id="a developer unmarking a snapshot",
+        ),
+        pytest.param(
+            "arn:aws:iam::222222222222:role/developer",
+            "ec2:CreateTags",
+            ["Name", "opsbots:policy"],
+            True,
+            id="one opsbots key among others",
+        ),
+        pytest.param("arn:aws:iam::222222222222:role/developer", "ec2:CreateTags", ["Name"], False, id="any other tag"),
+        pytest.param(
+            "arn:aws:iam::222222222222:role/SecurityAdmin",
+            "ec2:CreateTags",
+            ["opsbots:exempt-until"],
+            False,
+            id="security",
+        ),
+        pytest.param(
+            "arn:aws:iam::222222222222:role/opsbots-member",
+            "ec2:CreateTags",
+            ["opsbots:managed"],
+            False,
+            id="the snapshot bot in a member",
+        ),
+        pytest.param(
+            "arn:aws:iam::123456789012:role/opsbots-TakeSnapshotsRole-1A2B",
+            "ec2:CreateTags",
+            ["opsbots:managed"],
+            False,
+            id="the snapshot bot at home",
+        ),
+    ],
+)
+def test_the_tag_guard_lets_only_security_and_opsbots_set_opsbots_tags(
+    principal: str, action: str, keys: list[str], denied: bool
+) -> None:
+    assert _tag_guard_denies(principal, action, keys) is denied

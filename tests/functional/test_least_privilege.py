@@ -14,15 +14,16 @@ the Chalice test client with moto's IAM enforcement on. Two checks, because that
    unused grant fails as surely as a missing one. This is what covers the services moto does not judge.
 
 What moto 5.2.5 judges (`ActionAuthenticatorMixin`, called by `BaseResponse.call_action` and by S3):
-- S3: action and object/bucket ARN. SQS: action and queue ARN. SES v2: action. STS AssumeRole: action
+- S3: action and object/bucket ARN. SQS: action and queue ARN. STS AssumeRole: action
   and role ARN, but not the member role's trust policy (moto looks the role up in the caller's account)
   nor the ExternalId: the recorded AssumeRole calls are checked against the trust policy here.
 - EC2: action only. moto judges every EC2 call against Resource "*" and treats conditions as met, so the
   `aws:ResourceTag/opsbots:managed` condition on DeleteSnapshot, and the `ec2:CreateTags` (with its
   `ec2:CreateAction` condition) that tagging snapshots on creation needs, are checked from the recorded
   calls only.
-- DynamoDB: not usefully: moto judges it against Resource "*", which no table- or index-scoped statement
-  matches. Route53: not at all: once enforcement is on, moto answers every Route53 request with
+- DynamoDB and SES v2: not usefully: moto judges them against Resource "*", which no table-, index- or
+  identity-scoped statement matches, and SES without the `ses:FromAddress` its condition needs.
+  Route53: not at all: once enforcement is on, moto answers every Route53 request with
   SignatureDoesNotMatch. SQS SendMessageBatch: moto asks for `sqs:SendMessageBatch`, an action IAM does
   not have (AWS authorizes a batch as sqs:SendMessage). These are let through by moto (`UNJUDGED`) and
   checked from the recorded calls only.
@@ -64,12 +65,14 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
 from chalicelib.runtime import current
 from chalicelib.settings import SNAPSHOT_QUEUE
-from chalicelib.sg_guard import NotificationError
+from chalicelib.sg_guard import NotificationError, RevokeRetryError
+from deploy.scope_to_stack import scope_document
 from tests.conftest import FAKE_AWS, HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
+from tests.functional.faults import ATTEMPTS, Faults
 from tests.network import public_subnet, zones
+from tests.test_packaging import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ACCOUNT_ACTIONS, XRAY
 from tests.test_packaging import FUNCTIONS as PACKAGED
-from tests.test_packaging import LOGS, MEMBER_ACCOUNT_ACTIONS, XRAY
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -84,10 +87,15 @@ CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 FUNCTION_NAMES = tuple(CONFIG["stages"]["prod"]["lambda_functions"])
 # Granted for the Lambda runtime (logs) and the X-Ray SDK's daemon (traces): the code never calls them.
 PLATFORM = LOGS | XRAY
+# Statements for Lambda's own use of the role (logs, traces, the on-failure destination), never a code path's.
+PLATFORM_STATEMENTS = frozenset({"WriteLogs", "WriteTraces", "ReportFailedEvents"})
+# The stack the documents are deployed in: `make package` pins tables, queues and identities to it.
+STACK_PARAMETERS = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": HOME}
 # What moto cannot judge (a signing name, or signing name.operation): it lets these through, and the
 # recorded calls are checked instead.
 UNJUDGED = {
     "dynamodb": "moto judges every DynamoDB call against Resource '*': no table-scoped statement can match",
+    "ses": "moto judges SES v2 against Resource '*' and without ses:FromAddress: no sender-scoped statement can match",
     "route53": "moto answers every Route53 request with SignatureDoesNotMatch once enforcement is on",
     "sqs.SendMessageBatch": "moto asks for sqs:SendMessageBatch, which IAM does not have: AWS asks for sqs:SendMessage",
 }
@@ -117,9 +125,17 @@ def logical_id(function: str) -> str:
     return "".join(part.title() for part in function.split("_"))
 
 
+# Asynchronous functions whose code sends no SQS message: only Lambda sends, to the on-failure destination.
+LAMBDA_SENDS_ONLY = frozenset(
+    name for name in FUNCTION_NAMES if logical_id(name) in ASYNC_FUNCTIONS and name != "take_snapshots"
+)
+
+
 def declared(function: str) -> frozenset[str]:
-    """What the code says the function calls (`<bot>.PERMISSIONS` & co., as tests/test_packaging.py adds them up)."""
-    return frozenset(PACKAGED[logical_id(function)][0] - PLATFORM)
+    """What the code says the function calls (`<bot>.PERMISSIONS` & co., as tests/test_packaging.py adds them up),
+    less what only Lambda does with the role: the on-failure destination, except where the code sends too."""
+    lambda_only = FAILED_EVENTS if function in LAMBDA_SENDS_ONLY else frozenset()
+    return frozenset(PACKAGED[logical_id(function)][0] - PLATFORM - lambda_only)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +211,18 @@ def _ses_resource(call: Call) -> str:
     return f"arn:aws:ses:{call.region}:{call.account}:identity/{call.params['FromEmailAddress']}"
 
 
+def _ses_context(call: Call) -> tuple[tuple[str, str], ...]:
+    return (("ses:FromAddress", call.params["FromEmailAddress"]),) if call.operation == "SendEmail" else ()
+
+
+def _no_context(call: Call) -> tuple[tuple[str, str], ...]:
+    return ()
+
+
+# Condition keys a service sets from the request itself.
+REQUEST_CONTEXT: dict[str, Callable[[Call], tuple[tuple[str, str], ...]]] = {"sesv2": _ses_context}
+
+
 def _sts_resource(call: Call) -> str:
     return str(call.params.get("RoleArn", "*"))
 
@@ -260,7 +288,8 @@ def needs(call: Call) -> list[Need]:
         ]
     operation = RENAMED.get((call.service, call.operation), call.operation)
     action = f"{IAM_PREFIX.get(call.service, call.service)}:{operation}"
-    context = tuple(sorted((f"aws:ResourceTag/{key}", value) for key, value in call.tags.items()))
+    tags = ((f"aws:ResourceTag/{key}", value) for key, value in call.tags.items())
+    context = tuple(sorted((*tags, *REQUEST_CONTEXT.get(call.service, _no_context)(call))))
     resource = RESOURCES.get(call.service, _anything)(call)
     return [Need(action, resource, context), *IMPLIED.get(call.service, _nothing_more)(call)]
 
@@ -320,7 +349,13 @@ def trusts(statements: Sequence[Mapping[str, Any]], principal_arn: str, context:
 
 
 def granted_actions(statements: Sequence[Mapping[str, Any]]) -> frozenset[str]:
-    return frozenset(action for statement in statements for action in _listed(statement["Action"]))
+    """What the statements grant a function's code (Lambda's own statements aside)."""
+    return frozenset(
+        action
+        for statement in statements
+        if statement.get("Sid") not in PLATFORM_STATEMENTS
+        for action in _listed(statement["Action"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +369,10 @@ LAMBDA_TRUST = {
 
 
 def function_document(function: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
-    return document
+    """`.chalice/policy-<function>.json` as `make package` deploys it to this account and region."""
+    document = json.loads((ROOT / ".chalice" / f"policy-{function}.json").read_text())
+    scoped: dict[str, Any] = _resolved(scope_document(document), STACK_PARAMETERS)
+    return scoped
 
 
 def without(document: Mapping[str, Any], *actions: str) -> dict[str, Any]:
@@ -523,6 +560,7 @@ class Findings:
     member_not_granted: frozenset[str]  # needs in the member account the member role does not grant
     member_used: frozenset[str]
     untrusted: tuple[str, ...]  # AssumeRole calls the member role's trust policy refuses
+    sessions: frozenset[str]  # the session names the member accounts' CloudTrail shows
 
 
 @dataclass
@@ -573,7 +611,7 @@ class Iam:
         return Findings(
             refused=tuple(str(call) for call in calls if call.status == 403),
             not_granted=frozenset(str(need) for need in home if not grants(bot.statements, need)),
-            not_needed=granted_actions(bot.statements) - PLATFORM - used,
+            not_needed=granted_actions(bot.statements) - used,
             used=used,
             member_not_granted=frozenset(str(need) for need in members if not grants(self.member_statements, need)),
             member_used=frozenset(need.action for need in members),
@@ -587,6 +625,7 @@ class Iam:
                     {"sts:ExternalId": call.params.get("ExternalId", ""), "aws:PrincipalArn": bot.role_arn},
                 )
             ),
+            sessions=frozenset(call.params["RoleSessionName"] for call in calls if call.operation == "AssumeRole"),
         )
 
     def assert_least_privilege(self, bot: Bot) -> None:
@@ -600,6 +639,8 @@ class Iam:
             member_not_granted=frozenset(),
             member_used=MEMBER_USE[bot.function],
             untrusted=(),
+            # Named after the function, so a member account's CloudTrail tells the bots apart.
+            sessions=frozenset({f"opsbots-{bot.function}"}) if MEMBER_USE[bot.function] else frozenset(),
         )
 
 
@@ -653,13 +694,13 @@ def sg_policies(policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return policies_dir
 
 
-def prefix_list(ec2: EC2Client) -> str:
-    """A managed prefix list holding an Amazon range: the internet, for the policy."""
+def prefix_list(ec2: EC2Client, cidr: str = "52.95.110.0/24") -> str:
+    """A managed prefix list, by default holding an Amazon range: the internet, for the policy."""
     return ec2.create_managed_prefix_list(
         PrefixListName=f"partners-{uuid.uuid4().hex[:8]}",
         MaxEntries=5,
         AddressFamily="IPv4",
-        Entries=[{"Cidr": "52.95.110.0/24"}],
+        Entries=[{"Cidr": cidr}],
     )["PrefixList"]["PrefixListId"]
 
 
@@ -748,20 +789,26 @@ def a_crashed_run_leaves_no_record(step: str) -> None:
 def test_on_security_group_change(
     iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, idempotency_table: str
 ) -> None:
-    # Given one violation of each kind the handler acts on, at home and in the member account
-    prefixes = prefix_list(estate.home_ec2)
+    # Given one violation of each kind the handler acts on, at home and in the member account, and a prefix
+    # list that a group uses for SSH and that is about to gain the internet
+    prefixes, edited_list = prefix_list(estate.home_ec2), prefix_list(estate.home_ec2, "10.8.0.0/16")
     rules = {
         "ssh": opened(estate, tcp(22)),
         "smtp out": opened(estate, tcp(25), egress=True),
         "modified": opened(estate, tcp(22)),
         "prefix list": opened(estate, from_list(22, prefixes)),
+        "prefix list edit": opened(estate, from_list(22, edited_list)),
         "member": opened(estate, tcp(22), ec2=estate.member_ec2),
     }
+    estate.home_ec2.modify_managed_prefix_list(
+        PrefixListId=edited_list, CurrentVersion=1, AddEntries=[{"Cidr": "0.0.0.0/0"}]
+    )
     events = {
         "ssh": sg_event("sg-authorize-ingress-ssh-world", rules["ssh"]),
         "smtp out": sg_event("sg-authorize-egress", rules["smtp out"]),
         "modified": sg_event("sg-modify-rules", rules["modified"]),
         "prefix list": prefix_list_event(rules["prefix list"], prefixes),
+        "prefix list edit": load_event("sg-modify-prefix-list-world", **{"pl-0b8e4d2a6c1f93507": edited_list}),
         "member": sg_event("sg-authorize-ingress-cross-account", rules["member"]),
     }
     bot = iam.bot("on_security_group_change")
@@ -769,28 +816,37 @@ def test_on_security_group_change(
     # When CloudTrail delivers each event, and the first one twice
     with enforced():
         statuses = {name: handle(lambdas, bot.function, event)["status"] for name, event in events.items()}
-        with sdk_without_return_values_on_condition_check_failure(bot):
-            again = handle(lambdas, bot.function, events["ssh"])["status"]
+        again = handle(lambdas, bot.function, events["ssh"])
 
-    # Then every offending rule is gone and security got one email per event
+    # Then every offending rule is gone and security got one email per event (the ledger refused a second)
     assert statuses == dict.fromkeys(events, "reverted")
-    assert again == "reverted"
+    assert (again["status"], again["email"]) == ("reverted", "duplicate")
     assert [name for name, rule in rules.items() if not rule.gone(estate)] == []
     assert len(sent_emails()) == len(events)
 
-    # And when SES refuses the email, the step's record goes, so that Lambda's retry sends it
+    # And when SES refuses the email, it is parked in the ledger, and Lambda's retry sends it
     late = opened(estate, tcp(3389))
     event = sg_event("sg-authorize-ingress-ssh-world", late)
     event["detail"]["requestParameters"]["ipPermissions"]["items"][0].update(fromPort=3389, toPort=3389)
     ses = boto3.client("sesv2")
     ses.delete_email_identity(EmailIdentity=SENDER)
-    with enforced(), pytest.raises(NotificationError):
+    with enforced(), pytest.raises(NotificationError, match="parked"):
         handle(lambdas, bot.function, event)
     ses.create_email_identity(EmailIdentity=SENDER)
     with enforced():
-        assert handle(lambdas, bot.function, event)["status"] == "reverted"
+        assert handle(lambdas, bot.function, event)["email"] == "sent"
     assert late.gone(estate)
     assert len(sent_emails()) == len(events) + 1
+
+    # And when EC2 answers 5xx past the retries, security is told once, the email marked sent, and Lambda retries
+    flaky = opened(estate, tcp(22))
+    faults = Faults()
+    faults.fail("ec2", "RevokeSecurityGroupIngress", "5xx", times=ATTEMPTS)
+    faults.on(bot.clients.client("ec2", Target(HOME_KEY, REGION)))
+    with enforced(), pytest.raises(RevokeRetryError):
+        handle(lambdas, bot.function, sg_event("sg-authorize-ingress-ssh-world", flaky))
+    assert not flaky.gone(estate)
+    assert len(sent_emails()) == len(events) + 2
     iam.assert_least_privilege(bot)
 
 
@@ -985,7 +1041,7 @@ def test_take_snapshots(
     # Given the scheduler's two modes: without OPSBOTS_SNAPSHOT_QUEUE (`chalice deploy` sets none) it runs
     # the units itself, which is what its EC2, SES and AssumeRole grants are for; with it, it only queues
     bot = iam.bot("take_snapshots")
-    runtime = current()
+    runtime = current().acting_as("take_snapshots")  # what the handler says first
 
     # When the schedule runs the units itself, in consecutive windows (the handler, to set the clock)
     with enforced():
@@ -994,6 +1050,7 @@ def test_take_snapshots(
                 policies=runtime.policies.snapshots,
                 accounts=runtime.policies.accounts,
                 deps=runtime.snapshots,
+                mailer=runtime.mailer(snapshots.BOT, None),
                 now=window(hour),
             )
             for hour in range(WINDOWS)
@@ -1180,17 +1237,46 @@ def test_moto_denies_an_ec2_action_the_document_lacks(
     assert "ec2:RevokeSecurityGroupIngress" in email.body
 
 
-def test_moto_denies_ses_send_email_when_the_document_lacks_it(
+def test_an_email_without_ses_send_email_is_caught_from_the_recorded_calls(
     iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path
 ) -> None:
     rule = opened(estate, tcp(22))
     bot = iam.bot("on_security_group_change", without(function_document("on_security_group_change"), "ses:SendEmail"))
 
-    with enforced(), pytest.raises(NotificationError, match="ses:SendEmail"):
+    with enforced():
         handle(lambdas, bot.function, sg_event("sg-authorize-ingress-ssh-world", rule))
 
     assert rule.gone(estate)
-    assert sent_emails() == []
+    assert actions_of(iam.findings(bot).not_granted) == {"ses:SendEmail"}
+
+
+def test_an_email_from_another_sender_is_not_granted(iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path) -> None:
+    # Given the policy file's sender changed, and the function's document left as it was
+    path = sg_policies / "security_groups.yml"
+    path.write_text(path.read_text().replace("sender: opsbots@example.com", "sender: ceo@example.com"))
+    boto3.client("sesv2").create_email_identity(EmailIdentity="ceo@example.com")
+    rule = opened(estate, tcp(22))
+    bot = iam.bot("on_security_group_change")
+
+    with enforced():
+        handle(lambdas, bot.function, sg_event("sg-authorize-ingress-ssh-world", rule))
+
+    # Then the document's ses:FromAddress condition refuses it (moto does not judge conditions: the record does)
+    assert iam.findings(bot).not_granted == {
+        f"ses:SendEmail on arn:aws:ses:{REGION}:{HOME}:identity/ceo@example.com with ses:FromAddress=ceo@example.com"
+    }
+
+
+def test_tables_of_another_account_or_region_are_not_granted() -> None:
+    statements = function_document("sweep_security_groups")["Statement"]
+    table = "table/opsbots-idempotency"
+
+    assert grants(statements, Need("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{HOME}:{table}"))
+    assert not grants(statements, Need("dynamodb:PutItem", f"arn:aws:dynamodb:us-east-1:{HOME}:{table}"))
+    assert not grants(statements, Need("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{MEMBER}:{table}"))
+    index = f"arn:aws:dynamodb:{REGION}:{HOME}:{table}/index/outbox"
+    assert grants(statements, Need("dynamodb:Query", index))
+    assert not grants(statements, Need("dynamodb:Query", f"arn:aws:dynamodb:{REGION}:{HOME}:{table}"))
 
 
 @pytest.mark.parametrize(
@@ -1378,7 +1464,10 @@ def test_an_ec2_condition_moto_ignores_is_checked_from_the_recorded_calls(
 
     with enforced():
         result = snapshots.work_on(
-            [unit.to_message() for unit in units], policies=runtime.policies.snapshots, deps=runtime.snapshots
+            [unit.to_message() for unit in units],
+            policies=runtime.policies.snapshots,
+            deps=runtime.snapshots,
+            mailer=runtime.mailer(snapshots.BOT, None),
         )
 
     assert (result["pruned"], result["copied"], result["failed"]) == (3, 3, [])  # moto did not stop it

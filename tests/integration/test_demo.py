@@ -57,18 +57,27 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
         "✔ the email says who, what, where, which policy rule and what was done",
         "seconds from the change to the revoke.",
         # 2. the same event again
-        "✔ nothing was revoked again: the bot made no EC2 call at all",
+        "✔ the revoke ran again, unguarded, and was a no-op: the rule was already gone",
         "✔ no second email",
-        # 3. five permissions in one call
+        # 3. the run-once table gone
+        "someone deletes the DynamoDB table opsbots-idempotency",
+        "✔ the outage is logged (and counted as DedupeUnavailable): at least once, never not at all",
+        # 4. five permissions in one call
         '"bastion ssh"',
         "REVOKED",
         "✔ the other four entries stay",
-        # 4. the member account, through its role
-        "(session opsbots, ExternalId opsbots-demo-external-id)",
+        # 5. the member account, through its role, in a session named after the function
+        "(session opsbots-on_security_group_change, ExternalId opsbots-demo-external-id)",
         "✔ the email names the member account 222222222222 (workloads)",
-        # 5. compliant
+        # 6. an exemption: kept and reported; 9999-12-31 ignored
+        "KEPT OPEN, not revoked: exempt until",
+        "✔ and security is still told: one email saying it was kept, and until when",
+        "✔ and its email says why the tag was ignored",
+        # 7. a prefix list gains the internet
+        "✔ the email names the cause (the list's new entry) and the rule revoked",
+        # 8. compliant
         "✔ the handler found it compliant",
-        # 6. the sweep
+        # 9. the sweep
         "Subject: [opsbots] security-group sweep: 1 violation(s), 0 account failure(s)",
         "✔ the compliant rules of the earlier scenes are untouched",
     ],
