@@ -264,7 +264,11 @@ class Mailer:
             _unavailable("could not mark the email sent; a retry may send it again", key, str(error))
 
     def flush(self) -> dict[str, int]:
-        """Send what earlier runs of this bot parked; what fails again stays parked. Returns the counts."""
+        """Send what earlier runs of this bot parked, oldest first. Returns the counts.
+
+        The first email SES refuses again goes back to the outbox and ends the drain: SES is most likely
+        still down, and retrying a hundred emails through botocore's retries would spend the run's time.
+        """
         outbox = self._outbox
         counts = {"sent": 0, "parked": 0}
         if outbox is None:
@@ -273,12 +277,12 @@ class Mailer:
             for parked in outbox.parked(self.bot):
                 if not outbox.take(parked.key, self.request_id):
                     continue
-                if self._send(parked.key, parked.notice):
-                    outbox.settle(parked.key)
-                    counts["sent"] += 1
-                else:
+                if not self._send(parked.key, parked.notice):
                     outbox.park(parked.key, parked.notice, self.bot)
                     counts["parked"] += 1
+                    break
+                outbox.settle(parked.key)
+                counts["sent"] += 1
         except OutboxUnavailableError as error:
             _unavailable("could not drain the outbox; parked emails wait for the next run", self.bot, str(error))
         metrics.add_metric(name="OutboxBacklog", unit="Count", value=counts["parked"])
