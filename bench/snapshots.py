@@ -226,19 +226,24 @@ def build_estate(endpoint: str, round_: Round) -> Setup:
 # ----- the two approaches ----------------------------------------------------------------------
 
 
+def scheduled_run(policies: Policies, clients: Clients) -> dict[str, Any]:
+    """`take_snapshots` at NOW, running its units in-process, as without a run-once table (no ledger calls)."""
+    return take_snapshots(
+        policies=policies.snapshots,
+        accounts=policies.accounts,
+        deps=SnapshotDeps(clients, None, None),
+        mailer=mailer_for(BOT, clients, None),
+        now=NOW,
+    )
+
+
 def ours(round_: Round, policies: Policies) -> Measurement:
     calls = Calls()
     started = time.perf_counter()
     clients = Clients(
         external_id=EXTERNAL_ID, home_session=boto3.Session(region_name=HOME_REGION), handlers=handlers(calls, round_)
     )
-    result = take_snapshots(
-        policies=policies.snapshots,
-        accounts=policies.accounts,
-        deps=SnapshotDeps(clients, None, None),
-        mailer=mailer_for(BOT, clients, None),  # as without a run-once table: no ledger calls to count
-        now=NOW,
-    )
+    result = scheduled_run(policies, clients)
     seconds = time.perf_counter() - started
     if result["failed"]:
         raise RuntimeError(f"take_snapshots failed: {result['failed']}")
@@ -365,13 +370,7 @@ def prune_ours(policies: Policies) -> Pruned:
     clients = Clients(
         external_id=EXTERNAL_ID, home_session=boto3.Session(region_name=HOME_REGION), handlers=[("before-call", calls)]
     )
-    result = take_snapshots(
-        policies=policies.snapshots,
-        accounts=policies.accounts,
-        deps=SnapshotDeps(clients, None, None),
-        mailer=mailer_for(BOT, clients, None),  # as without a run-once table: no ledger calls to count
-        now=NOW,
-    )
+    result = scheduled_run(policies, clients)
     seconds = time.perf_counter() - started
     if result["failed"] or result["taken"]:
         raise RuntimeError(f"take_snapshots should only prune here: {result}")

@@ -127,7 +127,10 @@ class Outbox:
                     "id": {"S": _item_id(key)},
                     "status": {"S": "unsent"},
                     OUTBOX_INDEX: {"S": bot},
-                    "parked": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))},
+                    # Parked again after a failed drain, it keeps its place: the oldest goes first.
+                    "parked": {
+                        "S": notice.delayed_since or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
+                    },
                     "notice": {"B": zlib.compress(notice.to_json().encode())},
                 },
             )
