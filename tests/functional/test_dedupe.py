@@ -30,9 +30,7 @@ class StepFailedError(Exception):
     pass
 
 
-def test_a_step_that_ran_is_not_run_again_when_its_record_cannot_be_completed(
-    dynamodb: Any, emitted: Emitted
-) -> None:
+def test_a_step_that_ran_is_not_run_again_when_its_record_cannot_be_completed(dynamodb: Any, emitted: Emitted) -> None:
     # Given a table that takes the in-progress record but refuses to mark it completed
     once = guard(dynamodb)
     answer_with_error(dynamodb, "UpdateItem", "InternalServerError", status=500)

@@ -209,3 +209,27 @@ def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monk
     )
     assert (result["units"], result["taken"]) == (2, 2)
     assert len(snapshots_of(estate.home_ec2, home)) == len(snapshots_of(estate.member_ec2, member)) == 1
+
+
+def test_a_failure_email_ses_refused_is_sent_by_the_next_run(
+    estate: Estate, idempotency_table: str, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.functional.conftest import SENDER, sent_emails
+    from tests.functional.test_delivery import add_sandbox_account
+
+    # Given an account whose role refuses us (every run fails there), and SES refusing the sender
+    add_sandbox_account(policies_dir, monkeypatch)
+    volume(estate.home_ec2, Backup="daily")
+    ses = boto3.client("sesv2")
+    ses.delete_email_identity(EmailIdentity=SENDER)
+
+    # When a run fails there, its failure email is parked, not lost
+    assert len(run(FIRST_RUN)["failed"]) == 1
+    assert sent_emails() == []
+
+    # Then the next run, SES back, sends it first, marked as late, and then its own
+    ses.create_email_identity(EmailIdentity=SENDER)
+    assert len(run(FIRST_RUN + timedelta(hours=1))["failed"]) == 1
+    delayed, fresh = sent_emails()
+    assert "This email was delayed: SES refused it at" in delayed.body
+    assert "This email was delayed" not in fresh.body
