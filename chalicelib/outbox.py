@@ -89,8 +89,8 @@ class Outbox:
         """Whether this invocation may send `key`'s email, and the email parked under it if SES refused it before:
         that one is sent as it was written then (a retry's own view may differ: the rule it revoked is now gone)."""
         now = int(self._clock())
-        try:
-            answer = self._dynamodb.put_item(
+        answer = self._conditional(
+            lambda: self._dynamodb.put_item(
                 TableName=self._table,
                 Item={
                     "id": {"S": _item_id(key)},
@@ -109,12 +109,9 @@ class Outbox:
                 },
                 ReturnValues="ALL_OLD",
             )
-        except ClientError as error:
-            if error_code(error) == _ALREADY_TAKEN:
-                return Claim(claimed=False)
-            raise OutboxUnavailableError(reason(error)) from error
-        except BotoCoreError as error:
-            raise OutboxUnavailableError(reason(error)) from error
+        )
+        if answer is None:
+            return Claim(claimed=False)
         old = answer.get("Attributes", {})
         return Claim(claimed=True, parked=_parked(key, old).notice if "notice" in old else None)
 
@@ -172,7 +169,7 @@ class Outbox:
     def take(self, key: str, request_id: str) -> bool:
         """Hold a parked email for one drain; False when another invocation holds or sent it."""
         now = int(self._clock())
-        return self._conditional(
+        held = self._conditional(
             lambda: self._dynamodb.update_item(
                 TableName=self._table,
                 Key={"id": {"S": _item_id(key)}},
@@ -188,17 +185,18 @@ class Outbox:
                 },
             )
         )
+        return held is not None
 
-    def _conditional(self, write: Callable[[], Any]) -> bool:
+    def _conditional(self, write: Callable[[], Any]) -> Any | None:
+        """The write's answer, or None when its condition refused it."""
         try:
-            write()
+            return write()
         except ClientError as error:
             if error_code(error) == _ALREADY_TAKEN:
-                return False
+                return None
             raise OutboxUnavailableError(reason(error)) from error
         except BotoCoreError as error:
             raise OutboxUnavailableError(reason(error)) from error
-        return True
 
     def _call(self, write: Callable[[], Any]) -> None:
         try:
