@@ -86,6 +86,7 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
         accounts=runtime.policies.accounts,
         deps=runtime.snapshots,
         mailer=runtime.mailer(snapshots.BOT, event.context),
+        now=delivery_time(event),
         once=runtime.once(event.context),
         event_id=delivery_id(event),
     )
@@ -99,6 +100,7 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     return snapshots.work_on(
         (record.body for record in event),
         policies=runtime.policies.snapshots,
+        accounts=runtime.policies.accounts,
         deps=runtime.snapshots,
         mailer=runtime.mailer(snapshots.BOT, event.context),
         once=runtime.once(event.context),

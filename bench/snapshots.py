@@ -38,7 +38,8 @@ import botocore.session
 
 from bench.common import Calls, verdict
 from bench.machine import publish
-from chalicelib.aws import Clients
+from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.aws import Clients, Target
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
@@ -48,12 +49,14 @@ from chalicelib.snapshots import (
     POLICY,
     VOLUME,
     WINDOW,
+    Entry,
+    Ledger,
     SnapshotDeps,
     take_snapshots,
     window_start,
     window_tag,
 )
-from demo.environment import moto_server
+from demo.environment import create_table, moto_server
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -65,6 +68,7 @@ MEMBERS = tuple(f"2000000000{n:02d}" for n in range(1, 11))
 REGIONS = ("eu-west-1", "us-east-1")
 UNITS = tuple((account, region) for account in MEMBERS for region in REGIONS)
 HOME_REGION = REGIONS[0]
+LEDGER_TABLE = "opsbots-snapshot-ledger"  # deploy/resources.json: SnapshotLedgerTable
 ROLE_NAME = "opsbots-member"
 EXTERNAL_ID = "opsbots-bench"
 SELECT = ("Backup", "daily")
@@ -165,8 +169,9 @@ def write_policies(directory: Path) -> Policies:
 
 
 def reset(endpoint: str) -> None:
-    """Forget every resource of every account: each round starts from an empty moto."""
+    """Forget every resource of every account: each round starts from an empty moto, with an empty ledger."""
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
+    create_table(boto3.client("dynamodb", region_name=HOME_REGION), "SnapshotLedgerTable")
 
 
 class Setup:
@@ -227,11 +232,13 @@ def build_estate(endpoint: str, round_: Round) -> Setup:
 
 
 def scheduled_run(policies: Policies, clients: Clients) -> dict[str, Any]:
-    """`take_snapshots` at NOW, running its units in-process, as without a run-once table (no ledger calls)."""
+    """`take_snapshots` at NOW, running its units in-process, without a run-once table (its calls are the
+    schedule's, not the work's), with the ledger that proves which snapshots are its own (those calls count)."""
+    ledger = Ledger(clients.client("dynamodb", Target(HOME_KEY, HOME_REGION)), LEDGER_TABLE)
     return take_snapshots(
         policies=policies.snapshots,
         accounts=policies.accounts,
-        deps=SnapshotDeps(clients, None, None),
+        deps=SnapshotDeps(clients, None, None, ledger),
         mailer=mailer_for(BOT, clients, None),
         now=NOW,
     )
@@ -333,10 +340,12 @@ def build_prune_estate(endpoint: str, estate: PruneEstate, approach: str) -> Non
     from moto.ec2.models import ec2_backends
 
     reset(endpoint)
+    ledger = Ledger(boto3.client("dynamodb", region_name=HOME_REGION), LEDGER_TABLE)
     key, value = SELECT
     today = window_start(NOW, timedelta(days=1))
     for account, region in UNITS:
         backend = ec2_backends[account][region]
+        recorded: list[Entry] = []
         for _ in range(estate.volumes_per_unit):
             volume = backend.create_volume(size=8, zone_name=f"{region}a")
             backend.create_tags([volume.id], {key: value})
@@ -346,9 +355,11 @@ def build_prune_estate(endpoint: str, estate: PruneEstate, approach: str) -> Non
                 if approach == "ours":
                     tags = {MANAGED: "true", POLICY: "daily", WINDOW: window_tag(window), VOLUME: volume.id}
                     backend.create_tags([snapshot.id], tags)
+                    recorded.append(Entry(snapshot.id, volume.id, window))
                 else:
                     backend.create_tags([snapshot.id], dict([SERIAL_TAG]))
                     snapshot.start_time -= timedelta(days=age)
+        ledger.record(account, region, "daily", recorded)  # as the bot did when it took them
 
 
 def held_by_moto(tag: tuple[str, str]) -> int:

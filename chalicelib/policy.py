@@ -327,6 +327,21 @@ _Duration = Annotated[
     PlainValidator(_parse_duration),
     WithJsonSchema({"type": "string", "pattern": r"^\d+[mhdw]$"}),
 ]
+_TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def _parse_time_of_day(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    match = _TIME_OF_DAY.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f'{value!r} is not a UTC time of day like "03:00" (quote it in YAML)')
+    return timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
+
+
+_TimeOfDay = Annotated[
+    timedelta, PlainValidator(_parse_time_of_day), WithJsonSchema({"type": "string", "pattern": anchored(_TIME_OF_DAY)})
+]
 
 
 class Retention(StrictModel):
@@ -370,6 +385,7 @@ class SnapshotPolicy(StrictModel):
     consistency: Literal["volume", "instance"] = "volume"
     copy_to: CopyTo | None = None
     copy_tags: bool = False
+    at: _TimeOfDay | None = None  # windows start at this UTC time (an off-peak hour), not at midnight
 
     @field_validator("every")
     @classmethod
@@ -377,6 +393,14 @@ class SnapshotPolicy(StrictModel):
         if every < timedelta(hours=1):
             raise ValueError("snapshots run hourly: every must be at least 1h")
         return every
+
+    @field_validator("at")
+    @classmethod
+    def check_within_a_window(cls, at: timedelta | None, info: ValidationInfo) -> timedelta | None:
+        every = info.data.get("every")
+        if at is not None and isinstance(every, timedelta) and at >= every:
+            raise ValueError(f"at must fall within one window of every ({every}); it shifts where windows start")
+        return at
 
     @field_validator("accounts")
     @classmethod

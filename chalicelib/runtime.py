@@ -15,7 +15,7 @@ from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
 from chalicelib.observability import logger, metrics
 from chalicelib.outbox import Mailer, mailer_for
-from chalicelib.settings import DNS_TABLE, Settings
+from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER, Settings
 
 if TYPE_CHECKING:
     from chalicelib.dns import DnsDeps
@@ -81,11 +81,17 @@ class Runtime:
 
     @cached_property
     def snapshots(self) -> SnapshotDeps:
-        from chalicelib.snapshots import SnapshotDeps
+        if not self.settings.snapshot_ledger:
+            raise NotConfiguredError(
+                f"{SNAPSHOT_LEDGER} is not set: the snapshot bot proves what it owns by its ledger"
+            )
+        from chalicelib.snapshots import Ledger, SnapshotDeps
 
+        home = Target(HOME, self.clients.home_region)
         queue = self.settings.snapshot_queue
-        sqs = self.clients.client("sqs", Target(HOME, self.clients.home_region)) if queue else None
-        return SnapshotDeps(self.clients, queue, sqs)
+        sqs = self.clients.client("sqs", home) if queue else None
+        ledger = Ledger(self.clients.client("dynamodb", home), self.settings.snapshot_ledger)
+        return SnapshotDeps(self.clients, queue, sqs, ledger)
 
     @cached_property
     def thumbnails(self) -> ThumbnailDeps:

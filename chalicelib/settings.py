@@ -16,6 +16,7 @@ EXTERNAL_ID = "OPSBOTS_EXTERNAL_ID"
 IDEMPOTENCY_TABLE = "OPSBOTS_IDEMPOTENCY_TABLE"
 DNS_TABLE = "OPSBOTS_DNS_TABLE"
 SNAPSHOT_QUEUE = "OPSBOTS_SNAPSHOT_QUEUE"
+SNAPSHOT_LEDGER = "OPSBOTS_SNAPSHOT_LEDGER"
 TRACING = "OPSBOTS_TRACING"
 
 # `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
@@ -30,6 +31,7 @@ class Settings:
     idempotency_table: str | None
     dns_table: str | None
     snapshot_queue: str | None
+    snapshot_ledger: str | None
     tracing: bool
 
     @classmethod
@@ -41,5 +43,6 @@ class Settings:
             idempotency_table=environ.get(IDEMPOTENCY_TABLE) or None,
             dns_table=environ.get(DNS_TABLE) or None,
             snapshot_queue=environ.get(SNAPSHOT_QUEUE) or None,
+            snapshot_ledger=environ.get(SNAPSHOT_LEDGER) or None,
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
         )

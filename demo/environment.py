@@ -46,6 +46,8 @@ CLEARED = (
     "OPSBOTS_POLICIES",
     "OPSBOTS_IDEMPOTENCY_TABLE",
     "OPSBOTS_DNS_TABLE",
+    "OPSBOTS_SNAPSHOT_LEDGER",
+    "OPSBOTS_SNAPSHOT_QUEUE",
     "OPSBOTS_EXTERNAL_ID",
     "OPSBOTS_TRACING",
 )
@@ -80,7 +82,7 @@ _CREATE_TABLE_FIELDS = ("TableName", "KeySchema", "AttributeDefinitions", "Globa
 
 
 def create_table(dynamodb: Any, logical_id: str) -> str:
-    """Create a table exactly as deploy/resources.json declares it (`IdempotencyTable`, `DnsRegistryTable`),
+    """Create a table exactly as deploy/resources.json declares it (`IdempotencyTable`, `DnsRegistryTable`, ...),
     so the demo, tests and benchmarks run against the shape that is deployed; returns its name."""
     resources = json.loads((Path(__file__).parent.parent / "deploy" / "resources.json").read_text())["Resources"]
     properties = resources[logical_id]["Properties"]

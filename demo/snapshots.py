@@ -23,7 +23,6 @@ from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SHIPPED_POLICIES
 from chalicelib.snapshots import (
     BOT,
-    CATCH_UP,
     COPY_OF,
     MANAGED,
     POLICY,
@@ -36,7 +35,7 @@ from chalicelib.snapshots import (
     work_on,
 )
 from demo import show
-from demo.dns import wrapped
+from demo.dns import bot_logs, wrapped
 from demo.environment import HOME, MEMBER, REGION
 from demo.stage import Account, Stage, sample_event
 
@@ -206,6 +205,7 @@ class SnapshotsChapter:
     workdir: Path
     disks: list[Disk] = field(default_factory=list)
     by_hand: dict[str, str] = field(default_factory=dict)  # account -> snapshot id
+    spoofed: set[str] = field(default_factory=set)  # snapshots made by hand that someone tagged as opsbots'
     first_day: datetime = field(default_factory=lambda: datetime.now(UTC))
     _clients: dict[tuple[str, str], EC2Client] = field(default_factory=dict)
 
@@ -215,7 +215,9 @@ class SnapshotsChapter:
             ("the hourly schedule fires: the take_snapshots handler, without a queue", self.first_run),
             (f"{DAYS} days of runs at 01:00 and 02:00 UTC", self.days),
             (f"retention cut to the newest {SHORT_COUNT}", self.short_retention),
+            ("someone copies opsbots' tags onto a golden snapshot made by hand", self.spoofed_golden),
             ("the worker receives the same SQS message twice", self.duplicate_message),
+            ("the schedule is down from 00:00 to 10:00 UTC: the 10:00 run still takes the day's", self.late_run),
         )
         try:
             return show.play_scenes(scenes)
@@ -263,7 +265,12 @@ class SnapshotsChapter:
 
     def run(self, now: datetime, work: Callable[[], Mapping[str, Any]], before: State | None = None) -> Run:
         before = self.state() if before is None else before
-        answer = work()
+        with bot_logs() as logs:
+            answer = work()
+        for entry in logs:  # the bots log JSON; the timeline shows what they warned of, in a line
+            show.note(
+                wrapped(f'the bot logged {entry.get("level")} "{entry.get("message")}": {entry.get("snapshots")}')
+            )
         after = self.state()
         window = window_tag(window_start(now, daily_policy().every))
         return Run(now, answer, before, after, {a: self.tally(a, before, after, window) for a in TAGGED})
@@ -292,9 +299,9 @@ class SnapshotsChapter:
         return {volume: sorted(windows) for volume, windows in found.items()}
 
     def survivors(self, state: State) -> bool:
-        """The snapshots made by hand are all there, still without any opsbots tag."""
+        """The snapshots made by hand are all there, without any opsbots tag but those someone spoofed."""
         return all(
-            key in state and not any(tag.startswith("opsbots:") for tag in state[key].tags)
+            key in state and (key in self.spoofed or not any(tag.startswith("opsbots:") for tag in state[key].tags))
             for key in self.by_hand.values()
         )
 
@@ -354,20 +361,19 @@ class SnapshotsChapter:
         return Disk(created["VolumeId"], name, account, tagged)
 
     def first_run(self) -> bool:
-        use_policies(copy_of_policies(self.workdir / "hourly", "every: 24h", "every: 1h"))
+        use_policies(None)
         show.note(
             wrapped(
-                f"the shipped daily window is worked in its first {duration(CATCH_UP)} "
-                f"(00:00-{CATCH_UP // HOURLY:02d}:00 UTC) and the handler reads the wall clock: "
-                "this first run uses a copy of the policies with every: 1h, open whenever the demo "
-                "plays. OPSBOTS_SNAPSHOT_QUEUE is unset, so the handler runs the units itself"
+                "the shipped daily policy, for the window of the scheduled event's time (today's: every run "
+                "of a window works on it until each volume has its snapshot). OPSBOTS_SNAPSHOT_QUEUE is unset, "
+                "so the handler runs the units itself"
             )
         )
         event = sample_event("scheduled-event", {"sweep_security_groups": "take_snapshots"})
-        hours = {window_tag(window_start(datetime.now(UTC), HOURLY))}
+        event_time = datetime.fromisoformat(event["time"])
+        hours = {window_tag(window_start(event_time, daily_policy().every))}
         show.step(f"EventBridge schedule invokes take_snapshots (event {event['id'][:8]}…, time {event['time']})")
-        run = self.run(datetime.now(UTC), lambda: self.stage.invoke("take_snapshots", event))
-        hours.add(window_tag(window_start(datetime.now(UTC), HOURLY)))  # in case the hour turned meanwhile
+        run = self.run(event_time, lambda: self.stage.invoke("take_snapshots", event))
         show.step(f"take_snapshots answered {answer_text(run.answer)}")
         taken = sorted((h for k, h in run.after.items() if k not in run.before), key=lambda h: (h.account, h.volume))
         for held in taken:
@@ -379,7 +385,7 @@ class SnapshotsChapter:
             sorted(h.volume for h in taken) == sorted(d.id for d in self.tagged)
             and all(h.source and h.window in hours and h.volume for h in taken),
             f"each of the {len(self.tagged)} tagged volumes has one snapshot, tagged {MANAGED}=true, "
-            f"{POLICY}={POLICY_NAME}, {WINDOW}=<this hour>, {VOLUME}=<its volume>",
+            f"{POLICY}={POLICY_NAME}, {WINDOW}=<today 00:00>, {VOLUME}=<its volume>, and recorded in the ledger",
         )
         checks.that(
             all(h.tags.get("Name") == self.name(h.volume) for h in taken),
@@ -481,6 +487,55 @@ class SnapshotsChapter:
         checks.that(self.survivors(run.after), "the snapshots made by hand survive: retention considers only opsbots'")
         return checks.ok
 
+    def spoofed_golden(self) -> bool:
+        golden = self.by_hand[HOME]
+        volume = next(disk.id for disk in self.disks if disk.account == HOME and disk.name == BY_HAND[HOME][0])
+        old_window = self.first_day - timedelta(days=60)
+        spoofed = {MANAGED: "true", POLICY: POLICY_NAME, WINDOW: window_tag(old_window), VOLUME: volume}
+        self.ec2(HOME).create_tags(Resources=[golden], Tags=[{"Key": k, "Value": v} for k, v in spoofed.items()])
+        self.spoofed.add(golden)
+        show.step(
+            wrapped(
+                f"someone allowed ec2:CreateTags (no delete right needed) tags {golden}, the golden snapshot "
+                f"made by hand, {', '.join(f'{k}={v}' for k, v in spoofed.items())}: by its tags, a "
+                f"60-day-old {POLICY_NAME} snapshot, due for pruning"
+            )
+        )
+        now = self.first_day + timedelta(days=DAYS - 1, hours=RUN_HOURS[-1] + 2)
+        run = self.scheduled(now)
+        show.step(f"take_snapshots(now={now:%Y-%m-%d %H:%M} UTC) answered {answer_text(run.answer)}")
+        show.note(
+            wrapped(
+                "the bot proves ownership by its ledger (the DynamoDB table opsbots-snapshot-ledger, written only "
+                "by its own roles), not by tags: a tagged snapshot the ledger does not hold is foreign"
+            )
+        )
+        checks = show.Checks()
+        checks.that(golden in run.after, f"{golden}, the golden snapshot, is still there")
+        checks.that(run.answer.get("foreign") == 1, "the run reports one foreign snapshot", f"{run.answer}")
+        checks.that(run.total.matches(run.answer), "the bot's counts match moto's state: it pruned none of it")
+        return checks.ok
+
+    def late_run(self) -> bool:
+        now = self.first_day + timedelta(days=DAYS + 1, hours=10)
+        show.step(
+            wrapped(
+                f"day {DAYS + 2}: no run from 00:00 to 09:00 UTC (an outage, a role fixed late); "
+                f"take_snapshots(now={now:%Y-%m-%d %H:%M} UTC), the first run of the day"
+            )
+        )
+        run = self.scheduled(now)
+        show.step(f"take_snapshots answered {answer_text(run.answer)}\n{self.table([run])}")
+        window = window_tag(window_start(now, daily_policy().every))
+        checks = show.Checks()
+        checks.that(run.total.matches(run.answer), "the bot's counts match moto's state")
+        checks.that(
+            run.total.taken == len(self.tagged)
+            and all(window in windows for windows in self.windows_of(run.after).values()),
+            f"each of the {len(self.tagged)} tagged volumes got the day's snapshot ({WINDOW}={window}) at 10:00",
+        )
+        return checks.ok
+
     def duplicate_message(self) -> bool:
         use_policies(None)
         runtime = current()
@@ -499,7 +554,12 @@ class SnapshotsChapter:
         run = self.run(
             now,
             lambda: work_on(
-                [message, message], policies=policies, deps=runtime.snapshots, mailer=runtime.mailer(BOT, None)
+                [message, message],
+                policies=policies,
+                accounts=accounts,
+                deps=runtime.snapshots,
+                mailer=runtime.mailer(BOT, None),
+                clock=lambda: now,  # the worker's clock, at the simulated hour
             ),
         )
         members = [disk.id for disk in self.tagged if disk.account == MEMBER]

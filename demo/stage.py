@@ -37,6 +37,7 @@ EXTERNAL_ID = "opsbots-demo-external-id"
 IDEMPOTENCY_TABLE = "opsbots-idempotency"
 DNS_TABLE = "opsbots-dns"  # the DNS bot's registry of the records it wrote
 DNS_OWNER_INDEX = "by-owner"
+SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"  # the snapshots the snapshot bot took: its proof of ownership
 CLOUDTRAIL_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -109,8 +110,12 @@ def build(endpoint: str) -> Stage:
     home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
     create_table(home.session.client("dynamodb"), "IdempotencyTable")
     create_table(home.session.client("dynamodb"), "DnsRegistryTable")
+    create_table(home.session.client("dynamodb"), "SnapshotLedgerTable")
     os.environ.update(
-        OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE, OPSBOTS_EXTERNAL_ID=EXTERNAL_ID, OPSBOTS_DNS_TABLE=DNS_TABLE
+        OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE,
+        OPSBOTS_EXTERNAL_ID=EXTERNAL_ID,
+        OPSBOTS_DNS_TABLE=DNS_TABLE,
+        OPSBOTS_SNAPSHOT_LEDGER=SNAPSHOT_LEDGER,
     )
 
     from app import app
@@ -126,7 +131,8 @@ def introduce(stage: Stage) -> None:
     show.note(
         f"home account {stage.home}: the Lambda's own; SES sender {SENDER} verified;\n"
         f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery,\n"
-        f"  DynamoDB table {DNS_TABLE} (key record, index {DNS_OWNER_INDEX}) for the DNS bot's registry\n"
+        f"  DynamoDB table {DNS_TABLE} (key record, index {DNS_OWNER_INDEX}) for the DNS bot's registry,\n"
+        f"  DynamoDB table {SNAPSHOT_LEDGER} (key scope, snapshot) for the snapshot bot's ledger\n"
         f"member account {stage.member}: reached through {MEMBER_ROLE}, ExternalId {EXTERNAL_ID}\n"
         "handlers: app.py through chalice.test.Client(stage 'dev'), the way Lambda invokes them"
     )

@@ -24,7 +24,14 @@ FAKE_AWS = {
     "OPSBOTS_EXTERNAL_ID": "test-external-id",
 }
 os.environ.update(FAKE_AWS)
-for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "OPSBOTS_IDEMPOTENCY_TABLE", "OPSBOTS_POLICIES"):
+for variable in (
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "OPSBOTS_IDEMPOTENCY_TABLE",
+    "OPSBOTS_POLICIES",
+    "OPSBOTS_SNAPSHOT_LEDGER",
+    "OPSBOTS_SNAPSHOT_QUEUE",
+):
     os.environ.pop(variable, None)
 
 import pytest  # noqa: E402 - the environment above must be set first

@@ -21,7 +21,7 @@ import pytest
 
 from chalicelib import dedupe, dns, outbox, sg_guard, snapshots, thumbnails, triggers
 from chalicelib.policy import load_policies
-from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_QUEUE
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
 
 pytestmark = pytest.mark.packaging
@@ -55,6 +55,7 @@ DNS_TABLE_ARN = in_stack("dynamodb", "table/opsbots-dns")
 DNS_INDEX_ARN = in_stack("dynamodb", "table/opsbots-dns/index/*")
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
 SNAPSHOT_QUEUE_ARN = in_stack("sqs", triggers.SNAPSHOT_QUEUE_NAME)
+SNAPSHOT_LEDGER_ARN = in_stack("dynamodb", "table/opsbots-snapshot-ledger")
 FAILED_EVENTS_QUEUE_ARN = in_stack("sqs", "opsbots-failed-events")
 SES_IDENTITIES_ARN = in_stack("ses", "identity/*")
 SG_GUARD = frozenset(sg_guard.PERMISSIONS)
@@ -226,15 +227,32 @@ def test_functions_assume_only_the_member_role(resources: dict[str, Any], functi
     assert assumes == ([MEMBER_ROLE_ARN] if "sts:AssumeRole" in FUNCTIONS[function][0] else [])
 
 
+# Each DynamoDB statement, by Sid: the actions it may grant and the one resource it names.
+DYNAMODB_STATEMENTS = {
+    "IdempotencyRecords": (RUN_ONCE, IDEMPOTENCY_TABLE_ARN),
+    "EmailLedger": (LEDGER, IDEMPOTENCY_TABLE_ARN),
+    "DrainTheOutbox": (DRAIN, OUTBOX_INDEX_ARN),
+    "SnapshotLedger": (frozenset({"dynamodb:Query", "dynamodb:BatchWriteItem"}), SNAPSHOT_LEDGER_ARN),
+}
+
+
 @pytest.mark.parametrize("function", GUARDED_FUNCTIONS)
 def test_idempotency_access_is_limited_to_its_table_and_outbox_index(resources: dict[str, Any], function: str) -> None:
-    statements = _statements(resources, function)
-    granted = FUNCTIONS[function][0]
+    for statement in _statements(resources, function):
+        if any(action.startswith("dynamodb:") for action in _actions([statement])):
+            actions, resource = DYNAMODB_STATEMENTS[statement["Sid"]]
+            assert _actions([statement]) <= actions
+            assert statement["Resource"] == resource
 
-    for action in (RUN_ONCE | LEDGER) & granted:
-        assert _resources_of(statements, action) == [IDEMPOTENCY_TABLE_ARN]
-    for action in DRAIN & granted:
-        assert _resources_of(statements, action) == [OUTBOX_INDEX_ARN]
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_only_the_snapshot_functions_read_and_write_the_snapshot_ledger(
+    resources: dict[str, Any], function: str
+) -> None:
+    statements = _statements(resources, function)
+    ledger = [statement for statement in statements if statement["Resource"] == SNAPSHOT_LEDGER_ARN]
+
+    assert len(ledger) == (1 if function in SNAPSHOT_FUNCTIONS else 0)
 
 
 def test_the_event_handler_keeps_only_an_email_ledger_in_the_table(resources: dict[str, Any]) -> None:
@@ -664,3 +682,39 @@ def test_the_tag_guard_lets_only_security_and_opsbots_set_opsbots_tags(
     principal: str, action: str, keys: list[str], denied: bool
 ) -> None:
     assert _tag_guard_denies(principal, action, keys) is denied
+
+
+def test_merge_template_adds_the_snapshot_ledger_to_the_snapshot_functions_only(resources: dict[str, Any]) -> None:
+    table = resources["SnapshotLedgerTable"]
+    properties = table["Properties"]
+
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert properties["TableName"] == "opsbots-snapshot-ledger"
+    assert properties["KeySchema"] == [
+        {"AttributeName": "scope", "KeyType": "HASH"},
+        {"AttributeName": "snapshot", "KeyType": "RANGE"},
+    ]
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    for function in FUNCTIONS:
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        if function in SNAPSHOT_FUNCTIONS:
+            assert variables[SNAPSHOT_LEDGER] == {"Ref": "SnapshotLedgerTable"}
+        else:
+            assert SNAPSHOT_LEDGER not in variables
+
+
+def test_only_the_scheduler_may_send_to_the_snapshot_queue(resources: dict[str, Any]) -> None:
+    # A queue message is a request for work in a member account: no other principal may write one.
+    policy = resources["SnapshotQueuePolicy"]["Properties"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+
+    assert policy["Queues"] == [{"Ref": "SnapshotQueue"}]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "sqs:SendMessage")
+    assert statement["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [_role_of(resources, "TakeSnapshots"), "Arn"]}}
+    }
+
+
+def _role_of(resources: dict[str, Any], function: str) -> str:
+    role: str = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role

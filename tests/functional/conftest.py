@@ -15,7 +15,7 @@ from moto.ses.models import ses_backends
 
 from chalicelib.aws import Clients
 from chalicelib.observability import metrics
-from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER
 from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT
 
@@ -97,9 +97,10 @@ def counting_clients() -> tuple[Clients, list[str]]:
 
 
 @pytest.fixture
-def estate(fresh_runtime: None) -> Iterator[Estate]:
+def estate(fresh_runtime: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Estate]:
     with mock_aws():
         boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
+        monkeypatch.setenv(SNAPSHOT_LEDGER, create_table(boto3.client("dynamodb"), "SnapshotLedgerTable"))
         yield Estate(home_ec2=boto3.client("ec2"), member_ec2=member_client("ec2"))
 
 

@@ -307,13 +307,15 @@ def run_once(table: str) -> dedupe.Once:
     return dedupe.DynamoDBOnce(table, boto3.client("dynamodb")).bind(LambdaContext())
 
 
-def one_policy_per_copy(policies_dir: Path) -> None:
-    """The shipped daily policy once per copy of the scenario, each selecting its own volumes."""
+def one_policy_per_copy(policies_dir: Path, every: str = "24h") -> None:
+    """The shipped daily policy (every `every`) once per copy of the scenario, each selecting its own volumes."""
     path = policies_dir / "snapshots.yml"
     text = path.read_text()
     head, policy = text.split("policies:\n", 1)
     copies = [
-        policy.replace("name: daily", f"name: {copy}").replace("{Backup: daily}", f"{{Backup: {copy}}}")
+        policy.replace("name: daily", f"name: {copy}")
+        .replace("{Backup: daily}", f"{{Backup: {copy}}}")
+        .replace("every: 24h", f"every: {every}")
         for copy in ORDERS
     ]
     path.write_text(head + "policies:\n" + "".join(copies))
@@ -322,9 +324,9 @@ def one_policy_per_copy(policies_dir: Path) -> None:
 def test_snapshot_unit_messages(
     estate: Estate, idempotency_table: str, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given volumes in two accounts, units for yesterday's window and today's, and a unit for an
-    # account whose role refuses us
-    one_policy_per_copy(policies_dir)
+    # Given volumes in two accounts, units for the last hour's window and this hour's (an hourly policy),
+    # and a unit for an account whose role refuses us
+    one_policy_per_copy(policies_dir, every="1h")
     add_sandbox_account(policies_dir, monkeypatch)
     runtime, once = current(), run_once(idempotency_table)
     volumes: dict[str, list[tuple[Any, str]]] = {}
@@ -336,10 +338,10 @@ def test_snapshot_unit_messages(
     def scenario(n: int, copy: str) -> list[Step]:
         volumes[copy] = [(estate.home_ec2, volume(estate.home_ec2, Backup=copy))]
         volumes[copy].append((estate.member_ec2, volume(estate.member_ec2, Backup=copy)))
-        yesterday = FIRST_RUN - timedelta(days=1)
+        earlier = FIRST_RUN - timedelta(hours=1)
         return [
-            message(HOME, yesterday, copy),
-            message(MEMBER, yesterday, copy),
+            message(HOME, earlier, copy),
+            message(MEMBER, earlier, copy),
             message(HOME, FIRST_RUN, copy),
             message(MEMBER, FIRST_RUN, copy),
             message(SANDBOX, FIRST_RUN, copy),
@@ -350,9 +352,11 @@ def test_snapshot_unit_messages(
         return snapshots.work_on(
             [message["body"]],
             policies=policies,
+            accounts=runtime.policies.accounts,
             deps=runtime.snapshots,
             mailer=runtime.mailer(snapshots.BOT, None),
             once=once,
+            clock=lambda: FIRST_RUN + timedelta(minutes=5),
         )
 
     in_every_order(scenario, worker)
@@ -365,7 +369,7 @@ def test_snapshot_unit_messages(
         windows = [sorted(tag["Value"] for tag in each if tag["Key"] == WINDOW) for each in tags]
         return windows, sum(f"{copy}: ClientError" in body for body in emails)
 
-    assert state("in-order") == ([["2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z"]] * 2, 1)
+    assert state("in-order") == ([["2026-11-23T00:00:00Z", "2026-11-23T01:00:00Z"]] * 2, 1)
     for copy in ORDERS:
         assert state(copy) == state("in-order"), copy
     assert len(emails) == len(ORDERS)

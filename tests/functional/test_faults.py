@@ -356,7 +356,10 @@ def test_the_snapshot_run_serves_every_other_account_and_emails_the_one_that_fai
     faults.fail("ec2", "DescribeSnapshots", "timeout", times=1)
     clients = fast_clients(faults)
     home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
-    deps = snapshots.SnapshotDeps(clients, None, None)
+    ledger = snapshots.Ledger(
+        clients.client("dynamodb", Target(HOME_KEY, REGION)), os.environ["OPSBOTS_SNAPSHOT_LEDGER"]
+    )
+    deps = snapshots.SnapshotDeps(clients, None, None, ledger)
 
     result = snapshots.take_snapshots(
         policies=policies.snapshots,

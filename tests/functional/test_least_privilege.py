@@ -64,8 +64,9 @@ from chalicelib import snapshots, triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
 from chalicelib.runtime import current
-from chalicelib.settings import SNAPSHOT_QUEUE
+from chalicelib.settings import SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.sg_guard import NotificationError, RevokeRetryError
+from demo.environment import create_table
 from deploy.scope_to_stack import scope_document
 from tests.conftest import FAKE_AWS, HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
@@ -81,7 +82,8 @@ if TYPE_CHECKING:
 STALE = "333333333333"  # a member account whose opsbots-member role predates the snapshot bot
 STACK = "opsbots"  # CloudFormation names each Lambda role <stack>-<logical id>Role-<suffix>
 EXTERNAL_ID = FAKE_AWS["OPSBOTS_EXTERNAL_ID"]
-FIRST_WINDOW = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
+# Within the last hours: the deployed worker refuses a unit far from its own clock.
+FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 WINDOWS = 4  # take; keep; prune the first; prune the first copy (retention count 1, copies one run behind)
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 FUNCTION_NAMES = tuple(CONFIG["stages"]["prod"]["lambda_functions"])
@@ -193,7 +195,8 @@ def _s3_resource(call: Call) -> str:
 
 
 def _dynamodb_resource(call: Call) -> str:
-    table = f"arn:aws:dynamodb:{call.region}:{call.account}:table/{call.params['TableName']}"
+    [name] = call.params["RequestItems"] if "RequestItems" in call.params else [call.params["TableName"]]
+    table = f"arn:aws:dynamodb:{call.region}:{call.account}:table/{name}"
     return f"{table}/index/{call.params['IndexName']}" if "IndexName" in call.params else table
 
 
@@ -645,12 +648,13 @@ class Iam:
 
 
 @pytest.fixture
-def estate(fresh_runtime: None) -> Iterator[Estate]:
+def estate(fresh_runtime: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Estate]:
     """conftest's estate, with boto3's default session on the shared model cache (the set-up's biggest cost)."""
     with mock_aws():
         boto3.setup_default_session(botocore_session=_core_session(), region_name=REGION)
         LOADER.search_paths[:] = list(dict.fromkeys(LOADER.search_paths))
         boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
+        monkeypatch.setenv(SNAPSHOT_LEDGER, create_table(boto3.client("dynamodb"), "SnapshotLedgerTable"))
         yield Estate(home_ec2=boto3.client("ec2"), member_ec2=member_client("ec2"))
 
 
@@ -1466,8 +1470,10 @@ def test_an_ec2_condition_moto_ignores_is_checked_from_the_recorded_calls(
         result = snapshots.work_on(
             [unit.to_message() for unit in units],
             policies=runtime.policies.snapshots,
+            accounts=runtime.policies.accounts,
             deps=runtime.snapshots,
             mailer=runtime.mailer(snapshots.BOT, None),
+            clock=lambda: window(WINDOWS),
         )
 
     assert (result["pruned"], result["copied"], result["failed"]) == (3, 3, [])  # moto did not stop it

@@ -38,7 +38,7 @@ from chalicelib.sg_guard import NotificationError, RevokeRetryError
 from demo.environment import create_table
 from tests.conftest import HOME, REGION, ROOT, load_event
 from tests.functional.conftest import SENDER, Emitted, Estate, LambdaContext, sent_emails, tcp
-from tests.functional.faults import ATTEMPTS, Faults, answer_with_error
+from tests.functional.faults import ATTEMPTS, Faults, answer_with_error, body_names
 from tests.functional.test_sg_guard import invoke, open_ssh
 from tests.functional.test_snapshots import FIRST_RUN, snapshots_of, volume
 
@@ -73,15 +73,11 @@ def break_the_table(outage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if outage == "missing":
         monkeypatch.setenv(IDEMPOTENCY_TABLE, "opsbots-idempotency")  # named, never created
         return
-    monkeypatch.setenv(IDEMPOTENCY_TABLE, create_table(boto3.client("dynamodb"), "IdempotencyTable"))
-    dynamodb = the_bots_dynamodb()
-    if outage == "5xx":
-        faults = Faults()
-        faults.fail("dynamodb", "*", "5xx", times=None)
-        faults.on(dynamodb)
-        return
-    for operation in ("PutItem", "GetItem", "UpdateItem", "DeleteItem", "Query"):
-        answer_with_error(dynamodb, operation, "AccessDeniedException", status=400)
+    table = create_table(boto3.client("dynamodb"), "IdempotencyTable")
+    monkeypatch.setenv(IDEMPOTENCY_TABLE, table)
+    faults = Faults()  # every call naming that table, and only those: the bots' other tables answer
+    faults.fail("dynamodb", "*", "5xx" if outage == "5xx" else "denied", times=None, when=body_names(table))
+    faults.on(the_bots_dynamodb())
 
 
 OUTAGES = ["missing", "5xx", "denied"]

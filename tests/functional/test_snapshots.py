@@ -45,6 +45,19 @@ def run(now: datetime) -> dict[str, Any]:
     )
 
 
+def work(bodies: list[str], at: datetime = FIRST_RUN) -> dict[str, Any]:
+    """The worker's body, its clock at `at`."""
+    runtime = current()
+    return work_on(
+        bodies,
+        policies=runtime.policies.snapshots,
+        accounts=runtime.policies.accounts,
+        deps=runtime.snapshots,
+        mailer=runtime.mailer(BOT, None),
+        clock=lambda: at,
+    )
+
+
 def test_the_schedule_snapshots_selected_volumes_in_every_account(
     estate: Estate, lambdas: Any, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,12 +87,7 @@ def test_a_second_run_in_the_window_and_a_duplicate_message_take_nothing(estate:
 
     again = run(FIRST_RUN + timedelta(hours=1))
     unit = Unit(HOME, "home", REGION, None, ("daily",), FIRST_RUN)
-    duplicates = work_on(
-        [unit.to_message(), unit.to_message()],
-        policies=current().policies.snapshots,
-        deps=current().snapshots,
-        mailer=current().mailer(BOT, None),
-    )
+    duplicates = work([unit.to_message(), unit.to_message()])
 
     assert (again["taken"], again["present"]) == (0, 1)
     assert (duplicates["taken"], duplicates["present"]) == (0, 2)
@@ -90,7 +98,8 @@ def test_the_worker_takes_a_queued_unit(estate: Estate) -> None:
     from app import app
 
     member = volume(estate.member_ec2, Backup="daily")
-    unit = Unit(MEMBER, "workloads", REGION, f"arn:aws:iam::{MEMBER}:role/opsbots-member", ("daily",), FIRST_RUN)
+    # (the deployed worker reads its own clock: the unit is this hour's)
+    unit = Unit(MEMBER, "workloads", REGION, None, ("daily",), datetime.now(UTC))
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         event = client.events.generate_sqs_event(message_bodies=[unit.to_message(), "not json"])
         result = client.lambda_.invoke("snapshot_worker", event).payload
@@ -204,9 +213,7 @@ def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monk
     bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]]
 
     # Then the worker, given those messages, takes the snapshots in both accounts
-    result = work_on(
-        bodies, policies=current().policies.snapshots, deps=current().snapshots, mailer=current().mailer(BOT, None)
-    )
+    result = work(bodies)
     assert (result["units"], result["taken"]) == (2, 2)
     assert len(snapshots_of(estate.home_ec2, home)) == len(snapshots_of(estate.member_ec2, member)) == 1
 

@@ -23,7 +23,7 @@ from chalicelib.aws import Clients, Target
 from chalicelib.dns import DnsDeps, Registry, ZoneCache
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
-from chalicelib.snapshots import SnapshotDeps, Unit
+from chalicelib.snapshots import Ledger, SnapshotDeps, Unit
 from chalicelib.thumbnails import ThumbnailDeps
 from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 SENDER = "opsbots@example.com"
 DNS_TABLE = "opsbots-dns"
+SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
 SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
 SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
@@ -71,6 +72,7 @@ class World:
     @classmethod
     def build(cls) -> World:
         boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
+        create_table(boto3.client("dynamodb", region_name=REGION), "SnapshotLedgerTable")
         return cls(_shipped_policies(), Clients(external_id="test-external-id", home_session=_home_session()))
 
     def mailer(self, bot: str) -> Mailer:
@@ -97,10 +99,18 @@ class World:
         return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
 
     def snapshot_kwargs(self) -> dict[str, Any]:
-        return {"policies": self.policies.snapshots, "deps": self.snapshot_deps(), "mailer": self.mailer(snapshots.BOT)}
+        """The worker's arguments, its clock at the messages' time."""
+        return {
+            "policies": self.policies.snapshots,
+            "accounts": self.policies.accounts,
+            "deps": self.snapshot_deps(),
+            "mailer": self.mailer(snapshots.BOT),
+            "clock": lambda: SNAPSHOT_TIME,
+        }
 
     def snapshot_deps(self) -> SnapshotDeps:
-        return SnapshotDeps(self.clients, None, None)
+        ledger = Ledger(self.clients.client("dynamodb", Target(HOME, REGION)), SNAPSHOT_LEDGER)
+        return SnapshotDeps(self.clients, None, None, ledger)
 
 
 def with_ids(value: Any, ids: dict[str, str]) -> Any:

@@ -66,6 +66,7 @@ def deployed() -> Iterator[Deployed]:
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPSBOTS_DNS_TABLE", estate.DNS_TABLE)
+        patch.setenv("OPSBOTS_SNAPSHOT_LEDGER", estate.SNAPSHOT_LEDGER)
         patch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")  # an odd region answers as AWS would, not KeyError
         current.cache_clear()
         from app import app  # imported once the environment is set, as the functional tests do

@@ -128,11 +128,10 @@ def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volu
 
 
 # Found by fuzzing: each of these reached botocore or a time comparison, outside the unit's error handling.
+# (A role in the message, which fuzzing also found, is never read: the worker takes it from accounts.yml.)
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        pytest.param("role_arn", [None], id="role-arn-not-text"),  # unhashable, in the client cache
-        pytest.param("role_arn", "opsbots-member", id="role-arn-not-an-arn"),
         pytest.param("region", "", id="region-empty"),  # botocore: Invalid endpoint: https://ec2..amazonaws.com
         pytest.param("region", "eu-west-1.evil.example", id="region-not-a-region"),
         pytest.param("account_id", "12345", id="account-not-12-digits"),

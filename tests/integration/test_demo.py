@@ -132,7 +132,7 @@ def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str]
         "someone snapshots app-data by hand in 222222222222: snap-",
         # 2. the real handler, no queue
         "EventBridge schedule invokes take_snapshots",
-        "take_snapshots answered units 2, taken 5, present 0, pruned 0, copied 0, failed []",
+        "take_snapshots answered units 2, taken 5, present 0, pruned 0, copied 0, foreign 0, failed []",
         "✔ each of the 5 tagged volumes has one snapshot, tagged opsbots:managed=true, opsbots:policy=daily",
         "✔ no snapshot of scratch, the volume without the tag",
         "✔ the snapshots made by hand in both accounts are untouched",
@@ -148,13 +148,17 @@ def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str]
         "✔ the snapshots made by hand in both accounts survived all 20 runs",
         "✔ scratch (no Backup tag) was never snapshotted",
         # 4. retention {count: 2}
-        "take_snapshots answered units 2, taken 0, present 5, pruned 50, copied 0, failed []",
+        "take_snapshots answered units 2, taken 0, present 5, pruned 50, copied 0, foreign 0, failed []",
         "✔ each volume keeps exactly its newest 2 snapshots in eu-west-1, pruned down from 11",
         "✔ the snapshots made by hand survive: retention considers only opsbots'",
-        # 5. one SQS message delivered twice
-        "work_on answered units 2, taken 3, present 3, pruned 0, copied 3, failed []",
+        # 5. a golden snapshot tagged as opsbots' survives; 6. one SQS message delivered twice
+        "✔ the run reports one foreign snapshot",
+        "✔ the bot's counts match moto's state: it pruned none of it",
+        "work_on answered units 2, taken 3, present 3, pruned 0, copied 3, foreign 0, failed []",
         "✔ the first delivery took 3 snapshots, the second found those 3 done and took nothing",
         "✔ moto holds exactly one snapshot per member volume for the window",
+        # 7. a run late in the day still takes the day's snapshot
+        "✔ each of the 5 tagged volumes got the day's snapshot",
     ],
 )
 def test_the_snapshot_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:

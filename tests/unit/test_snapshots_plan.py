@@ -1,4 +1,4 @@
-"""The snapshot bot's decisions: windows, due-ness, selection, retention; plain data, no AWS."""
+"""The snapshot bot's decisions: windows, ownership, selection, retention, queue messages; plain data, no AWS."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from hypothesis import strategies as st
 from chalicelib.aws import Target
 from chalicelib.policy import AccountsPolicy, Retention, SnapshotPolicy, SnapshotsPolicy
 from chalicelib.snapshots import (
-    COPY_OF,
     MANAGED,
     POLICY,
+    Entry,
+    RejectedMessageError,
     Snapshot,
     Unit,
+    UnitRequest,
     Volume,
-    is_due,
+    holdings,
     plan_units,
+    policy_window,
+    resolve,
     to_copy,
     to_prune,
     volumes_to_take,
@@ -28,6 +32,14 @@ from chalicelib.snapshots import (
 NOW = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
 DAY = timedelta(days=1)
 OURS = {MANAGED: "true", POLICY: "daily"}
+HOME = "123456789012"
+MEMBER = "222222222222"
+ACCOUNTS = AccountsPolicy.model_validate(
+    {
+        "defaults": {"regions": ["eu-west-1"]},
+        "accounts": [{"id": MEMBER, "name": "w", "regions": ["eu-west-1", "us-east-1"]}],
+    }
+)
 
 
 def policy(**changes: object) -> SnapshotPolicy:
@@ -41,38 +53,107 @@ def policy(**changes: object) -> SnapshotPolicy:
     return SnapshotPolicy.model_validate(fields)
 
 
-def snap(volume: str, days_ago: int, tags: dict[str, str] | None = None, state: str = "completed") -> Snapshot:
+def snap(volume: str, days_ago: int, state: str = "completed", copy_of: str | None = None) -> Snapshot:
     window = window_start(NOW, DAY) - days_ago * DAY
-    return Snapshot(window, f"snap-{volume}-{days_ago}", volume, state, OURS if tags is None else tags)
+    return Snapshot(window, f"snap-{volume}-{days_ago}", volume, state, OURS, copy_of)
+
+
+def recorded(*snapshots: Snapshot) -> dict[str, Entry]:
+    """The ledger entries opsbots wrote for these snapshots when it took them."""
+    return {s.id: Entry(s.id, s.volume_id, s.window, s.copy_of) for s in snapshots}
 
 
 @pytest.mark.parametrize(
-    ("every", "now", "start"),
+    ("every", "at", "now", "start"),
     [
-        ("24h", datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)),
-        ("6h", datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, 12, tzinfo=UTC)),
-        ("1h", datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, 17, tzinfo=UTC)),
-        ("1w", datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC)),
+        ("24h", None, datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)),
+        ("6h", None, datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, 12, tzinfo=UTC)),
+        ("1h", None, datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 23, 17, tzinfo=UTC)),
+        ("1w", None, datetime(2026, 11, 23, 17, 5, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC)),
+        pytest.param(
+            "24h",
+            "03:00",
+            datetime(2026, 11, 23, 17, 5, tzinfo=UTC),
+            datetime(2026, 11, 23, 3, tzinfo=UTC),
+            id="at 03:00, later that day",
+        ),
+        pytest.param(
+            "24h",
+            "03:00",
+            datetime(2026, 11, 23, 2, 5, tzinfo=UTC),
+            datetime(2026, 11, 22, 3, tzinfo=UTC),
+            id="at 03:00, before it: the day before's window",
+        ),
+        pytest.param(
+            "6h",
+            "01:30",
+            datetime(2026, 11, 23, 7, 0, tzinfo=UTC),
+            datetime(2026, 11, 23, 1, 30, tzinfo=UTC),
+            id="every 6h from 01:30",
+        ),
     ],
 )
-def test_windows_are_aligned_on_the_epoch(every: str, now: datetime, start: datetime) -> None:
-    assert window_start(now, policy(every=every).every) == start
+def test_windows_are_aligned_on_the_epoch_shifted_by_at(
+    every: str, at: str | None, now: datetime, start: datetime
+) -> None:
+    assert policy_window(policy(every=every, at=at), now) == start
 
 
 @pytest.mark.parametrize(
-    ("every", "hour", "due"),
-    [("24h", 0, True), ("24h", 5, True), ("24h", 6, False), ("24h", 23, False), ("1h", 13, True), ("2h", 13, True)],
+    ("at", "every", "problem"),
+    [
+        ("3:00", "24h", "is not a UTC time of day"),
+        ("24:00", "24h", "is not a UTC time of day"),
+        ("02:00", "1h", "at must fall within one window of every"),
+    ],
 )
-def test_a_policy_is_due_in_the_first_hours_of_its_window(every: str, hour: int, due: bool) -> None:
-    assert is_due(policy(every=every), datetime(2026, 11, 23, hour, 30, tzinfo=UTC)) == due
+def test_at_is_a_time_of_day_within_a_window(at: str, every: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        policy(at=at, every=every)
 
 
 def test_volumes_done_this_window_are_not_taken_again() -> None:
     volumes = [Volume("vol-a"), Volume("vol-b"), Volume("vol-c")]
-    snapshots = [snap("vol-a", 0), snap("vol-b", 1), snap("vol-c", 0, tags={"Name": "by hand"})]
-    take, present = volumes_to_take(volumes, snapshots, "daily", window_start(NOW, DAY))
+    take, present = volumes_to_take(volumes, [snap("vol-a", 0), snap("vol-b", 1)], window_start(NOW, DAY))
     assert [v.id for v in take] == ["vol-b", "vol-c"]
     assert [v.id for v in present] == ["vol-a"]
+
+
+def test_a_tagged_snapshot_the_ledger_does_not_know_is_foreign_never_pruned_never_counted() -> None:
+    # Given opsbots' own snapshot of vol-a, and a hand-made "golden" one someone tagged exactly like it
+    ours, golden = snap("vol-a", 0), snap("vol-a", 40)
+    held = holdings([ours, golden], recorded(ours))
+    # When retention keeps one and a volume is checked for this window
+    pruning = to_prune(held.primaries, Retention(count=1), NOW)
+    # Then the golden snapshot is foreign: not pruned, not counted as this window's snapshot of anything
+    assert [s.id for s in held.foreign] == [golden.id]
+    assert pruning.prune == ()
+    assert held.primaries == (ours,)
+
+
+def test_a_spoofed_snapshot_for_this_window_does_not_stop_the_take() -> None:
+    spoof = snap("vol-a", 0)
+    held = holdings([spoof], {})
+    take, _ = volumes_to_take([Volume("vol-a")], held.primaries, window_start(NOW, DAY))
+    assert [v.id for v in take] == ["vol-a"]
+
+
+def test_the_ledger_decides_volume_window_and_source_not_the_tags() -> None:
+    # Given a snapshot whose tags were edited after the fact to look ten days older, of another volume
+    edited = Snapshot(window_start(NOW, DAY) - 10 * DAY, "snap-1", "vol-other", "completed", OURS)
+    entry = Entry("snap-1", "vol-a", window_start(NOW, DAY))
+    [owned] = holdings([edited], {"snap-1": entry}).primaries
+    assert (owned.volume_id, owned.window) == ("vol-a", entry.window)
+
+
+def test_copies_and_primaries_are_separate_sets() -> None:
+    # Given a DR region that is also a source region: its own snapshots and copies from elsewhere
+    primary, copy = snap("vol-dr", 0), snap("vol-src", 0, copy_of="snap-src")
+    held = holdings([primary, copy], recorded(primary, copy))
+    assert (held.primaries, held.copies) == ((primary,), (copy,))
+    # Then a copy's retention never prunes a primary, nor a primary's a copy
+    assert to_prune(held.copies, Retention(count=1), NOW).prune == ()
+    assert to_prune(held.primaries, Retention(count=1), NOW).prune == ()
 
 
 @pytest.mark.parametrize(
@@ -88,80 +169,97 @@ def test_volumes_done_this_window_are_not_taken_again() -> None:
 def test_retention_keeps_the_newest_count_and_the_young(
     retention: dict[str, object], ages: list[int], pruned: list[int]
 ) -> None:
-    decision = to_prune([snap("vol-a", age) for age in ages], "daily", Retention.model_validate(retention), NOW)
+    decision = to_prune([snap("vol-a", age) for age in ages], Retention.model_validate(retention), NOW)
     assert sorted(s.id for s in decision.prune) == sorted(f"snap-vol-a-{age}" for age in pruned)
-
-
-def test_only_snapshots_of_this_policy_are_ever_pruned() -> None:
-    foreign = [
-        snap("vol-a", 40, tags={"Name": "by hand"}),
-        snap("vol-a", 41, tags={MANAGED: "true", POLICY: "weekly"}),
-        snap("vol-a", 42, tags={POLICY: "daily"}),
-    ]
-    decision = to_prune(foreign, "daily", Retention(count=1), NOW)
-    assert decision.prune == ()
 
 
 def test_pending_snapshots_are_kept_with_a_reason() -> None:
     decision = to_prune(
-        [snap("vol-a", 0), snap("vol-a", 20, state="pending")],
-        "daily",
-        Retention(count=1, max_age=timedelta(days=1)),
-        NOW,
+        [snap("vol-a", 0), snap("vol-a", 20, state="pending")], Retention(count=1, max_age=timedelta(days=1)), NOW
     )
     assert decision.prune == ()
     assert [(s.id, why) for s, why in decision.skipped] == [("snap-vol-a-20", "still pending")]
 
 
 def test_snapshots_of_deleted_volumes_still_age_out() -> None:
-    decision = to_prune([snap("vol-gone", 30)], "daily", Retention(max_age=timedelta(days=10)), NOW)
+    decision = to_prune([snap("vol-gone", 30)], Retention(max_age=timedelta(days=10)), NOW)
     assert [s.id for s in decision.prune] == ["snap-vol-gone-30"]
 
 
 def test_the_newest_snapshot_of_each_volume_is_copied_once() -> None:
     sources = [snap("vol-a", 0), snap("vol-a", 1), snap("vol-b", 2), snap("vol-c", 0, state="pending")]
-    copies = [Snapshot(sources[2].window, "snap-copy", "vol-b", "completed", {**OURS, COPY_OF: "snap-vol-b-2"})]
-    assert [s.id for s in to_copy(sources, copies, "daily")] == ["snap-vol-a-0"]
+    copies = [snap("vol-b", 2, copy_of="snap-vol-b-2")]
+    assert [s.id for s in to_copy(sources, copies)] == ["snap-vol-a-0"]
 
 
-def test_units_cover_each_account_and_region_a_due_policy_names() -> None:
-    accounts = AccountsPolicy.model_validate(
-        {
-            "defaults": {"regions": ["eu-west-1"]},
-            "accounts": [{"id": "222222222222", "name": "w", "regions": ["eu-west-1", "us-east-1"]}],
-        }
-    )
+def test_every_run_works_on_every_policy_that_covers_a_unit() -> None:
     policies = SnapshotsPolicy.model_validate(
-        {"policies": [policy().model_dump(), {**policy(name="member-only", accounts=("222222222222",)).model_dump()}]}
+        {"policies": [policy().model_dump(), {**policy(name="member-only", accounts=(MEMBER,)).model_dump()}]}
     )
     targets = [
-        (Target("123456789012", "eu-west-1"), "home"),
-        (Target("222222222222", "eu-west-1", "arn:role"), "w"),
-        (Target("222222222222", "us-east-1", "arn:role"), "w"),
+        (Target(HOME, "eu-west-1"), "home"),
+        (Target(MEMBER, "eu-west-1", "arn:role"), "w"),
+        (Target(MEMBER, "us-east-1", "arn:role"), "w"),
     ]
-    units = plan_units(policies, accounts, targets, datetime(2026, 11, 23, 1, tzinfo=UTC))
-    assert [(u.account_id, u.region, u.policies) for u in units] == [
-        ("123456789012", "eu-west-1", ("daily",)),
-        ("222222222222", "eu-west-1", ("daily", "member-only")),
-        ("222222222222", "us-east-1", ("daily", "member-only")),
+    expected = [
+        (HOME, "eu-west-1", ("daily",)),
+        (MEMBER, "eu-west-1", ("daily", "member-only")),
+        (MEMBER, "us-east-1", ("daily", "member-only")),
     ]
-    assert plan_units(policies, accounts, targets, datetime(2026, 11, 23, 12, tzinfo=UTC)) == ()
+    # At 01:00 as at 12:00: a run missed early in the window is made up by a later one
+    for hour in (1, 12, 23):
+        units = plan_units(policies, ACCOUNTS, targets, datetime(2026, 11, 23, hour, tzinfo=UTC))
+        assert [(u.account_id, u.region, u.policies) for u in units] == expected
 
 
-def test_a_unit_survives_the_queue() -> None:
-    unit = Unit("222222222222", "w", "eu-west-1", "arn:aws:iam::222222222222:role/opsbots-member", ("daily",), NOW)
-    assert Unit.from_message(unit.to_message()) == unit
+def test_a_message_carries_a_request_and_the_worker_looks_up_the_rest() -> None:
+    # Given the scheduler's unit, with the member's role and name
+    unit = Unit(MEMBER, "w", "eu-west-1", f"arn:aws:iam::{MEMBER}:role/opsbots-member", ("daily",), NOW)
+    # When it crosses the queue and a worker resolves it against accounts.yml
+    resolved = resolve(UnitRequest.from_message(unit.to_message()), ACCOUNTS, HOME, NOW + timedelta(minutes=3))
+    # Then it is the same unit; the message never named the role
+    assert resolved == unit
+    assert "role" not in unit.to_message()
+
+
+@pytest.mark.parametrize(
+    ("account", "region", "sent", "why"),
+    [
+        pytest.param("999999999999", "eu-west-1", NOW, "is not in accounts.yml", id="an account not listed"),
+        pytest.param(MEMBER, "ap-south-1", NOW, "is not one of account", id="a region the account is not worked in"),
+        pytest.param(HOME, "us-east-1", NOW, "is not one of account", id="a member's region for home"),
+        pytest.param(MEMBER, "eu-west-1", datetime(9999, 1, 1, tzinfo=UTC), "too far", id="now in 9999"),
+        pytest.param(MEMBER, "eu-west-1", NOW - timedelta(days=2), "too far", id="two days old"),
+    ],
+)
+def test_a_forged_or_stale_message_is_rejected(account: str, region: str, sent: datetime, why: str) -> None:
+    request = UnitRequest(account, region, ("daily",), sent)
+    with pytest.raises(RejectedMessageError, match=why):
+        resolve(request, ACCOUNTS, HOME, NOW)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"account_id": "2222", "region": "eu-west-1", "policies": ["daily"], "now": "2026-11-23T01:00:00+00:00"}',
+        '{"account_id": "222222222222", "region": "eu-west-1", "policies": [], "now": "2026-11-23T01:00:00+00:00"}',
+        '{"account_id": "222222222222", "region": "eu-west-1", "policies": ["daily"], "now": "2026-11-23T01:00:00"}',
+        '["not", "an", "object"]',
+        "not json",
+    ],
+)
+def test_a_malformed_message_is_rejected(body: str) -> None:
+    with pytest.raises(RejectedMessageError):
+        UnitRequest.from_message(body)
 
 
 # ----- properties -----------------------------------------------------------------------------
 
-tag_sets = st.sampled_from([OURS, {MANAGED: "true", POLICY: "weekly"}, {"Name": "by hand"}, {POLICY: "daily"}])
 snapshots = st.lists(
     st.builds(
-        lambda volume, age, tags, state: snap(volume, age, tags, state),
+        lambda volume, age, state: snap(volume, age, state),
         st.sampled_from(["vol-a", "vol-b", "vol-c"]),
         st.integers(0, 60),
-        tag_sets,
         st.sampled_from(["completed", "completed", "pending", "error"]),
     ),
     max_size=30,
@@ -174,16 +272,20 @@ retentions = (
 )
 
 
-@given(snapshots, retentions)
-def test_never_prunes_a_snapshot_it_does_not_own(existing: list[Snapshot], retention: Retention) -> None:
-    assert all(s.owned_by("daily") for s in to_prune(existing, "daily", retention, NOW).prune)
+@given(snapshots, st.data(), retentions)
+def test_never_prunes_a_snapshot_the_ledger_does_not_hold(
+    existing: list[Snapshot], data: st.DataObject, retention: Retention
+) -> None:
+    ledger = recorded(*data.draw(st.lists(st.sampled_from(existing), unique=True) if existing else st.just([])))
+    pruned = to_prune(holdings(existing, ledger).primaries, retention, NOW).prune
+    assert {s.id for s in pruned} <= set(ledger)
 
 
 @given(snapshots, retentions)
 def test_never_leaves_fewer_than_count(existing: list[Snapshot], retention: Retention) -> None:
-    pruned = set(to_prune(existing, "daily", retention, NOW).prune)
+    pruned = set(to_prune(existing, retention, NOW).prune)
     for volume in {s.volume_id for s in existing}:
-        completed = [s for s in existing if s.volume_id == volume and s.owned_by("daily") and s.state == "completed"]
+        completed = [s for s in existing if s.volume_id == volume and s.state == "completed"]
         left = [s for s in completed if s not in pruned]
         assert len(left) >= min(len(completed), retention.count or 0)
 
@@ -192,8 +294,8 @@ def test_never_leaves_fewer_than_count(existing: list[Snapshot], retention: Rete
 def test_running_twice_in_one_window_takes_nothing_new(volume_ids: list[str], existing: list[Snapshot]) -> None:
     window = window_start(NOW, DAY)
     volumes = [Volume(v) for v in volume_ids]
-    take, _ = volumes_to_take(volumes, existing, "daily", window)
+    take, _ = volumes_to_take(volumes, existing, window)
     taken = [Snapshot(window, f"new-{v.id}", v.id, "pending", OURS) for v in take]
-    again, present = volumes_to_take(volumes, existing + taken, "daily", window)
+    again, present = volumes_to_take(volumes, existing + taken, window)
     assert again == ()
     assert len(present) == len(volumes)
