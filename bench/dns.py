@@ -412,7 +412,7 @@ def seed(estate: Estate, instances: Sequence[Instance], policies: Policies) -> N
     claims = [
         OwnedRecord(record, instance.owner)
         for instance in instances
-        for record in desired_records(instance, policies.dns, zones)[0]
+        for record in desired_records(instance, policies.dns, zones, "home")[0]
     ]
     refused = write(estate.route53, Plan(claims=tuple(claims)))
     if refused:

@@ -152,6 +152,10 @@ def owner_of(account_id: str, region: str, instance_id: str) -> str:
     return f"{account_id}/{region}/{instance_id}"
 
 
+def account_of(owner: str) -> str:
+    return owner.split("/", 1)[0]
+
+
 def dns_label(value: str) -> str | None:
     """A tag value as one DNS label (dots too become '-': a tag can never leave its zone)."""
     label = _INVALID.sub("-", value.strip().lower()).strip("-")[:63].strip("-")
@@ -199,9 +203,11 @@ def reverse_zone(address: str, zones: Sequence[HostedZone]) -> tuple[HostedZone,
 
 
 def desired_records(
-    instance: Instance, policy: DnsPolicy, zones: Sequence[HostedZone]
+    instance: Instance, policy: DnsPolicy, zones: Sequence[HostedZone], account: str
 ) -> tuple[tuple[Record, ...], tuple[str, ...]]:
-    """The records a running instance should have, and why any expected one cannot be made."""
+    """The records a running instance of `account` ("home" or a member's id) should have, and why any
+    expected one cannot be made. A zone names only the accounts it admits (`accounts:`; by default every
+    account in a private zone, the home account only in a public one)."""
     if instance.state != RUNNING or not selected(instance, policy):
         return (), ()
     name, aliases = record_names(instance, policy)
@@ -216,6 +222,9 @@ def desired_records(
             continue
         if zone is None or (zone.private and instance.vpc_id not in zone.vpc_ids):
             skipped.append(f"no {config.address} hosted zone {config.zone} for {instance.vpc_id or 'this instance'}")
+            continue
+        if not config.admits(account, zone.private):
+            skipped.append(f"account {account} may not have names in {config.zone} (its accounts:)")
             continue
         fqdn = f"{name}.{zone.name}"
         records.append(Record(zone.id, fqdn, address[0], address[1], config.ttl))
@@ -255,8 +264,10 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
             keeper = min(candidates, key=lambda entry: entry.owner)
             claims.append(keeper)
         elif keeper is None and in_scope(current.owner):
-            # The holder no longer wants the name: hand it over in one compare-and-swap.
-            keeper = min(candidates, key=lambda entry: entry.owner)
+            # The holder no longer wants the name: hand it over in one compare-and-swap, but only within its
+            # account: another account's instance never inherits a name (it is a conflict instead).
+            same_account = [c for c in candidates if account_of(c.owner) == account_of(current.owner)]
+            keeper = min(same_account, key=lambda entry: entry.owner) if same_account else None
         if current is not None and keeper is not None:
             unchanged = keeper == current and not current.unwritten
             (kept.append(current) if unchanged else updates.append((current, keeper)))
@@ -412,8 +423,9 @@ class Registry:
         return tuple(_entry(item) for page in pages for item in page.get("Items", []))
 
     def everything(self) -> tuple[OwnedRecord, ...]:
+        """Every record opsbots holds (a name released by its instance, reserved for its account, is not held)."""
         pages = self._db.get_paginator("scan").paginate(TableName=self._table)
-        return tuple(_entry(item) for page in pages for item in page.get("Items", []))
+        return tuple(_entry(item) for page in pages for item in page.get("Items", []) if "owner" in item)
 
     def claim(self, entry: OwnedRecord, holder: str | None = None) -> str | None:
         """Take the name if it is free (or already ours), or from `holder` if it still holds it.
@@ -438,24 +450,50 @@ class Registry:
         return {key: holder for key, holder in holders.items() if holder is not None}
 
     def release_all(self, entries: Sequence[OwnedRecord]) -> None:
-        """`release` each of `entries`; an entry another owner took is left to it."""
+        """Release each of `entries`, records their owners held and no longer do (an entry another owner took is
+        left to it): the name stays reserved for the owner's account, so no other account's instance can take
+        it while, say, a server is stopped."""
         if len(entries) <= TRANSACT_UP_TO:
-            self._transact([(entry, {"Delete": self._release_request(entry)}) for entry in entries])
+            self._transact([(entry, {"Put": self._release_request(entry)}) for entry in entries])
             return
         for entry in entries:
             with _unless_owned_by_another():
-                self._db.delete_item(**self._release_request(entry))
+                self._db.put_item(**self._release_request(entry))
+
+    def withdraw_all(self, entries: Sequence[OwnedRecord]) -> None:
+        """Drop each of `entries`, claims never written to Route53: the owner never held the name."""
+        if len(entries) <= TRANSACT_UP_TO:
+            self._transact([(entry, {"Delete": self._withdraw_request(entry)}) for entry in entries])
+            return
+        for entry in entries:
+            with _unless_owned_by_another():
+                self._db.delete_item(**self._withdraw_request(entry))
+
+    def _withdraw_request(self, entry: OwnedRecord) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Key": {"record": {"S": _registry_key(entry.record)}},
+            **_owned_by(entry.owner),
+        }
 
     def _claim_request(self, entry: OwnedRecord, holder: str | None) -> dict[str, Any]:
-        condition = "attribute_not_exists(#record) OR #owner = :owner" if holder is None else "#owner = :owner"
+        """Free: never written, already this owner's, or released by an instance of the same account."""
+        if holder is not None:
+            return {
+                "TableName": self._table,
+                "Item": _item(entry),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                **_owned_by(holder),
+            }
         return {
             "TableName": self._table,
             "Item": _item(entry),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#record": "record", "#owner": "owner"}
-            if holder is None
-            else {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": {"S": holder or entry.owner}},
+            "ConditionExpression": (
+                "attribute_not_exists(#record) OR #owner = :owner"
+                " OR (attribute_not_exists(#owner) AND #account = :account)"
+            ),
+            "ExpressionAttributeNames": {"#record": "record", "#owner": "owner", "#account": "account"},
+            "ExpressionAttributeValues": {":owner": {"S": entry.owner}, ":account": {"S": account_of(entry.owner)}},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
@@ -490,11 +528,16 @@ class Registry:
             )
 
     def _release_request(self, entry: OwnedRecord) -> dict[str, Any]:
-        return {
-            "TableName": self._table,
-            "Key": {"record": {"S": _registry_key(entry.record)}},
-            **_owned_by(entry.owner),
+        record = entry.record
+        reserved = {
+            "record": {"S": _registry_key(record)},
+            "account": {"S": account_of(entry.owner)},
+            "zone_id": {"S": record.zone_id},
+            "name": {"S": record.name},
+            "type": {"S": record.type},
+            "released": {"S": datetime.now(UTC).isoformat()},
         }
+        return {"TableName": self._table, "Item": reserved, **_owned_by(entry.owner)}
 
 
 def _owned_by(owner: str) -> dict[str, Any]:
@@ -518,7 +561,10 @@ def _unless_owned_by_another() -> Iterator[None]:
 
 def _holder(item: Mapping[str, Any] | None) -> str:
     """Who holds a name, from the registry item a failed condition returned."""
-    return str((item or {}).get("owner", {}).get("S", "another owner"))
+    found = item or {}
+    if "owner" not in found and "account" in found:
+        return f"account {found['account']['S']} (its instance released it; names stay with their account)"
+    return str(found.get("owner", {}).get("S", "another owner"))
 
 
 def _registry_key(record: Record) -> str:
@@ -530,6 +576,7 @@ def _item(entry: OwnedRecord) -> dict[str, Any]:
     return {
         "record": {"S": _registry_key(record)},
         "owner": {"S": entry.owner},
+        "account": {"S": account_of(entry.owner)},
         "zone_id": {"S": record.zone_id},
         "name": {"S": record.name},
         "type": {"S": record.type},
@@ -679,7 +726,8 @@ def _settle(
     for current, wanted in updated:
         if wanted.record.key in refused:
             registry.claim(current, holder=wanted.owner)
-    registry.release_all([*(entry for entry in granted if entry.record.key in refused), *deletes])
+    registry.withdraw_all([entry for entry in granted if entry.record.key in refused])
+    registry.release_all(list(deletes))
     outcome.added = sum(entry.record.key not in refused for entry in granted)
     outcome.updated = sum(wanted.record.key not in refused for _, wanted in updated)
     outcome.removed = sum(entry.record.key not in refused for entry in deletes)
@@ -721,7 +769,7 @@ def _claim_free(
         else:
             outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
     outcome.skipped.extend(_not_the_instances(entry) for entry in pointing_elsewhere)
-    registry.release_all(give_back)
+    registry.withdraw_all(give_back)
     return granted
 
 
@@ -827,7 +875,7 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     owner = owner_of(change.account_id, change.region, change.instance_id)
     wanted: tuple[Record, ...] = ()
     if instance is not None and instance.state == RUNNING:
-        wanted, reasons = desired_records(instance, policies.dns, deps.zones.get())
+        wanted, reasons = desired_records(instance, policies.dns, deps.zones.get(), _account_key(target))
         for reason in reasons:
             logger.warning("record skipped", extra={"instance": owner, "reason": reason})
     plan = plan_changes((OwnedRecord(r, owner) for r in wanted), deps.registry.owned_by(owner), owner.__eq__)
@@ -838,6 +886,11 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
         "dns updated", extra={"instance": owner, "state": state, "event_state": change.state, **outcome.as_dict()}
     )
     return {"event_id": change.event_id, "instance": owner, "state": state, **outcome.as_dict()}
+
+
+def _account_key(target: Target) -> str:
+    """How policies name an account: "home" for the functions' own, else its id."""
+    return "home" if target.role_arn is None else target.account_id
 
 
 def _report(outcome: Outcome) -> None:
@@ -864,16 +917,18 @@ def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=RECONCILE_THREADS) as pool:
         scanned = list(pool.map(scan, targets))
     zones = deps.zones.get()
-    reached = {(t.account_id, t.region) for t, found in scanned if not isinstance(found, str)}
+    failed = {(t.account_id, t.region) for t, found in scanned if isinstance(found, str)}
     wanted: list[OwnedRecord] = []
-    for _, found in scanned:
+    for target, found in scanned:
         for instance in found if not isinstance(found, str) else ():
-            records, _skipped = desired_records(instance, policies.dns, zones)
+            records, _skipped = desired_records(instance, policies.dns, zones, _account_key(target))
             wanted.extend(OwnedRecord(record, instance.owner) for record in records)
 
     def in_scope(owner: str) -> bool:
+        """Reached, or no longer managed at all (an account or region taken out of accounts.yml): its records
+        go. Only a unit that failed to answer keeps them, until it answers again."""
         account_id, region, _ = owner.split("/", 2)
-        return (account_id, region) in reached
+        return (account_id, region) not in failed
 
     plan = plan_changes(wanted, deps.registry.everything(), in_scope)
     outcome = apply(plan, route53=deps.route53, registry=deps.registry)

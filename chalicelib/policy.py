@@ -283,12 +283,33 @@ _ZoneName = Annotated[
 _TagKey = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+def _check_accounts_known(accounts: object, info: ValidationInfo) -> object:
+    """Account ids a policy names must be "home" or listed in accounts.yml (checked when it was loaded first)."""
+    known = (info.context or {}).get("account_ids")
+    if isinstance(accounts, tuple) and known is not None:
+        for account in accounts:
+            if account != "home" and account not in known:
+                raise ValueError(f"{account!r} is not 'home' or an account id in accounts.yml")
+    return accounts
+
+
 class DnsZone(StrictModel):
     """A hosted zone the DNS bot writes instance records into."""
 
     zone: _ZoneName
     address: Literal["private", "public", "ipv6"]
     ttl: Annotated[int, Field(ge=0, le=2147483647)] = 60
+    # Whose instances may have names here: "all", or ids from accounts.yml and "home". Default: every
+    # account for a private zone, the home account only for a public one (a member account must not be
+    # able to name itself login.example.com).
+    accounts: Literal["all"] | tuple[str, ...] | None = None
+
+    _known_accounts = field_validator("accounts")(_check_accounts_known)
+
+    def admits(self, account: str, private_zone: bool) -> bool:
+        """Whether an instance of `account` ("home" or an id) may have a name in this zone."""
+        allowed = self.accounts or ("all" if private_zone else ("home",))
+        return allowed == "all" or account in allowed
 
 
 class DnsPolicy(StrictModel):
@@ -402,15 +423,7 @@ class SnapshotPolicy(StrictModel):
             raise ValueError(f"at must fall within one window of every ({every}); it shifts where windows start")
         return at
 
-    @field_validator("accounts")
-    @classmethod
-    def check_accounts_known(cls, accounts: object, info: ValidationInfo) -> object:
-        known = (info.context or {}).get("account_ids")
-        if isinstance(accounts, tuple) and known is not None:
-            for account in accounts:
-                if account != "home" and account not in known:
-                    raise ValueError(f"{account!r} is not 'home' or an account id in accounts.yml")
-        return accounts
+    _known_accounts = field_validator("accounts")(_check_accounts_known)
 
 
 class SnapshotsPolicy(StrictModel):

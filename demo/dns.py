@@ -185,6 +185,7 @@ class DnsChapter:
             ("the running event again, then a stale 'stopped' while app-1 still runs", self.duplicates),
             ("app-1 stops, then is terminated", self.stop_and_terminate),
             ("the hourly reconcile finds an instance no event told it about", self.reconcile),
+            ("a member-account instance with a public address asks for a public name", self.public_name),
         )
         return show.play_scenes(scenes)
 
@@ -212,11 +213,24 @@ class DnsChapter:
         return found
 
     def registry(self) -> set[Claim]:
+        """The names opsbots holds (an item without an owner is a name released by its instance, kept for its
+        account: not a record)."""
         items = self.stage.dynamodb.get_paginator("scan").paginate(TableName=DNS_TABLE)
         return {
             Claim(item["name"]["S"], item["type"]["S"], item["value"]["S"], item["owner"]["S"])
             for page in items
             for item in page.get("Items", [])
+            if "owner" in item
+        }
+
+    def reserved(self) -> set[tuple[str, str, str]]:
+        """(name, type, account) of the names released by their instances, kept for their account."""
+        items = self.stage.dynamodb.get_paginator("scan").paginate(TableName=DNS_TABLE)
+        return {
+            (item["name"]["S"], item["type"]["S"], item["account"]["S"])
+            for page in items
+            for item in page.get("Items", [])
+            if "owner" not in item
         }
 
     def claims_of(self, machine: Machine) -> set[tuple[str, str, str]]:
@@ -288,13 +302,16 @@ class DnsChapter:
         return answer, calls
 
     def expected(self, machine: Machine, aliases: Sequence[str] = ()) -> set[tuple[str, str, str]]:
-        """(name, type, value) of the records policies/dns.yml asks for, for a running instance."""
+        """(name, type, value) of the records policies/dns.yml asks for, for a running member-account instance
+        (the public zone example.com names only the home account's instances: it lists no `accounts:`)."""
         fqdn = f"{machine.name}.{PRIVATE_ZONE}"
         wanted = {(fqdn, "A", machine.private_ip), (machine.reverse, "PTR", fqdn)}
         wanted |= {(f"{alias}.{PRIVATE_ZONE}", "CNAME", fqdn) for alias in aliases}
-        if machine.public_ip:
-            wanted |= {(f"{machine.name}.{PUBLIC_ZONE}", "A", machine.public_ip)}
         return wanted
+
+    @staticmethod
+    def public(records: Mapping[tuple[str, str], RecordSet]) -> list[RecordSet]:
+        return [r for r in records.values() if r.name.endswith(PUBLIC_ZONE) and not r.name.endswith(PRIVATE_ZONE)]
 
     def holds(self, records: Mapping[tuple[str, str], RecordSet], wanted: set[tuple[str, str, str]]) -> bool:
         return all(
@@ -355,11 +372,10 @@ class DnsChapter:
 
     def first_instance(self) -> bool:
         app1 = self.start("app-1", {SELECT_TAG: "yes", ALIAS_TAG: "api"})
-        if app1.public_ip is None:
-            show.note(
-                "moto gives instances no public IPv4, so the public zone example.com gets no record\n"
-                "(policies/dns.yml writes example.com only for a public address)"
-            )
+        show.note(
+            f"{PUBLIC_ZONE} gets no record: a public zone names only the home account's instances unless it lists\n"
+            "more under accounts: (and moto gives instances no public IPv4; scene 7 gives one an Elastic IP)"
+        )
         event = state_change(app1.id, "running")
         answer, calls = self.deliver("on_instance_state_change", event, f"{app1.id} is running")
         records = self.show_records()
@@ -373,9 +389,8 @@ class DnsChapter:
         )
         for name, kind, value in sorted(wanted):
             checks.that(self.holds(records, {(name, kind, value)}), f"{kind} {name} → {value}")
-        public = [r for r in records.values() if r.name.endswith(PUBLIC_ZONE) and not r.name.endswith(PRIVATE_ZONE)]
-        if app1.public_ip is None:
-            checks.that(not public, f"nothing in {PUBLIC_ZONE}: app-1 has no public address", f"{public}")
+        public = self.public(records)
+        checks.that(not public, f"nothing in {PUBLIC_ZONE}", f"{public}")
         checks.that(
             self.claims_of(app1) == wanted,
             f"the registry holds exactly those {len(wanted)} for {app1.owner}",
@@ -492,8 +507,20 @@ class DnsChapter:
             f"the handler found app-1 stopped and removed its {len(app1_wanted)} records",
             f"{stopped}",
         )
+        reserved = sorted(self.reserved())
+        show.step(
+            f"the registry keeps app-1's names for account {MEMBER} (released, no owner): no other account's\n"
+            "instance can take them, here or ever\n"
+            + show.columns([[name, kind, account] for name, kind, account in reserved])
+        )
         leftovers = [key for key in after_stop if key in {(name, kind) for name, kind, _ in app1_wanted}]
         checks.that(not leftovers and not claims_after_stop, "app-1's records and claims are gone", f"{leftovers}")
+        checks.that(
+            {(name, kind) for name, kind, account in reserved if account == MEMBER}
+            >= {(name, kind) for name, kind, _ in app1_wanted},
+            f"and its {len(app1_wanted)} names stay reserved for account {MEMBER}",
+            f"{reserved}",
+        )
         checks.that(
             after_stop == others,
             f"everything else is untouched: the record made by hand, web's {self._list(self.claims_of(web))}",
@@ -555,9 +582,53 @@ class DnsChapter:
         )
         return checks.ok
 
+    def public_name(self) -> bool:
+        login = self.start("login", {SELECT_TAG: "yes", ALIAS_TAG: "sso"})
+        address = self.ec2.allocate_address(Domain="vpc")
+        self.ec2.associate_address(InstanceId=login.id, AllocationId=address["AllocationId"])
+        public_ip = self.describe(login.id)[1]
+        show.step(
+            wrapped(f"associate_address {address['PublicIp']} to {login.id}: public IPv4 now {public_ip or 'none'}")
+        )
+        show.note(
+            wrapped(
+                f"login.{PUBLIC_ZONE} and sso.{PUBLIC_ZONE} would be the company's sign-in page, "
+                f"named by whoever runs member account {MEMBER}"
+            )
+        )
+        answer, calls = self.deliver(
+            "on_instance_state_change", state_change(login.id, "running"), f"{login.id} is running"
+        )
+        records = self.show_records()
+        wanted = self.expected(login, ["sso"])
+
+        checks = show.Checks()
+        checks.that(
+            (answer.get("added"), answer.get("conflicts")) == (len(wanted), []),
+            f"login gets its {len(wanted)} private names ({self._list(wanted)})",
+            f"{answer}",
+        )
+        checks.that(
+            self.holds(records, wanted) and self.claims_of(login) == wanted,
+            "in Route53 and in the registry",
+            f"{self.claims_of(login)}",
+        )
+        public = self.public(records)
+        checks.that(
+            not public and not any(public_ip in r.values for r in records.values() if public_ip),
+            f"nothing in {PUBLIC_ZONE}: it lists no accounts:, so it names the home account's instances only",
+            f"{public}",
+        )
+        checks.that(
+            calls["route53:ChangeResourceRecordSets"] == 2,
+            "Route53 changed in the two private zones only",
+            f"{calls_text(calls)}",
+        )
+        return checks.ok
+
     @staticmethod
     def _list(records: set[tuple[str, str, str]]) -> str:
-        return ", ".join(f"{kind} {name}" for name, kind, _ in sorted(records))
+        return ", ".join(f"{kind} {name}" for name, kind, _ in sorted(records)) or "none"
 
 
 def run(stage: Stage) -> bool:

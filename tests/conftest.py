@@ -34,8 +34,31 @@ for variable in (
 ):
     os.environ.pop(variable, None)
 
+import threading  # noqa: E402
+
 import pytest  # noqa: E402 - the environment above must be set first
 from hypothesis import HealthCheck, settings  # noqa: E402
+from moto.core.models import botocore_stubber  # noqa: E402
+
+
+def _one_request_at_a_time() -> None:
+    """Make in-process moto serve one request at a time.
+
+    AWS serves concurrent calls safely; moto's in-process backends are plain dicts, so a snapshot unit's ledger
+    Query iterating the table while another unit's BatchWriteItem adds to it raises "dictionary changed size
+    during iteration" (and IAM enforcement can be denied mid-update): flaky, not a bug of the bots. Their
+    thread pools stay as deployed; only the fake is serialised. Re-entrant, as a moto handler may call moto."""
+    serve = botocore_stubber.process_request
+    lock = threading.RLock()
+
+    def serialised(request: Any) -> Any:
+        with lock:
+            return serve(request)
+
+    botocore_stubber.process_request = serialised  # type: ignore[method-assign]
+
+
+_one_request_at_a_time()
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE; without it Hypothesis keeps its own `default` (or `ci`
 # when it detects CI): 100 examples per property test, the seven fuzz targets in tests/fuzz included (~700

@@ -936,15 +936,39 @@ def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: S
         ended = handle(lambdas, bot.function, state_event(home, "terminated"))
 
     # Then A, CNAME and PTR records came (private, public, reverse), and the home ones went
-    assert [(result["added"], result["conflicts"]) for result in started] == [(5, []), (3, [])]
+    assert [(result["added"], result["conflicts"]) for result in started] == [(5, []), (2, [])]
     assert ended["removed"] == 5
+
+    # And a name someone wrote in Route53 by hand is left alone: the claim made for it is withdrawn
+    web = launch(estate.home_ec2, dns.home, "web")
+    write_by_hand("web.internal.example.com.")
+    with enforced():
+        refused = handle(lambdas, bot.function, state_event(web, "running"))
+    assert any("a record opsbots did not write" in conflict for conflict in refused["conflicts"])
     iam.assert_least_privilege(bot)
 
 
+def write_by_hand(name: str) -> None:
+    """An A record in the private zone that opsbots did not write."""
+    route53 = boto3.client("route53")
+    [zone] = [
+        z["Id"]
+        for z in route53.list_hosted_zones()["HostedZones"]
+        if z["Name"] == "internal.example.com." and z["Config"]["PrivateZone"]
+    ]
+    record = {"Name": name, "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": "10.9.9.9"}]}
+    route53.change_resource_record_sets(
+        HostedZoneId=zone,
+        ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": record}]},  # type: ignore[list-item, typeddict-item]
+    )
+
+
 def test_reconcile_dns(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
-    # Given running instances at home and in the member account
+    # Given running instances at home and in the member account, and one whose name someone wrote by hand
     launch(estate.home_ec2, dns.home, "app", **{"opsbots:dns-aliases": "api"})
     member = launch(estate.member_ec2, dns.member, "worker")
+    launch(estate.home_ec2, dns.home, "mail")
+    write_by_hand("mail.internal.example.com.")
     bot = iam.bot("reconcile_dns")
 
     # When the schedule reconciles, then again after the member instance is terminated
@@ -955,8 +979,11 @@ def test_reconcile_dns(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> 
         second = handle(lambdas, bot.function, load_event("scheduled-event"))
 
     # Then every record came, and the member instance's went
-    assert (first["added"], first["failures"]) == (8, [])
-    assert (second["added"], second["removed"], second["failures"]) == (0, 3, [])
+    # (5 for app; 2 for the member instance, whose account a public zone does not name by default; mail's
+    # public record, 1: not its private name, which someone else holds, nor the PTR that would point at it)
+    assert (first["added"], first["failures"]) == (7 + 1, [])
+    assert any("a record opsbots did not write" in conflict for conflict in first["conflicts"])
+    assert (second["added"], second["removed"], second["failures"]) == (0, 2, [])
     iam.assert_least_privilege(bot)
 
 

@@ -111,10 +111,15 @@ def test_the_security_group_timeline_tells_the_story(demo: subprocess.CompletedP
         # 5. stop, then terminate
         "✔ the handler found app-1 stopped and removed its 3 records",
         "✔ terminated: nothing left to remove, nothing else touched",
+        "✔ and its 3 names stay reserved for account 222222222222",
         # 6. the reconcile
         "✔ the reconcile reached both accounts and added db-1's 2 records, removed none",
         "✔ no record for batch-7 (no opsbots:dns tag)",
         "counts: 2 account/region unit(s) scanned, added 2, updated 0, removed 0, 1 conflict(s), 0 failure(s)",
+        # 7. a member account's instance asks for a public name
+        "✔ login gets its 3 private names",
+        "(account 222222222222 may not have names in example.com (its accounts:))",
+        "✔ nothing in example.com.: it lists no accounts:, so it names the home account's instances only",
     ],
 )
 def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str], line: str) -> None:

@@ -65,7 +65,7 @@ def test_tag_values_become_one_valid_label(tag: str, label: str | None) -> None:
 
 def test_a_running_instance_gets_a_records_aliases_and_ptr() -> None:
     records, skipped = desired_records(
-        instance(Name="App 1", **{"opsbots:dns-aliases": "api, App 1,??"}), POLICY, ZONES
+        instance(Name="App 1", **{"opsbots:dns-aliases": "api, App 1,??"}), POLICY, ZONES, "home"
     )
     assert skipped == ()
     assert set(records) == {
@@ -92,27 +92,64 @@ def test_a_running_instance_gets_a_records_aliases_and_ptr() -> None:
     ],
 )
 def test_which_names_an_instance_gets(subject: Instance, expected_names: set[str]) -> None:
-    records, _ = desired_records(subject, POLICY, ZONES)
+    records, _ = desired_records(subject, POLICY, ZONES, "home")
     assert {record.name for record in records} == expected_names
 
 
 def test_a_private_zone_not_associated_with_the_vpc_is_skipped_with_a_reason() -> None:
     other_vpc = Instance("1", "r", "i-3", "running", {"opsbots:dns": ""}, vpc_id="vpc-9", private_ipv4="10.0.0.9")
-    records, skipped = desired_records(other_vpc, POLICY, ZONES)
+    records, skipped = desired_records(other_vpc, POLICY, ZONES, "home")
     assert records == ()
     assert skipped == ("no private hosted zone internal.example.com for vpc-9",)
 
 
 def test_a_missing_zone_is_skipped_with_a_reason() -> None:
-    records, skipped = desired_records(instance(Name="x"), POLICY, (PRIVATE,))
+    records, skipped = desired_records(instance(Name="x"), POLICY, (PRIVATE,), "home")
     assert {r.zone_id for r in records} == {"ZPRIV"}
     assert skipped == ("no public hosted zone example.com for vpc-1",)
 
 
 def test_ipv6_zones_get_aaaa_records() -> None:
     policy = DnsPolicy(zones=(DnsZone(zone="v6.example.com", address="ipv6"),), reverse=False)
-    records, _ = desired_records(instance(Name="x"), policy, ZONES)
+    records, _ = desired_records(instance(Name="x"), policy, ZONES, "home")
     assert records == (Record("ZV6", "x.v6.example.com.", "AAAA", "2001:db8::5", 60),)
+
+
+@pytest.mark.parametrize(
+    ("accounts", "account", "zones"),
+    [
+        pytest.param(None, "home", {"ZPRIV", "ZPUB", "ZREV"}, id="default: home is named everywhere"),
+        pytest.param(None, "222222222222", {"ZPRIV", "ZREV"}, id="default: a member only in private zones"),
+        pytest.param(("home", "222222222222"), "222222222222", {"ZPRIV", "ZPUB", "ZREV"}, id="listed for both"),
+        pytest.param("all", "222222222222", {"ZPRIV", "ZPUB", "ZREV"}, id="all"),
+    ],
+)
+def test_a_zone_names_only_the_accounts_it_admits(accounts: object, account: str, zones: set[str]) -> None:
+    policy = POLICY.model_copy(
+        update={"zones": tuple(zone.model_copy(update={"accounts": accounts}) for zone in POLICY.zones)}
+    )
+    records, skipped = desired_records(instance(Name="login"), policy, ZONES, account)
+    assert {record.zone_id for record in records} == zones
+    assert all("may not have names" in reason for reason in skipped)
+
+
+def test_a_name_is_never_handed_from_one_accounts_instance_to_anothers() -> None:
+    # Given home's login server holding login.example.com, now stopped, and a member instance wanting the name
+    home, member = "123456789012/eu-west-1/i-home", "222222222222/eu-west-1/i-member"
+    plan = plan_changes([owned("login.example.com.", member)], [owned("login.example.com.", home)], lambda _: True)
+    # Then the name is not handed over: the member's wish is a conflict, and home's record is released
+    assert (plan.claims, plan.updates) == ((), ())
+    assert [(c.owner, c.held_by) for c in plan.conflicts] == [(member, home)]
+    assert [entry.owner for entry in plan.deletes] == [home]
+
+
+def test_a_name_is_handed_over_within_an_account() -> None:
+    old, new = "123456789012/eu-west-1/i-old", "123456789012/eu-west-1/i-new"
+    plan = plan_changes([owned("web.example.com.", new)], [owned("web.example.com.", old)], lambda _: True)
+    assert [(current.owner, wanted.owner) for current, wanted in plan.updates] == [(old, new)]
+
+
+ACCOUNT = "123456789012/eu-west-1/"  # one account's owners: a name moves between them, never across accounts
 
 
 def owned(name: str, owner: str, value: str = "10.0.0.1") -> OwnedRecord:
@@ -154,9 +191,10 @@ def test_the_current_owner_keeps_a_name() -> None:
 
 
 def test_a_name_its_holder_no_longer_wants_is_handed_over_in_one_step() -> None:
-    # Given i-1 holds the name but (in scope) no longer wants it, and i-2 does
-    plan = plan_changes([owned("a.", "i-2", "10.0.0.2")], [owned("a.", "i-1")], everyone)
-    assert plan == Plan(updates=((owned("a.", "i-1"), owned("a.", "i-2", "10.0.0.2")),))
+    # Given i-1 holds the name but (in scope) no longer wants it, and i-2 of the same account does
+    first, second = f"{ACCOUNT}i-1", f"{ACCOUNT}i-2"
+    plan = plan_changes([owned("a.", second, "10.0.0.2")], [owned("a.", first)], everyone)
+    assert plan == Plan(updates=((owned("a.", first), owned("a.", second, "10.0.0.2")),))
 
 
 def test_a_free_name_wanted_twice_goes_to_one_owner_whatever_the_order() -> None:
@@ -193,7 +231,7 @@ def test_deletes_carry_the_exact_current_values() -> None:
 
 # ----- properties -----------------------------------------------------------------------------
 
-owners = st.sampled_from(["i-1", "i-2", "i-3", "i-4"])
+owners = st.sampled_from([f"{ACCOUNT}i-1", f"{ACCOUNT}i-2", f"{ACCOUNT}i-3", f"{ACCOUNT}i-4"])
 names = st.sampled_from(["a.", "b.", "c.", "d.", "e."])
 values = st.sampled_from(["10.0.0.1", "10.0.0.2"])
 entries = st.builds(owned, names, owners, values)

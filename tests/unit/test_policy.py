@@ -307,6 +307,11 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             id="snapshot-empty-selection",
         ),
         pytest.param(
+            dns("ttl: 300", 'ttl: 300\n    accounts: [home, "999999999999"]'),
+            ["policies/dns.yml:7: zones[1].accounts: '999999999999' is not 'home' or an account id in accounts.yml"],
+            id="dns-zone-unknown-account",
+        ),
+        pytest.param(
             dns("address: private", "address: internal"),
             ["policies/dns.yml:3: zones[0].address: Input should be 'private', 'public' or 'ipv6'"],
             id="dns-address",
