@@ -94,7 +94,7 @@ RUN_INSTANCES_DEFAULTS: dict[str, Any] = {
     "client_token": "ABCDE",
 }
 BATCH = 500  # instances per run_instances call while building the estate
-ACCOUNTS_YML = f"defaults:\n  role_name: opsbots-member\n  regions: [{REGION}]\naccounts: []\n"
+ACCOUNTS_YML = f"defaults:\n  regions: [{REGION}]\naccounts: []\n"
 
 
 # ----- the estate ------------------------------------------------------------------------------

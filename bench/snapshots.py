@@ -41,7 +41,7 @@ from bench.machine import publish
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target
 from chalicelib.outbox import mailer_for
-from chalicelib.policy import Policies, load_policies
+from chalicelib.policy import MemberRoles, Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
 from chalicelib.snapshots import (
     BOT,
@@ -69,14 +69,13 @@ REGIONS = ("eu-west-1", "us-east-1")
 UNITS = tuple((account, region) for account in MEMBERS for region in REGIONS)
 HOME_REGION = REGIONS[0]
 LEDGER_TABLE = "opsbots-snapshot-ledger"  # deploy/resources.json: SnapshotLedgerTable
-ROLE_NAME = "opsbots-member"
+ROLE_NAME = MemberRoles().snapshots  # the snapshot bot's role in member accounts (accounts.yml default)
 EXTERNAL_ID = "opsbots-bench"
 SELECT = ("Backup", "daily")
 NOW = datetime(2026, 1, 5, 1, 0, tzinfo=UTC)  # one hour into the daily window: the policy is due
 SETUP_THREADS = 8
 ACCOUNTS_YML = """\
 defaults:
-  role_name: {role}
   regions: [{regions}]
 accounts:
 {accounts}
@@ -161,9 +160,7 @@ def write_policies(directory: Path) -> Policies:
     for name in ("dns.yml", "security_groups.yml", "thumbnails.yml"):
         (directory / name).write_text((SHIPPED_POLICIES / name).read_text())
     accounts = "\n".join(f'  - {{id: "{account}", name: bench-{account[-2:]}}}' for account in MEMBERS)
-    (directory / "accounts.yml").write_text(
-        ACCOUNTS_YML.format(role=ROLE_NAME, regions=", ".join(REGIONS), accounts=accounts)
-    )
+    (directory / "accounts.yml").write_text(ACCOUNTS_YML.format(regions=", ".join(REGIONS), accounts=accounts))
     (directory / "snapshots.yml").write_text(SNAPSHOTS_YML)
     return load_policies(directory)
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
 
-    from chalicelib.policy import AccountsPolicy
+    from chalicelib.policy import AccountsPolicy, MemberBot
 
 BOTO_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
@@ -191,17 +191,17 @@ class Clients:
                 self._home_account_id = sts.get_caller_identity()["Account"]
             return Target(self._home_account_id, region)
 
-    def target_for(self, account_id: str, region: str, accounts: AccountsPolicy) -> Target | None:
-        """Where an event from `account_id` is handled: a member's role, home, or nowhere (unknown)."""
+    def target_for(self, account_id: str, region: str, accounts: AccountsPolicy, bot: MemberBot) -> Target | None:
+        """Where `bot` handles an event from `account_id`: through its role in a member, home, or nowhere."""
         member = accounts.member(account_id)
         if member is not None:
-            return Target(account_id, region, accounts.role_arn(member))
+            return Target(account_id, region, accounts.role_arn(member, bot))
         home = self.home(region)
         return home if home.account_id == account_id else None
 
-    def units(self, accounts: AccountsPolicy) -> list[tuple[Target, str]]:
-        """Every account/region a scheduled run covers, with the account's name: home first."""
-        return units_of(accounts, self.home().account_id)
+    def units(self, accounts: AccountsPolicy, bot: MemberBot) -> list[tuple[Target, str]]:
+        """Every account/region `bot`'s scheduled run covers, with the account's name: home first."""
+        return units_of(accounts, self.home().account_id, bot)
 
     def _session(self, role_arn: str | None) -> boto3.Session:
         if role_arn is None:
@@ -221,10 +221,11 @@ class Clients:
         return self._sessions[key]
 
 
-def units_of(accounts: AccountsPolicy, home_account_id: str) -> list[tuple[Target, str]]:
-    """The home account in the default regions, then every member account in its own regions."""
+def units_of(accounts: AccountsPolicy, home_account_id: str, bot: MemberBot) -> list[tuple[Target, str]]:
+    """The home account in the default regions, then every member account in its own regions (through
+    `bot`'s role)."""
     return [(Target(home_account_id, region), HOME) for region in accounts.defaults.regions] + [
-        (Target(member.id, region, accounts.role_arn(member)), member.name)
+        (Target(member.id, region, accounts.role_arn(member, bot)), member.name)
         for member in accounts.accounts
         for region in accounts.regions_of(member)
     ]

@@ -108,7 +108,7 @@ def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]
         out.write(f"account {change.account_id} is not in accounts.yml: acted on only if it is the home account\n")
     out.write("AWS calls it would make:\n")
     if member is not None:
-        role = policies.accounts.role_arn(member)
+        role = policies.accounts.role_arn(member, dns.BOT)
         out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
     out.write(f"  ec2.describe_instances(InstanceIds=['{change.instance_id}'])\n")
     out.write(f"  dynamodb.query(by-owner = '{owner}')  # the records opsbots holds for it\n")
@@ -132,7 +132,7 @@ def _record_names(policies: Policies) -> str:
 
 def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     accounts = policies.accounts
-    targets = units_of(accounts, HOME)
+    targets = units_of(accounts, HOME, snapshots.BOT)
     now = _event_time(raw) if raw.get("time") else datetime.now(UTC)
     out.write(f"scheduled run at {now.isoformat()} over {len(targets)} account/region unit(s)\n")
     out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
@@ -198,9 +198,8 @@ def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) 
     member = policies.accounts.member(change.account_id)
     out.write("AWS calls it would make:\n")
     if member:
-        out.write(
-            f"  sts.assume_role(RoleArn='{policies.accounts.role_arn(member)}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n"
-        )
+        role = policies.accounts.role_arn(member, sg_guard.BOT)
+        out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
     executor = sg_guard.PrintingExecutor(out, policy.rules, known_entries)
     verdict = sg_guard.judge(change, policy, executor, datetime.now(UTC))
     if verdict.status == "compliant":

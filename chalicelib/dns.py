@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from chalicelib.aws import Target
 from chalicelib.events import SkippedEvent, parse_state_change
 from chalicelib.observability import logger, metrics
-from chalicelib.policy import DnsPolicy, DnsZone
+from chalicelib.policy import DnsPolicy, DnsZone, MemberBot
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -57,6 +57,7 @@ PERMISSIONS = (
 )
 EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, by the owner index
 RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
+BOT: MemberBot = "dns"  # its role in member accounts
 RUNNING = "running"
 MAX_RECORDS_PER_BATCH = 1000
 # An event's few registry writes go in one transaction: one round trip. Past this many (a reconcile),
@@ -866,7 +867,7 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
         change = parse_state_change(raw)
     except SkippedEvent as skipped:
         return skipped.report()
-    target = deps.clients.target_for(change.account_id, change.region, policies.accounts)
+    target = deps.clients.target_for(change.account_id, change.region, policies.accounts, BOT)
     if target is None:
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
         metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
@@ -906,7 +907,7 @@ def _report(outcome: Outcome) -> None:
 
 def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
     """Make Route53 match the running instances of every account and region; failed units keep their records."""
-    targets = [target for target, _ in deps.clients.units(policies.accounts)]
+    targets = [target for target, _ in deps.clients.units(policies.accounts, BOT)]
 
     def scan(target: Target) -> tuple[Target, tuple[Instance, ...] | str]:
         try:

@@ -237,11 +237,43 @@ class SecurityGroupsPolicy(StrictModel):
         return rules
 
 
+# The bots that work in member accounts, each through its own role there (deploy/member-role.yml): the DNS
+# bot, which reads tags anyone can set, holds no right to revoke a rule or delete a snapshot.
+MemberBot = Literal["security_groups", "dns", "snapshots"]
+
+
+def _no_role_name(data: object) -> object:
+    if isinstance(data, Mapping) and "role_name" in data:
+        raise ValueError(
+            "role_name was replaced by roles, one member role per bot (deploy/member-role.yml): "
+            "roles: {security_groups: ..., dns: ..., snapshots: ...}"
+        )
+    return data
+
+
+class MemberRoles(StrictModel):
+    """The role each bot assumes in a member account; deploy/member-role.yml creates them with these names."""
+
+    security_groups: _RoleName = "opsbots-member-security-groups"
+    dns: _RoleName = "opsbots-member-dns"
+    snapshots: _RoleName = "opsbots-member-snapshots"
+
+
+class MemberRoleOverrides(StrictModel):
+    """One account's own role names, where they differ from the defaults."""
+
+    security_groups: _RoleName | None = None
+    dns: _RoleName | None = None
+    snapshots: _RoleName | None = None
+
+
 class AccountDefaults(StrictModel):
     """Settings for every account that does not override them."""
 
-    role_name: _RoleName = "opsbots-member"
+    roles: MemberRoles = MemberRoles()
     regions: _Regions
+
+    _role_name_replaced = model_validator(mode="before")(_no_role_name)
 
 
 class MemberAccount(StrictModel):
@@ -250,7 +282,9 @@ class MemberAccount(StrictModel):
     id: _AccountId
     name: Annotated[str, Field(min_length=1)]
     regions: _Regions | None = None
-    role_name: _RoleName | None = None
+    roles: MemberRoleOverrides = MemberRoleOverrides()
+
+    _role_name_replaced = model_validator(mode="before")(_no_role_name)
 
 
 class AccountsPolicy(StrictModel):
@@ -273,8 +307,10 @@ class AccountsPolicy(StrictModel):
     def regions_of(self, account: MemberAccount) -> tuple[str, ...]:
         return account.regions or self.defaults.regions
 
-    def role_arn(self, account: MemberAccount) -> str:
-        return f"arn:aws:iam::{account.id}:role/{account.role_name or self.defaults.role_name}"
+    def role_arn(self, account: MemberAccount, bot: MemberBot) -> str:
+        """The role `bot` assumes in `account`."""
+        name = getattr(account.roles, bot) or getattr(self.defaults.roles, bot)
+        return f"arn:aws:iam::{account.id}:role/{name}"
 
 
 _ZoneName = Annotated[

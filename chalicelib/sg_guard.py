@@ -40,7 +40,7 @@ from chalicelib.events import (
     parse_security_group_change,
 )
 from chalicelib.observability import logger, metrics
-from chalicelib.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
+from chalicelib.policy import MemberBot, PortRange, SecurityGroupRule, SecurityGroupsPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -61,7 +61,7 @@ PERMISSIONS = (
     "sts:AssumeRole",
     "sts:GetCallerIdentity",
 )
-BOT = "security_groups"  # the outbox's name for this bot's parked emails
+BOT: MemberBot = "security_groups"  # its role in member accounts, and the outbox's name for its parked emails
 SWEEP_THREADS = 8
 DIGEST_ROWS = 500  # a digest lists at most this many rules; the rest are counted (and in the audit log)
 DESCRIBE_BATCH = 200  # group ids per DescribeSecurityGroups
@@ -761,7 +761,7 @@ def handle_change(
     if not needs_action(change, policy.rules):
         return {"event_id": change.event_id, "status": "compliant"}
 
-    target = clients.target_for(change.account_id, change.region, policies.accounts)
+    target = clients.target_for(change.account_id, change.region, policies.accounts, BOT)
     if target is None:
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
         metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
@@ -943,7 +943,7 @@ def _sweep(
 ) -> dict[str, Any]:
     policy = policies.security_groups
     outbox = mailer.flush()  # what earlier runs could not send goes first
-    units = clients.units(policies.accounts)
+    units = clients.units(policies.accounts, BOT)
 
     def run(unit: tuple[Target, str]) -> SweepFinding:
         target, name = unit

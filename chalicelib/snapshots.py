@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from chalicelib.aws import Clients
     from chalicelib.dedupe import Once
     from chalicelib.outbox import Mailer
-    from chalicelib.policy import AccountsPolicy, Retention, SnapshotPolicy, SnapshotsPolicy
+    from chalicelib.policy import AccountsPolicy, MemberBot, Retention, SnapshotPolicy, SnapshotsPolicy
 
 PERMISSIONS = (
     "ec2:DescribeVolumes",
@@ -291,7 +291,7 @@ def resolve(request: UnitRequest, accounts: AccountsPolicy, home_account_id: str
         raise RejectedMessageError(f"region {request.region} is not one of account {request.account_id}'s")
     if not clock - MESSAGE_AGE_LIMIT <= request.now <= clock + MESSAGE_CLOCK_SKEW:
         raise RejectedMessageError(f"now {request.now.isoformat()} is too far from the worker's clock")
-    role_arn = accounts.role_arn(member) if member else None
+    role_arn = accounts.role_arn(member, BOT) if member else None
     name = member.name if member else "home"
     return Unit(request.account_id, name, request.region, role_arn, request.policies, request.now)
 
@@ -766,7 +766,7 @@ def _retention_text(retention: Retention) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-BOT = "snapshots"  # the outbox's name for this bot's parked emails
+BOT: MemberBot = "snapshots"  # its role in member accounts, and the outbox's name for its parked emails
 
 
 @dataclass(frozen=True)
@@ -810,7 +810,7 @@ def take_snapshots(
 def _take_snapshots(
     policies: SnapshotsPolicy, accounts: AccountsPolicy, deps: SnapshotDeps, mailer: Mailer, now: datetime
 ) -> dict[str, Any]:
-    units = plan_units(policies, accounts, deps.clients.units(accounts), now)
+    units = plan_units(policies, accounts, deps.clients.units(accounts, BOT), now)
     if deps.queue_url and deps.sqs:
         _queue(deps.sqs, deps.queue_url, units)
         return {"queued": len(units)}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from demo import show
 from demo.environment import MEMBER, REGION
-from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLE, Stage, sample_event
+from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLES, Stage, sample_event
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -113,7 +113,7 @@ def bot_calls(function: str) -> Iterator[Counter[str]]:
     runtime = current().acting_as(function)  # its member sessions are named after it
     clients = runtime.clients
     watched = (
-        clients.client("ec2", Target(MEMBER, REGION, MEMBER_ROLE)),
+        clients.client("ec2", Target(MEMBER, REGION, MEMBER_ROLES["dns"])),
         clients.client("ec2", Target(HOME, REGION)),
         clients.client("dynamodb", Target(HOME, REGION)),
         clients.client("sts", Target(HOME, clients.home_region)),

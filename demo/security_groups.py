@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from demo import show
 from demo.dns import bot_logs, wrapped
 from demo.environment import MEMBER, REGION, create_table
-from demo.stage import EXTERNAL_ID, IDEMPOTENCY_TABLE, MEMBER_ROLE, SENDER, Account, Stage, sample_event
+from demo.stage import EXTERNAL_ID, IDEMPOTENCY_TABLE, MEMBER_ROLES, SENDER, Account, Stage, sample_event
 
 if TYPE_CHECKING:
     from moto.ses.models import Message
@@ -414,8 +414,9 @@ class SecurityGroupsChapter:
         checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"{answer}")
         checks.that(rule not in remaining, f"{rule} no longer exists in account {member.id}")
         checks.that(
-            [(r.role_arn, r.external_id) for r in assumed] == [(MEMBER_ROLE, EXTERNAL_ID)],
-            f"the bot reached {member.id} through {MEMBER_ROLE.split(':')[-1]} with the ExternalId",
+            [(r.role_arn, r.external_id) for r in assumed] == [(MEMBER_ROLES["security_groups"], EXTERNAL_ID)],
+            f"the bot reached {member.id} through its own {MEMBER_ROLES['security_groups'].split(':')[-1]} with the "
+            "ExternalId",
             f"{[(r.role_arn, r.external_id) for r in assumed]}",
         )
         self._check_one_email(checks, emails)

@@ -541,7 +541,7 @@ class SnapshotsChapter:
         runtime = current()
         accounts, policies = runtime.policies.accounts, runtime.policies.snapshots
         now = self.first_day + timedelta(days=DAYS, hours=RUN_HOURS[0])
-        units = plan_units(policies, accounts, runtime.clients.units(accounts), now)
+        units = plan_units(policies, accounts, runtime.clients.units(accounts, BOT), now)
         unit = next(unit for unit in units if unit.account_id == MEMBER)
         message = unit.to_message()
         show.step(

@@ -32,7 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "tests" / "events"
 SAMPLE_HOME = "111111111111"  # the home account the sample events were recorded in
 SENDER = "opsbots@example.com"
-MEMBER_ROLE = f"arn:aws:iam::{MEMBER}:role/opsbots-member"
+# policies/accounts.yml's default roles: each bot reaches the member account through its own.
+MEMBER_ROLES = {
+    "security_groups": f"arn:aws:iam::{MEMBER}:role/opsbots-member-security-groups",
+    "dns": f"arn:aws:iam::{MEMBER}:role/opsbots-member-dns",
+    "snapshots": f"arn:aws:iam::{MEMBER}:role/opsbots-member-snapshots",
+}
 EXTERNAL_ID = "opsbots-demo-external-id"
 IDEMPOTENCY_TABLE = "opsbots-idempotency"
 DNS_TABLE = "opsbots-dns"  # the DNS bot's registry of the records it wrote
@@ -95,7 +100,7 @@ def build(endpoint: str) -> Stage:
     """Accounts, the SES sender, the idempotency and DNS registry tables, and the app wired to them."""
     home = Account(HOME, "home", boto3.Session(region_name=REGION))
     credentials = home.session.client("sts").assume_role(
-        RoleArn=MEMBER_ROLE, RoleSessionName="opsbots-demo-setup", ExternalId=EXTERNAL_ID
+        RoleArn=f"arn:aws:iam::{MEMBER}:role/demo-setup", RoleSessionName="opsbots-demo-setup"
     )["Credentials"]
     member = Account(
         MEMBER,
@@ -133,7 +138,8 @@ def introduce(stage: Stage) -> None:
         f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery,\n"
         f"  DynamoDB table {DNS_TABLE} (key record, index {DNS_OWNER_INDEX}) for the DNS bot's registry,\n"
         f"  DynamoDB table {SNAPSHOT_LEDGER} (key scope, snapshot) for the snapshot bot's ledger\n"
-        f"member account {stage.member}: reached through {MEMBER_ROLE}, ExternalId {EXTERNAL_ID}\n"
+        f"member account {stage.member}: each bot reaches it through its own role, with ExternalId {EXTERNAL_ID}:\n"
+        f"  {', '.join(arn.rsplit('/', 1)[1] for arn in MEMBER_ROLES.values())}\n"
         "handlers: app.py through chalice.test.Client(stage 'dev'), the way Lambda invokes them"
     )
 

@@ -40,6 +40,8 @@ import pytest  # noqa: E402 - the environment above must be set first
 from hypothesis import HealthCheck, settings  # noqa: E402
 from moto.core.models import botocore_stubber  # noqa: E402
 
+MOTO_LOCK = threading.RLock()  # held while in-process moto serves a request
+
 
 def _one_request_at_a_time() -> None:
     """Make in-process moto serve one request at a time.
@@ -49,10 +51,9 @@ def _one_request_at_a_time() -> None:
     during iteration" (and IAM enforcement can be denied mid-update): flaky, not a bug of the bots. Their
     thread pools stay as deployed; only the fake is serialised. Re-entrant, as a moto handler may call moto."""
     serve = botocore_stubber.process_request
-    lock = threading.RLock()
 
     def serialised(request: Any) -> Any:
-        with lock:
+        with MOTO_LOCK:
             return serve(request)
 
     botocore_stubber.process_request = serialised  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chalicelib import dedupe, dns, outbox, sg_guard, snapshots, thumbnails, triggers
-from chalicelib.policy import load_policies
+from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from tests.conftest import FAKE_AWS, ROOT
 
@@ -50,7 +50,6 @@ def in_stack(service: str, rest: str) -> dict[str, str]:
 
 IDEMPOTENCY_TABLE_ARN = in_stack("dynamodb", "table/opsbots-idempotency")
 OUTBOX_INDEX_ARN = in_stack("dynamodb", f"table/opsbots-idempotency/index/{outbox.OUTBOX_INDEX}")
-MEMBER_ROLE_ARN = "arn:aws:iam::*:role/opsbots-member"
 DNS_TABLE_ARN = in_stack("dynamodb", "table/opsbots-dns")
 DNS_INDEX_ARN = in_stack("dynamodb", "table/opsbots-dns/index/*")
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
@@ -102,17 +101,23 @@ SHIPPED = (
     "policies/thumbnails.yml",
 )
 RUNTIME_PROVIDED = ("boto3/", "botocore/")
-MEMBER_ACCOUNT_ACTIONS = frozenset(
-    {
-        "ec2:DescribeSecurityGroups",
-        "ec2:DescribeSecurityGroupRules",
-        "ec2:GetManagedPrefixListEntries",
-        "ec2:RevokeSecurityGroupIngress",
-        "ec2:RevokeSecurityGroupEgress",
-        "ec2:DescribeInstances",
-    }
-    | SNAPSHOT_EC2
-)
+# deploy/member-role.yml: each bot's role in a member account (logical id -> bot), what it may do there,
+# and the functions that assume it (logical ids at home).
+MEMBER_ROLES: dict[str, MemberBot] = {
+    "SecurityGroupsRole": "security_groups",
+    "DnsRole": "dns",
+    "SnapshotsRole": "snapshots",
+}
+MEMBER_ROLE_ACTIONS: dict[MemberBot, frozenset[str]] = {
+    "security_groups": frozenset(action for action in SG_GUARD if action.startswith("ec2:")),
+    "dns": frozenset({"ec2:DescribeInstances"}),
+    "snapshots": SNAPSHOT_EC2,
+}
+MEMBER_ROLE_USERS: dict[MemberBot, tuple[str, ...]] = {
+    "security_groups": ("OnSecurityGroupChange", "SweepSecurityGroups"),
+    "dns": DNS_FUNCTIONS,
+    "snapshots": SNAPSHOT_FUNCTIONS,
+}
 
 
 def _environment() -> dict[str, str]:
@@ -221,10 +226,22 @@ def test_no_wildcard_actions_and_allow_only(resources: dict[str, Any], function:
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
-def test_functions_assume_only_the_member_role(resources: dict[str, Any], function: str) -> None:
+def test_functions_assume_only_their_own_bots_member_role(resources: dict[str, Any], function: str) -> None:
     assumes = _resources_of(_statements(resources, function), "sts:AssumeRole")
+    bots = [bot for bot, users in MEMBER_ROLE_USERS.items() if function in users]
 
-    assert assumes == ([MEMBER_ROLE_ARN] if "sts:AssumeRole" in FUNCTIONS[function][0] else [])
+    assert assumes == [f"arn:aws:iam::*:role/{getattr(MemberRoles(), bot)}" for bot in bots]
+    assert ("sts:AssumeRole" in FUNCTIONS[function][0]) == bool(bots)
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_each_function_role_is_named_exactly_after_the_stack_and_the_function(
+    resources: dict[str, Any], function: str
+) -> None:
+    # What the member roles trust: an exact ARN per function, so no other role of the stack can stand in.
+    role = resources[_role_of(resources, function)]["Properties"]
+
+    assert role["RoleName"] == {"Fn::Sub": f"${{AWS::StackName}}-{_function_name(function)}"}
 
 
 # Each DynamoDB statement, by Sid: the actions it may grant and the one resource it names.
@@ -567,34 +584,57 @@ def test_member_role_template_passes_cfn_lint() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_member_role_grants_only_what_the_bot_does_in_member_accounts() -> None:
+def _member_roles() -> dict[MemberBot, dict[str, Any]]:
     from cfnlint.decode import cfn_yaml
 
-    role = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]["MemberRole"]["Properties"]
-    statements = [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
-    trust = role["AssumeRolePolicyDocument"]["Statement"]
-
-    assert _actions(statements) == MEMBER_ACCOUNT_ACTIONS
-    assert MEMBER_ACCOUNT_ACTIONS <= SG_GUARD | DNS_EVENT | DNS_RECONCILE | SNAPSHOTS
-    assert role["RoleName"] == MEMBER_ROLE_ARN.rsplit("/", 1)[1]
-    assert all("sts:ExternalId" in statement["Condition"]["StringEquals"] for statement in trust)
+    resources = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]
+    assert {name for name, resource in resources.items() if resource["Type"] == "AWS::IAM::Role"} == set(MEMBER_ROLES)
+    return {bot: resources[name]["Properties"] for name, bot in MEMBER_ROLES.items()}
 
 
-def test_member_role_deletes_only_managed_snapshots_and_tags_only_at_creation() -> None:
-    from cfnlint.decode import cfn_yaml
+def _member_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
 
-    role = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]["MemberRole"]["Properties"]
-    statements = [statement for policy in role["Policies"] for statement in policy["PolicyDocument"]["Statement"]]
 
-    for action, condition in (
-        ("ec2:DeleteSnapshot", DELETE_SNAPSHOT_CONDITION),
-        ("ec2:CreateTags", CREATE_TAGS_CONDITION),
-    ):
-        granting = _granting(statements, action)
-        assert granting
-        for statement in granting:
-            assert _actions([statement]) == {action}
-            assert statement["Condition"] == condition
+def test_each_member_role_grants_only_what_its_bot_does_in_member_accounts() -> None:
+    for bot, role in _member_roles().items():
+        assert _actions(_member_statements(role)) == MEMBER_ROLE_ACTIONS[bot], bot
+        assert role["RoleName"] == getattr(MemberRoles(), bot)  # policies/accounts.yml's default
+    assert MEMBER_ROLE_ACTIONS["security_groups"] <= SG_GUARD
+    assert MEMBER_ROLE_ACTIONS["dns"] <= DNS_EVENT & DNS_RECONCILE
+    assert MEMBER_ROLE_ACTIONS["snapshots"] <= SNAPSHOTS
+
+
+def test_each_member_role_trusts_only_its_own_bots_functions_by_exact_arn() -> None:
+    # The DNS functions read tags anyone can set: they must not reach a role that revokes or deletes.
+    for bot, role in _member_roles().items():
+        [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+        trusted = trust["Condition"]["ArnEquals"]["aws:PrincipalArn"]
+        expected = [
+            {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{HomeAccountId}}:role/${{HomeRolePrefix}}-{_function_name(f)}"}
+            for f in MEMBER_ROLE_USERS[bot]
+        ]
+
+        assert (trust["Effect"], trust["Action"]) == ("Allow", "sts:AssumeRole"), bot
+        assert trust["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${HomeAccountId}:root"}}, bot
+        assert trusted == expected, bot
+        assert set(trust["Condition"]) == {"StringEquals", "ArnEquals"}, bot
+        assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}, bot
+
+
+def test_only_the_snapshot_role_deletes_only_managed_snapshots_and_tags_only_at_creation() -> None:
+    roles = _member_roles()
+    for bot, role in roles.items():
+        statements = _member_statements(role)
+        for action, condition in (
+            ("ec2:DeleteSnapshot", DELETE_SNAPSHOT_CONDITION),
+            ("ec2:CreateTags", CREATE_TAGS_CONDITION),
+        ):
+            granting = _granting(statements, action)
+            assert bool(granting) == (bot == "snapshots"), (bot, action)
+            for statement in granting:
+                assert _actions([statement]) == {action}
+                assert statement["Condition"] == condition
 
 
 # ----- the tag guard (an SCP: only security and opsbots may set opsbots:* tags) ------------------------
@@ -620,7 +660,7 @@ def _tag_guard_denies(principal: str, action: str, keys: list[str]) -> bool:
     policy = cfn_yaml.load(str(TAG_GUARD))["Resources"]["ProtectOpsbotsTags"]["Properties"]
     [statement] = policy["Content"]["Statement"]
     separator, listed = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::Split"]
-    exempt = listed["Fn::Sub"].replace("${SecurityPrincipalArns}", SECURITY).replace("${HomeStackName}", "opsbots")
+    exempt = listed["Fn::Sub"].replace("${SecurityPrincipalArns}", SECURITY).replace("${HomeRolePrefix}", "opsbots")
     tag_keys = statement["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"]
     return (
         statement["Effect"] == "Deny"
@@ -663,18 +703,32 @@ def _tag_guard_denies(principal: str, action: str, keys: list[str]) -> bool:
             id="security",
         ),
         pytest.param(
-            "arn:aws:iam::222222222222:role/opsbots-member",
+            "arn:aws:iam::222222222222:role/opsbots-member-snapshots",
             "ec2:CreateTags",
             ["opsbots:managed"],
             False,
             id="the snapshot bot in a member",
         ),
         pytest.param(
-            "arn:aws:iam::123456789012:role/opsbots-TakeSnapshotsRole-1A2B",
+            "arn:aws:iam::123456789012:role/opsbots-take_snapshots",
             "ec2:CreateTags",
             ["opsbots:managed"],
             False,
             id="the snapshot bot at home",
+        ),
+        pytest.param(
+            "arn:aws:iam::222222222222:role/opsbots-member-dns",
+            "ec2:CreateTags",
+            ["opsbots:exempt-until"],
+            True,
+            id="the DNS bot in a member",
+        ),
+        pytest.param(
+            "arn:aws:iam::123456789012:role/opsbots-reconcile_dns",
+            "ec2:CreateTags",
+            ["opsbots:exempt-until"],
+            True,
+            id="another opsbots function at home",
         ),
     ],
 )
@@ -713,6 +767,11 @@ def test_only_the_scheduler_may_send_to_the_snapshot_queue(resources: dict[str, 
     assert statement["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [_role_of(resources, "TakeSnapshots"), "Arn"]}}
     }
+
+
+def _function_name(logical_id: str) -> str:
+    """OnSecurityGroupChange -> on_security_group_change, the name app.py gives it."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in logical_id).lstrip("_")
 
 
 def _role_of(resources: dict[str, Any], function: str) -> str:

@@ -68,7 +68,7 @@ def sent_emails() -> list[Message]:
 
 def member_client(service: str) -> Any:
     credentials = boto3.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{MEMBER}:role/opsbots-member", RoleSessionName="test-setup"
+        RoleArn=f"arn:aws:iam::{MEMBER}:role/test-setup", RoleSessionName="test-setup"
     )["Credentials"]
     return boto3.client(
         service,

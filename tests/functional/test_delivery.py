@@ -333,7 +333,7 @@ def test_snapshot_unit_messages(
     volumes: dict[str, list[tuple[Any, str]]] = {}
 
     def message(account: str, now: datetime, copy: str) -> Step:
-        role = None if account == HOME else f"arn:aws:iam::{account}:role/opsbots-member"
+        role = None if account == HOME else f"arn:aws:iam::{account}:role/opsbots-member-snapshots"
         return (lambda: None), {"body": Unit(account, account, REGION, role, (copy,), now).to_message()}
 
     def scenario(n: int, copy: str) -> list[Step]:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 SANDBOX = "333333333333"
 FAR_REGION = "eu-west-3"
 ACCOUNTS = f"""
-defaults: {{role_name: opsbots-member, regions: [{REGION}]}}
+defaults: {{regions: [{REGION}]}}
 accounts:
   - {{id: "{MEMBER}", name: workloads, regions: [{REGION}, {FAR_REGION}]}}
   - {{id: "{SANDBOX}", name: sandbox}}
@@ -100,7 +100,7 @@ def mailer(clients: Clients, bot: str = sg_guard.BOT) -> Mailer:
 def account_client(service: str, account: str, region: str = REGION) -> Any:
     """A setup client in a member account (through its role), outside the bots' clients and faults."""
     credentials = boto3.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/opsbots-member", RoleSessionName="test-setup"
+        RoleArn=f"arn:aws:iam::{account}:role/test-setup", RoleSessionName="test-setup"
     )["Credentials"]
     return boto3.client(  # type: ignore[call-overload]
         service,

@@ -1,17 +1,19 @@
 """Least privilege, enforced: each Lambda function's real path, run as a role holding exactly its policy.
 
-For each of the seven functions, moto gets an IAM role whose only inline policy is
-`.chalice/policy-<function>.json`, and the member account gets `opsbots-member` with the policies of
-`deploy/member-role.yml`. The app's runtime is given clients on the function role's credentials (the
-member role is assumed by the app itself, with the ExternalId), and the function's scenarios run through
+For each of the seven functions, moto gets an IAM role named as the packaged stack names it
+(`opsbots-<function>`) whose only inline policy is `.chalice/policy-<function>.json`, and the member
+account gets the three roles of `deploy/member-role.yml`, one per bot. The app's runtime is given clients
+on the function role's credentials (its bot's member role is assumed by the app itself, with the
+ExternalId), and the function's scenarios run through
 the Chalice test client with moto's IAM enforcement on. Two checks, because that enforcement has gaps:
 
 1. moto denies what it can judge: a missing action fails the scenario with AccessDenied, as the
    `test_moto_denies_*` tests show by taking one action away per service moto enforces.
 2. Every call is recorded by botocore hooks and mapped to what AWS authorizes for it (`needs`: action,
    resource ARN, condition keys). Each must be granted by the function's document (in a member account,
-   by the member role), and every action a document grants must be needed by a recorded call, so an
-   unused grant fails as surely as a missing one. This is what covers the services moto does not judge.
+   by its bot's member role, the only one it assumed), and every action a document grants must be needed
+   by a recorded call, so an unused grant fails as surely as a missing one. This is what covers the
+   services moto does not judge.
 
 What moto 5.2.5 judges (`ActionAuthenticatorMixin`, called by `BaseResponse.call_action` and by S3):
 - S3: action and object/bucket ARN. SQS: action and queue ARN. STS AssumeRole: action
@@ -36,11 +38,10 @@ import copy
 import dataclasses
 import io
 import json
-import math
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,30 +58,33 @@ from moto import mock_aws
 from moto import settings as moto_settings
 from moto.core import enable_iam_authentication
 from moto.core.authorization import ActionAuthenticatorMixin
+from moto.core.models import botocore_stubber
 from moto.ec2.models import ec2_backends
 from PIL import Image
 
-from chalicelib import snapshots, triggers
+from chalicelib import dns as dns_bot
+from chalicelib import sg_guard, snapshots, triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
+from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
 from chalicelib.settings import SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.sg_guard import NotificationError, RevokeRetryError
 from demo.environment import create_table
 from deploy.scope_to_stack import scope_document
-from tests.conftest import FAKE_AWS, HOME, MEMBER, REGION, ROOT, load_event
+from tests.conftest import FAKE_AWS, HOME, MEMBER, MOTO_LOCK, REGION, ROOT, load_event
 from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
 from tests.functional.faults import ATTEMPTS, Faults
 from tests.network import public_subnet, zones
-from tests.test_packaging import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ACCOUNT_ACTIONS, XRAY
+from tests.test_packaging import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, XRAY
 from tests.test_packaging import FUNCTIONS as PACKAGED
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_s3 import S3Client
 
-STALE = "333333333333"  # a member account whose opsbots-member role predates the snapshot bot
-STACK = "opsbots"  # CloudFormation names each Lambda role <stack>-<logical id>Role-<suffix>
+STALE = "333333333333"  # a member account whose snapshot role grants nothing yet (its stack predates the bot)
+STACK = "opsbots"  # deploy/resources.json names each Lambda role <stack>-<function>
 EXTERNAL_ID = FAKE_AWS["OPSBOTS_EXTERNAL_ID"]
 # Within the last hours: the deployed worker refuses a unit far from its own clock.
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
@@ -111,7 +115,17 @@ GUARD_IN_MEMBERS = frozenset(
     }
 )
 SNAPSHOTS_IN_MEMBERS = frozenset(action for action in snapshots.PERMISSIONS if action.startswith("ec2:"))
-# What each function's scenarios do in the member account, through opsbots-member.
+# Whose member role each function assumes (None: it works in the home account only).
+BOT_OF: dict[str, MemberBot | None] = {
+    "on_security_group_change": sg_guard.BOT,
+    "sweep_security_groups": sg_guard.BOT,
+    "on_instance_state_change": dns_bot.BOT,
+    "reconcile_dns": dns_bot.BOT,
+    "take_snapshots": snapshots.BOT,
+    "snapshot_worker": snapshots.BOT,
+    "on_image_uploaded": None,
+}
+# What each function's scenarios do in the member account, through its bot's member role.
 MEMBER_USE: dict[str, frozenset[str]] = {
     "on_security_group_change": frozenset({"ec2:DescribeSecurityGroups", "ec2:RevokeSecurityGroupIngress"}),
     "sweep_security_groups": GUARD_IN_MEMBERS,
@@ -408,14 +422,26 @@ def _resolved(node: Any, parameters: Mapping[str, str]) -> Any:
     return str(node) if isinstance(node, str) else node
 
 
-def member_role() -> dict[str, Any]:
-    """`deploy/member-role.yml`'s role, as a StackSet deploys it for this home account and ExternalId."""
+MEMBER_ROLE_IDS: dict[MemberBot, str] = {
+    "security_groups": "SecurityGroupsRole",
+    "dns": "DnsRole",
+    "snapshots": "SnapshotsRole",
+}
+
+
+def member_roles() -> dict[MemberBot, dict[str, Any]]:
+    """`deploy/member-role.yml`'s roles by bot, as a StackSet deploys them for this home account and ExternalId."""
     from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
     template = cfn_yaml.load(str(ROOT / "deploy" / "member-role.yml"))
-    parameters = {"HomeAccountId": HOME, "HomeStackName": STACK, "ExternalId": EXTERNAL_ID, "AWS::Partition": "aws"}
-    role: dict[str, Any] = _resolved(template["Resources"]["MemberRole"]["Properties"], parameters)
-    return role
+    parameters = {"HomeAccountId": HOME, "HomeRolePrefix": STACK, "ExternalId": EXTERNAL_ID, "AWS::Partition": "aws"}
+    return {
+        bot: _resolved(template["Resources"][name]["Properties"], parameters) for bot, name in MEMBER_ROLE_IDS.items()
+    }
+
+
+def home_role_arn(function: str) -> str:
+    return f"arn:aws:iam::{HOME}:role/{STACK}-{function}"
 
 
 def member_statements(role: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -437,16 +463,16 @@ def client_in(account: str, service: str) -> Any:
     )
 
 
-def put_member_role(account: str, role: Mapping[str, Any], policies: Sequence[str] | None = None) -> None:
-    """Create opsbots-member in `account`, as the StackSet does; `policies` picks some of its policies by name."""
+def put_member_roles(account: str, roles: Iterable[Mapping[str, Any]]) -> None:
+    """Create member roles in `account`, as the StackSet does."""
     iam = client_in(account, "iam")
-    iam.create_role(
-        RoleName=role["RoleName"],
-        AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"]),
-        MaxSessionDuration=role["MaxSessionDuration"],
-    )
-    for policy in role["Policies"]:
-        if policies is None or policy["PolicyName"] in policies:
+    for role in roles:
+        iam.create_role(
+            RoleName=role["RoleName"],
+            AssumeRolePolicyDocument=json.dumps(role["AssumeRolePolicyDocument"]),
+            MaxSessionDuration=role["MaxSessionDuration"],
+        )
+        for policy in role["Policies"]:
             iam.put_role_policy(
                 RoleName=role["RoleName"],
                 PolicyName=policy["PolicyName"],
@@ -461,13 +487,35 @@ def put_member_role(account: str, role: Mapping[str, Any], policies: Sequence[st
 CALL = "opsbots.least_privilege.call"  # where a call's record waits in botocore's request context
 
 
+_sending = threading.local()  # whether the request this thread is about to send is one moto cannot judge
+
+
 def _judge_or_pass(signing_name: str, operation_name: str, **_: Any) -> None:
-    """Just before a request is signed: moto judges it, unless it is one moto cannot judge."""
-    if math.isinf(moto_settings.INITIAL_NO_AUTH_ACTION_COUNT):
-        return  # enforcement is off: set-up, or checking the outcome
-    unjudged = signing_name in UNJUDGED or f"{signing_name}.{operation_name}" in UNJUDGED
-    # moto lets a request through unjudged while its request count is below this number, and counts it.
-    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = ActionAuthenticatorMixin.request_count + (1 if unjudged else 0)
+    """Just before a request is signed: note whether moto can judge it (`_judging` acts on it)."""
+    _sending.unjudged = signing_name in UNJUDGED or f"{signing_name}.{operation_name}" in UNJUDGED
+
+
+@contextmanager
+def _judging() -> Iterator[None]:
+    """moto judges each request it serves, but the ones the sending thread noted it cannot judge.
+
+    moto lets a request through unjudged while its (global) request count is below
+    INITIAL_NO_AUTH_ACTION_COUNT, and counts it; so the number is set as the request is served, under the lock
+    that has moto serve one request at a time (tests/conftest.py): the functions' thread pools cannot mix up
+    one request's verdict with another's. A request no hook noted (not a function's client) is judged."""
+    serve = botocore_stubber.process_request
+
+    def judged(request: Any) -> Any:
+        with MOTO_LOCK:
+            unjudged, _sending.unjudged = getattr(_sending, "unjudged", False), False
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = ActionAuthenticatorMixin.request_count + (1 if unjudged else 0)
+            return serve(request)
+
+    botocore_stubber.process_request = judged  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        botocore_stubber.process_request = serve  # type: ignore[method-assign]
 
 
 def _watch(client: Any, account: str, calls: list[Call]) -> None:
@@ -535,7 +583,7 @@ class RecordingClients(Clients):
 @contextmanager
 def enforced() -> Iterator[None]:
     """moto's IAM enforcement, on around the functions' calls only: set-up and checks run without it."""
-    with enable_iam_authentication():
+    with enable_iam_authentication(), _judging():
         yield
 
 
@@ -560,31 +608,31 @@ class Findings:
     not_granted: frozenset[str]  # needs the function's document does not grant
     not_needed: frozenset[str]  # actions the document grants (logs and X-Ray aside) that no call needed
     used: frozenset[str]  # actions the recorded calls needed in the home account
-    member_not_granted: frozenset[str]  # needs in the member account the member role does not grant
+    member_not_granted: frozenset[str]  # needs in the member account its bot's member role does not grant
     member_used: frozenset[str]
-    untrusted: tuple[str, ...]  # AssumeRole calls the member role's trust policy refuses
+    member_roles: frozenset[str]  # the member roles it assumed
+    untrusted: tuple[str, ...]  # AssumeRole calls the assumed role's trust policy refuses
     sessions: frozenset[str]  # the session names the member accounts' CloudTrail shows
 
 
 @dataclass
 class Iam:
-    """The estate's IAM: opsbots-member in the member account, and a role per function at home."""
+    """The estate's IAM: a member role per bot in the member account, and a role per function at home."""
 
-    role: dict[str, Any]
-    made: list[str] = field(default_factory=list)
+    roles: dict[MemberBot, dict[str, Any]]
 
-    @property
-    def member_statements(self) -> list[dict[str, Any]]:
-        return member_statements(self.role)
+    def member_statements(self, function: str) -> list[dict[str, Any]]:
+        """What the function's bot's member role grants (nothing, for a function that works at home only)."""
+        bot = BOT_OF[function]
+        return member_statements(self.roles[bot]) if bot else []
 
     def bot(self, function: str, document: Mapping[str, Any] | None = None) -> Bot:
         document = document or function_document(function)
-        name = f"{STACK}-{logical_id(function)}Role-{len(self.made):012d}"
+        role_arn = home_role_arn(function)
+        name = role_arn.rsplit("/", 1)[1]
         iam = client_in(HOME, "iam")
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
         iam.put_role_policy(RoleName=name, PolicyName=function, PolicyDocument=json.dumps(document))
-        self.made.append(name)
-        role_arn = f"arn:aws:iam::{HOME}:role/{name}"
         credentials = boto3.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=function[:64])["Credentials"]
         calls: list[Call] = []
         bot = Bot(
@@ -594,41 +642,50 @@ class Iam:
         return bot
 
     def member_without(self, *actions: str) -> None:
-        """Re-put the member role's policies with `actions` taken out (a policy left empty goes)."""
+        """Re-put the member roles' policies with `actions` taken out (a policy left empty goes)."""
         iam = client_in(MEMBER, "iam")
-        for policy in self.role["Policies"]:
-            document = without(policy["PolicyDocument"], *actions)
-            if document["Statement"]:
-                iam.put_role_policy(
-                    RoleName=self.role["RoleName"], PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(document)
-                )
-            else:
-                iam.delete_role_policy(RoleName=self.role["RoleName"], PolicyName=policy["PolicyName"])
+        for role in self.roles.values():
+            for policy in role["Policies"]:
+                document = without(policy["PolicyDocument"], *actions)
+                if document["Statement"]:
+                    iam.put_role_policy(
+                        RoleName=role["RoleName"], PolicyName=policy["PolicyName"], PolicyDocument=json.dumps(document)
+                    )
+                else:
+                    iam.delete_role_policy(RoleName=role["RoleName"], PolicyName=policy["PolicyName"])
+
+    def trust_of(self, role_arn: str) -> list[dict[str, Any]]:
+        """The trust policy of the member role `role_arn` names (none, for a role that is not one of them)."""
+        name = role_arn.rsplit("/", 1)[1]
+        role = next((role for role in self.roles.values() if role["RoleName"] == name), None)
+        return role["AssumeRolePolicyDocument"]["Statement"] if role else []
 
     def findings(self, bot: Bot) -> Findings:
         calls = [call for call in bot.calls if call.account != STALE]
         home = {need for call in calls if call.account == HOME for need in needs(call)}
         members = {need for call in calls if call.account == MEMBER for need in needs(call)}
         used = frozenset(need.action for need in home)
-        trust = self.role["AssumeRolePolicyDocument"]["Statement"]
+        assumed = [call for call in calls if call.operation == "AssumeRole"]
         return Findings(
             refused=tuple(str(call) for call in calls if call.status == 403),
             not_granted=frozenset(str(need) for need in home if not grants(bot.statements, need)),
             not_needed=granted_actions(bot.statements) - used,
             used=used,
-            member_not_granted=frozenset(str(need) for need in members if not grants(self.member_statements, need)),
+            member_not_granted=frozenset(
+                str(need) for need in members if not grants(self.member_statements(bot.function), need)
+            ),
             member_used=frozenset(need.action for need in members),
+            member_roles=frozenset(call.params["RoleArn"].rsplit("/", 1)[1] for call in assumed),
             untrusted=tuple(
                 str(call)
-                for call in calls
-                if call.operation == "AssumeRole"
-                and not trusts(
-                    trust,
+                for call in assumed
+                if not trusts(
+                    self.trust_of(call.params["RoleArn"]),
                     bot.role_arn,
                     {"sts:ExternalId": call.params.get("ExternalId", ""), "aws:PrincipalArn": bot.role_arn},
                 )
             ),
-            sessions=frozenset(call.params["RoleSessionName"] for call in calls if call.operation == "AssumeRole"),
+            sessions=frozenset(call.params["RoleSessionName"] for call in assumed),
         )
 
     def assert_least_privilege(self, bot: Bot) -> None:
@@ -641,6 +698,7 @@ class Iam:
             used=declared(bot.function),
             member_not_granted=frozenset(),
             member_used=MEMBER_USE[bot.function],
+            member_roles=frozenset({getattr(MemberRoles(), bot_of)} if (bot_of := BOT_OF[bot.function]) else ()),
             untrusted=(),
             # Named after the function, so a member account's CloudTrail tells the bots apart.
             sessions=frozenset({f"opsbots-{bot.function}"}) if MEMBER_USE[bot.function] else frozenset(),
@@ -660,9 +718,9 @@ def estate(fresh_runtime: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Est
 
 @pytest.fixture
 def iam(estate: Estate) -> Iam:
-    role = member_role()
-    put_member_role(MEMBER, role)
-    return Iam(role)
+    roles = member_roles()
+    put_member_roles(MEMBER, roles.values())
+    return Iam(roles)
 
 
 def handle(lambdas: Any, function: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -1010,7 +1068,6 @@ policies:
 """
 ACCOUNTS = f"""\
 defaults:
-  role_name: opsbots-member
   regions: [{REGION}]
 accounts:
   - {{id: "{MEMBER}", name: workloads}}
@@ -1027,11 +1084,13 @@ class Backups:
 @pytest.fixture
 def backups(iam: Iam, estate: Estate, policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Backups:
     """Hourly policies keeping one snapshot (and one DR copy), a volume and an instance to back up in the
-    home and member accounts, and a third account whose member role lacks the snapshot policy."""
+    home and member accounts, and a third account whose snapshot role grants nothing."""
     (policies_dir / "snapshots.yml").write_text(SNAPSHOT_POLICIES)
     (policies_dir / "accounts.yml").write_text(ACCOUNTS)
     monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
-    put_member_role(STALE, iam.role, policies=("opsbots-security-group-guard", "opsbots-dns"))
+    put_member_roles(
+        STALE, (iam.roles["security_groups"], iam.roles["dns"], {**iam.roles["snapshots"], "Policies": []})
+    )
     volumes = {}
     for account, ec2 in ((HOME, estate.home_ec2), (MEMBER, estate.member_ec2)):
         volumes[account] = ec2.create_volume(
@@ -1149,7 +1208,9 @@ def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups, idempotenc
     bodies: list[str] = []
     for hour in range(WINDOWS):
         accounts = runtime.policies.accounts
-        units = snapshots.plan_units(runtime.policies.snapshots, accounts, units_of(accounts, HOME), window(hour))
+        units = snapshots.plan_units(
+            runtime.policies.snapshots, accounts, units_of(accounts, HOME, snapshots.BOT), window(hour)
+        )
         bodies = [unit.to_message() for unit in units]
         for body in bodies:
             scheduler.send_message(QueueUrl=backups.queue_url, MessageBody=body)
@@ -1240,11 +1301,39 @@ def test_every_function_has_its_scenarios() -> None:
     assert {name.removeprefix("test_") for name in globals() if name.startswith("test_")} >= set(FUNCTION_NAMES)
 
 
-def test_the_member_role_grants_exactly_what_the_functions_do_in_member_accounts() -> None:
-    used = frozenset().union(*MEMBER_USE.values())
+def test_each_member_role_grants_exactly_what_its_bots_functions_do_in_member_accounts() -> None:
+    for bot, role in member_roles().items():
+        used = frozenset().union(*(MEMBER_USE[function] for function, of in BOT_OF.items() if of == bot))
 
-    assert granted_actions(member_statements(member_role())) == used
-    assert used == MEMBER_ACCOUNT_ACTIONS  # as tests/test_packaging.py has it
+        assert granted_actions(member_statements(role)) == used, bot
+        assert used == MEMBER_ROLE_ACTIONS[bot], bot  # as tests/test_packaging.py has it
+
+
+@pytest.mark.parametrize("function", [function for function, bot in BOT_OF.items() if bot])
+def test_each_member_role_trusts_its_own_bots_functions_only(function: str) -> None:
+    # The DNS functions read tags anyone can set: they must reach no role that revokes rules or deletes snapshots.
+    principal = home_role_arn(function)
+    context = {"sts:ExternalId": EXTERNAL_ID, "aws:PrincipalArn": principal}
+    trusted_by = {
+        bot
+        for bot, role in member_roles().items()
+        if trusts(role["AssumeRolePolicyDocument"]["Statement"], principal, context)
+    }
+
+    assert trusted_by == {BOT_OF[function]}
+    # Another role of the same stack is not enough, nor the right role without the ExternalId.
+    for stranger in (
+        f"arn:aws:iam::{HOME}:role/{STACK}-on_image_uploaded",
+        f"arn:aws:iam::{HOME}:role/{STACK}-{function}-x",
+    ):
+        assert not any(
+            trusts(role["AssumeRolePolicyDocument"]["Statement"], stranger, {**context, "aws:PrincipalArn": stranger})
+            for role in member_roles().values()
+        )
+    assert not any(
+        trusts(role["AssumeRolePolicyDocument"]["Statement"], principal, {**context, "sts:ExternalId": "guess"})
+        for role in member_roles().values()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1382,6 +1471,15 @@ def test_moto_denies_sqs_actions_and_queues_the_document_does_not_grant(
 
     with enforced(), pytest.raises(ClientError, match="not authorized to perform: sqs:"):
         consume(bot.clients.client("sqs", Target(HOME_KEY, REGION)), backups.queue_url, chalice)
+
+
+def test_moto_denies_a_dns_function_the_other_bots_member_roles(iam: Iam, estate: Estate) -> None:
+    bot = iam.bot("on_instance_state_change")
+
+    for role in (MemberRoles().security_groups, MemberRoles().snapshots):
+        ec2 = bot.clients.client("ec2", Target(MEMBER, REGION, f"arn:aws:iam::{MEMBER}:role/{role}"))
+        with enforced(), pytest.raises(ClientError, match="not authorized to perform: sts:AssumeRole"):
+            ec2.describe_security_groups()
 
 
 @NO_METRICS

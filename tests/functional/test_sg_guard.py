@@ -229,7 +229,7 @@ def test_a_member_account_is_handled_through_its_role_with_the_external_id(
     # Then the member role was assumed with the ExternalId, and the rule is gone from the member account
     assert assume_role == [
         {
-            "RoleArn": f"arn:aws:iam::{MEMBER}:role/opsbots-member",
+            "RoleArn": f"arn:aws:iam::{MEMBER}:role/opsbots-member-security-groups",
             "RoleSessionName": "opsbots-on_security_group_change",  # member CloudTrail tells the bots apart
             "ExternalId": "ext-1234",
         }

@@ -90,7 +90,7 @@ def test_one_failing_account_does_not_stop_the_others(
     accounts.write_text(accounts.read_text() + f'  - id: "{BROKEN_MEMBER}"\n    name: broken\n')
     monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
     current().acting_as("sweep_security_groups")  # its member sessions are named after it
-    broken = Target(BROKEN_MEMBER, REGION, f"arn:aws:iam::{BROKEN_MEMBER}:role/opsbots-member")
+    broken = Target(BROKEN_MEMBER, REGION, f"arn:aws:iam::{BROKEN_MEMBER}:role/opsbots-member-security-groups")
     answer_with_error(current().clients.client("ec2", broken), "DescribeSecurityGroups", "UnauthorizedOperation")
     group = estate.group()
     [rule] = estate.authorize(group, [tcp(22)])

@@ -175,7 +175,9 @@ def test_a_forged_message_from_the_future_deletes_nothing(estate: Estate, emitte
 
 
 def test_a_message_for_an_account_not_listed_is_rejected(estate: Estate) -> None:
-    unlisted = Unit("999999999999", "x", REGION, "arn:aws:iam::999999999999:role/opsbots-member", ("daily",), FIRST_RUN)
+    unlisted = Unit(
+        "999999999999", "x", REGION, "arn:aws:iam::999999999999:role/opsbots-member-snapshots", ("daily",), FIRST_RUN
+    )
     assert work([unlisted.to_message()])["units"] == 0
 
 
@@ -191,7 +193,7 @@ def test_the_worker_takes_the_role_from_accounts_yml_not_the_message(estate: Est
     assert work([json.dumps(body)])["taken"] == 1
 
     assert len(snapshots_of(estate.member_ec2, member)) == 1
-    assert [call["RoleArn"] for call in assume_role] == [f"arn:aws:iam::{MEMBER}:role/opsbots-member"]
+    assert [call["RoleArn"] for call in assume_role] == [f"arn:aws:iam::{MEMBER}:role/opsbots-member-snapshots"]
 
 
 def refuse_entries(sqs: Any, times: int | None) -> None:

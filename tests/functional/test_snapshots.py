@@ -135,7 +135,7 @@ def test_one_failing_account_does_not_stop_the_others(
     monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
     current.cache_clear()
     broken = current().clients.client(
-        "ec2", Target("333333333333", REGION, "arn:aws:iam::333333333333:role/opsbots-member")
+        "ec2", Target("333333333333", REGION, "arn:aws:iam::333333333333:role/opsbots-member-snapshots")
     )
     answer_with_error(broken, "DescribeSnapshots", "UnauthorizedOperation")
     home = volume(estate.home_ec2, Backup="daily")

@@ -41,7 +41,8 @@ SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
 UPLOAD_KEY = "uploads/summer holiday/été 01.JPG"
 BUCKET = "photos-upload"
 SNAPSHOT_TIME = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
-MEMBER_ROLE = f"arn:aws:iam::{MEMBER}:role/opsbots-member"
+SETUP_ROLE = f"arn:aws:iam::{MEMBER}:role/fuzz-setup"  # the world's own hands in the member account
+SNAPSHOT_ROLE = f"arn:aws:iam::{MEMBER}:role/opsbots-member-snapshots"  # accounts.yml's default
 
 
 def tagged(resource: str, tags: list[dict[str, str]]) -> Any:
@@ -79,7 +80,7 @@ class World:
         return mailer_for(bot, self.clients, None)
 
     def ec2(self, account: str) -> EC2Client:
-        target = Target(account, REGION, MEMBER_ROLE if account == MEMBER else None)
+        target = Target(account, REGION, SETUP_ROLE if account == MEMBER else None)
         return self.clients.client("ec2", target)
 
     def sg_kwargs(self) -> dict[str, Any]:
@@ -186,6 +187,6 @@ def snapshot_volumes(world: World) -> None:
 
 def unit_message(account: str) -> dict[str, Any]:
     """The worker's message for the shipped `daily` policy in `account`, as the schedule queues it."""
-    name, role = ("home", None) if account == HOME else ("workloads", MEMBER_ROLE)
+    name, role = ("home", None) if account == HOME else ("workloads", SNAPSHOT_ROLE)
     message: dict[str, Any] = json.loads(Unit(account, name, REGION, role, ("daily",), SNAPSHOT_TIME).to_message())
     return message

@@ -68,6 +68,7 @@ def test_every_check_of_every_chapter_passes(demo: subprocess.CompletedProcess[s
         "✔ the other four entries stay",
         # 5. the member account, through its role, in a session named after the function
         "(session opsbots-on_security_group_change, ExternalId opsbots-demo-external-id)",
+        "✔ the bot reached 222222222222 through its own role/opsbots-member-security-groups with the ExternalId",
         "✔ the email names the member account 222222222222 (workloads)",
         # 6. an exemption: kept and reported; 9999-12-31 ignored
         "KEPT OPEN, not revoked: exempt until",

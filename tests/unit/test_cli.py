@@ -30,7 +30,7 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
     # Then both are reported with file and line, and no traceback
     errors = capsys.readouterr().err
     assert "security_groups.yml:33: rules[0].ports[1]: 'ssh' is not a port or range" in errors
-    assert "accounts.yml:15: accounts[0].regoins: unknown field" in errors
+    assert "accounts.yml:21: accounts[0].regoins: unknown field" in errors
     assert "Traceback" not in errors
 
 
@@ -43,7 +43,7 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ),
         (
             "sg-authorize-ingress-cross-account",
-            ["sts.assume_role(RoleArn='arn:aws:iam::222222222222:role/opsbots-member'"],
+            ["sts.assume_role(RoleArn='arn:aws:iam::222222222222:role/opsbots-member-security-groups'"],
         ),
         ("sg-authorize-egress", ["decision: compliant; no AWS call would be made"]),
         ("sg-authorize-ingress-failed", ["skipped:", "the call failed"]),

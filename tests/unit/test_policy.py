@@ -45,7 +45,7 @@ rules:
 
 ACCOUNTS_YML = """\
 defaults:
-  role_name: opsbots-member
+  roles: {dns: opsbots-dns-reader}
   regions: [eu-west-1]
 accounts:
   - id: "222222222222"
@@ -53,7 +53,7 @@ accounts:
   - id: "333333333333"
     name: data
     regions: [eu-central-1, us-east-1]
-    role_name: data-opsbots
+    roles: {snapshots: data-opsbots}
 """
 
 DNS_YML = """\
@@ -273,6 +273,22 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             accounts("[eu-central-1, us-east-1]", "[eu-central-1, frankfurt]"),
             [f"{ACCOUNTS}:9: accounts[1].regions[1]: 'frankfurt' is not an AWS region name"],
             id="bad-region",
+        ),
+        pytest.param(
+            accounts("roles: {snapshots: data-opsbots}", "role_name: data-opsbots"),
+            [
+                f"{ACCOUNTS}:7: accounts[1]: role_name was replaced by roles, one member role per bot "
+                "(deploy/member-role.yml): roles: {security_groups: ..., dns: ..., snapshots: ...}"
+            ],
+            id="role-name-of-one-role-for-all-bots",
+        ),
+        pytest.param(
+            accounts("roles: {snapshots: data-opsbots}", "roles: {thumbnails: data-opsbots}"),
+            [
+                f"{ACCOUNTS}:10: accounts[1].roles.thumbnails: unknown field; "
+                "expected one of: security_groups, dns, snapshots"
+            ],
+            id="role-of-a-bot-that-has-none",
         ),
         pytest.param(
             sg("recipients: [security@example.com]", "recipients: [security@example.com"),
@@ -554,8 +570,10 @@ def test_accounts_fall_back_to_the_defaults(policies: Path) -> None:
     # Then the account's own settings win and the defaults fill the gaps
     assert policy.regions_of(plain) == ("eu-west-1",)
     assert policy.regions_of(custom) == ("eu-central-1", "us-east-1")
-    assert policy.role_arn(plain) == "arn:aws:iam::222222222222:role/opsbots-member"
-    assert policy.role_arn(custom) == "arn:aws:iam::333333333333:role/data-opsbots"
+    assert policy.role_arn(plain, "security_groups") == "arn:aws:iam::222222222222:role/opsbots-member-security-groups"
+    assert policy.role_arn(plain, "dns") == "arn:aws:iam::222222222222:role/opsbots-dns-reader"
+    assert policy.role_arn(custom, "snapshots") == "arn:aws:iam::333333333333:role/data-opsbots"
+    assert policy.role_arn(custom, "dns") == "arn:aws:iam::333333333333:role/opsbots-dns-reader"
     assert policy.member("444444444444") is None
 
 

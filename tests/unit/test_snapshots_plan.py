@@ -214,7 +214,7 @@ def test_every_run_works_on_every_policy_that_covers_a_unit() -> None:
 
 def test_a_message_carries_a_request_and_the_worker_looks_up_the_rest() -> None:
     # Given the scheduler's unit, with the member's role and name
-    unit = Unit(MEMBER, "w", "eu-west-1", f"arn:aws:iam::{MEMBER}:role/opsbots-member", ("daily",), NOW)
+    unit = Unit(MEMBER, "w", "eu-west-1", f"arn:aws:iam::{MEMBER}:role/opsbots-member-snapshots", ("daily",), NOW)
     # When it crosses the queue and a worker resolves it against accounts.yml
     resolved = resolve(UnitRequest.from_message(unit.to_message()), ACCOUNTS, HOME, NOW + timedelta(minutes=3))
     # Then it is the same unit; the message never named the role
