@@ -454,21 +454,27 @@ class Registry:
         """Release each of `entries`, records their owners held and no longer do (an entry another owner took is
         left to it): the name stays reserved for the owner's account, so no other account's instance can take
         it while, say, a server is stopped."""
-        if len(entries) <= TRANSACT_UP_TO:
-            self._transact([(entry, {"Put": self._release_request(entry)}) for entry in entries])
-            return
-        for entry in entries:
-            with _unless_owned_by_another():
-                self._db.put_item(**self._release_request(entry))
+        self._write_all(entries, "Put", self._release_request, self._db.put_item)
 
     def withdraw_all(self, entries: Sequence[OwnedRecord]) -> None:
         """Drop each of `entries`, claims never written to Route53: the owner never held the name."""
+        self._write_all(entries, "Delete", self._withdraw_request, self._db.delete_item)
+
+    def _write_all(
+        self,
+        entries: Sequence[OwnedRecord],
+        action: Literal["Put", "Delete"],
+        request: Callable[[OwnedRecord], dict[str, Any]],
+        write_one: Callable[..., object],
+    ) -> None:
+        """One transaction for a few entries; past TRANSACT_UP_TO one conditional write each (a refused one would
+        cancel a large transaction whole). An entry another owner took is left to it."""
         if len(entries) <= TRANSACT_UP_TO:
-            self._transact([(entry, {"Delete": self._withdraw_request(entry)}) for entry in entries])
+            self._transact([(entry, {action: request(entry)}) for entry in entries])
             return
         for entry in entries:
             with _unless_owned_by_another():
-                self._db.delete_item(**self._withdraw_request(entry))
+                write_one(**request(entry))
 
     def _withdraw_request(self, entry: OwnedRecord) -> dict[str, Any]:
         return {
