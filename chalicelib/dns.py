@@ -535,15 +535,8 @@ class Registry:
             )
 
     def _release_request(self, entry: OwnedRecord) -> dict[str, Any]:
-        record = entry.record
-        reserved = {
-            "record": {"S": _registry_key(record)},
-            "account": {"S": account_of(entry.owner)},
-            "zone_id": {"S": record.zone_id},
-            "name": {"S": record.name},
-            "type": {"S": record.type},
-            "released": {"S": datetime.now(UTC).isoformat()},
-        }
+        """The claim's item without owner and record data: the name, reserved for its account since `updated`."""
+        reserved = {key: value for key, value in _item(entry).items() if key not in {"owner", "value", "ttl"}}
         return {"TableName": self._table, "Item": reserved, **_owned_by(entry.owner)}
 
 
