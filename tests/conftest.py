@@ -48,8 +48,9 @@ def _one_request_at_a_time() -> None:
 
     AWS serves concurrent calls safely; moto's in-process backends are plain dicts, so a snapshot unit's ledger
     Query iterating the table while another unit's BatchWriteItem adds to it raises "dictionary changed size
-    during iteration" (and IAM enforcement can be denied mid-update): flaky, not a bug of the bots. Their
-    thread pools stay as deployed; only the fake is serialised. Re-entrant, as a moto handler may call moto."""
+    during iteration": flaky, not a bug of the bots. Their thread pools stay as deployed; only the fake is
+    serialised. Re-entrant, as a moto handler may call moto. tests/functional/test_least_privilege.py sets
+    moto's IAM verdict for each request under the same lock."""
     serve = botocore_stubber.process_request
 
     def serialised(request: Any) -> Any:
