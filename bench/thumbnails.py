@@ -135,13 +135,21 @@ def _decode(spec: Mapping[str, Any]) -> Runner:
 def _ours(spec: Mapping[str, Any]) -> Runner:
     from chalicelib import imaging
     from chalicelib.policy import ThumbnailSize
+    from chalicelib.thumbnails import FUNCTION_MEMORY_MB, decode_budget
 
     path = Path(spec["image"])
     sizes = [ThumbnailSize(**size) for size in spec["sizes"]]
 
     def run() -> list[Output]:
         data = path.read_bytes()
-        rendered = imaging.render(data, sizes, output_format="webp", quality=WEBP_QUALITY, max_pixels=MAX_PIXELS)
+        rendered = imaging.render(
+            data,
+            sizes,
+            output_format="webp",
+            quality=WEBP_QUALITY,
+            max_pixels=MAX_PIXELS,
+            memory_budget=decode_budget(FUNCTION_MEMORY_MB, len(data)),
+        )
         return [picture.body for picture in rendered]
 
     return run

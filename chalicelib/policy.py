@@ -531,7 +531,7 @@ class ThumbnailBucket(StrictModel):
     output_bucket: _BucketName | None = None  # default: the same bucket
     output_prefix: str = "thumbnails/"
     sizes: _NonEmpty[ThumbnailSize]
-    format: Literal["webp", "jpeg", "png", "same"] = "webp"
+    format: Literal["webp", "jpeg", "png", "avif", "same"] = "webp"
     quality: Annotated[int, Field(ge=1, le=100)] = 82
 
     @field_validator("sizes")

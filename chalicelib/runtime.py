@@ -95,9 +95,12 @@ class Runtime:
 
     @cached_property
     def thumbnails(self) -> ThumbnailDeps:
-        from chalicelib.thumbnails import ThumbnailDeps
+        from chalicelib.thumbnails import FUNCTION_MEMORY_MB, ThumbnailDeps
 
-        return ThumbnailDeps(lambda region: self.clients.client("s3", Target(HOME, region)))
+        return ThumbnailDeps(
+            lambda region: self.clients.client("s3", Target(HOME, region)),
+            self.settings.function_memory_mb or FUNCTION_MEMORY_MB,
+        )
 
 
 class NotConfiguredError(Exception):

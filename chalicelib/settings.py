@@ -18,6 +18,7 @@ DNS_TABLE = "OPSBOTS_DNS_TABLE"
 SNAPSHOT_QUEUE = "OPSBOTS_SNAPSHOT_QUEUE"
 SNAPSHOT_LEDGER = "OPSBOTS_SNAPSHOT_LEDGER"
 TRACING = "OPSBOTS_TRACING"
+FUNCTION_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda: the function's memory in MB
 
 # `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
 # same files sit in <repo>/policies. Both are one directory above chalicelib/.
@@ -33,6 +34,7 @@ class Settings:
     snapshot_queue: str | None
     snapshot_ledger: str | None
     tracing: bool
+    function_memory_mb: int | None  # None off Lambda
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,4 +47,5 @@ class Settings:
             snapshot_queue=environ.get(SNAPSHOT_QUEUE) or None,
             snapshot_ledger=environ.get(SNAPSHOT_LEDGER) or None,
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
+            function_memory_mb=int(memory) if (memory := environ.get(FUNCTION_MEMORY, "")).isdigit() else None,
         )

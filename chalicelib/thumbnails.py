@@ -8,7 +8,8 @@ state of the bot:
   made from that ETag and downloads nothing;
 - no loops: an event for an object carrying it is ignored, as is any key under an output prefix.
 Writes are conditional (`If-None-Match: *` for a new key, `If-Match` for one of ours), so two
-deliveries racing each other cannot overwrite anything they did not look at. The source is read
+deliveries racing each other cannot overwrite anything they did not look at; a refused write is
+looked at and decided again, so when two uploads of one key race, the one S3 holds last wins. The source is read
 with `If-Match` on the event's ETag: an event that arrives after a newer upload changes nothing,
 because the newer upload's own event makes its thumbnails. Two uploads sharing thumbnail names
 (`a.jpg`, `a.png`) are ordered by the time S3 stored them, kept in each thumbnail's metadata: the
@@ -35,20 +36,40 @@ from chalicelib.observability import logger, metrics
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from chalicelib.imaging import Rendered
     from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
 
 PERMISSIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket")
-OutputFormat = Literal["webp", "jpeg", "png"]
-CONTENT_TYPES: Final[Mapping[OutputFormat, str]] = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png"}
-EXTENSIONS: Final[Mapping[OutputFormat, str]] = {"webp": ".webp", "jpeg": ".jpg", "png": ".png"}
+OutputFormat = Literal["webp", "jpeg", "png", "avif"]
+CONTENT_TYPES: Final[Mapping[OutputFormat, str]] = {
+    "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "avif": "image/avif",
+}
+EXTENSIONS: Final[Mapping[OutputFormat, str]] = {"webp": ".webp", "jpeg": ".jpg", "png": ".png", "avif": ".avif"}
 SAME_FORMATS: Final[Mapping[str, OutputFormat]] = {
     "jpg": "jpeg",
     "jpeg": "jpeg",
     "jpe": "jpeg",
     "png": "png",
     "webp": "webp",
+    "avif": "avif",
+    # Phones' HEIC: browsers other than Safari cannot show it, so its thumbnails are JPEG, as iOS
+    # itself converts a HEIC photo it shares.
+    "heic": "jpeg",
+    "heif": "jpeg",
+    "hif": "jpeg",
 }
 DRAFT_GAP: Final = 2.0  # decode at least twice the largest output, as Pillow's thumbnail() does
+MIB: Final = 1 << 20
+# The make_thumbnails function's memory in .chalice/config.json; on Lambda the runtime says
+# (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so a redeploy with more memory admits bigger pictures.
+FUNCTION_MEMORY_MB: Final = 1769
+# What the decode may not use: the interpreter, boto3, Pillow and its libraries (about 120 MiB
+# measured), the rendered thumbnails, and room for the allocator.
+RUNTIME_RESERVE: Final = 256 * MIB
+WRITE_ATTEMPTS: Final = 4  # a refused conditional write is looked at again and retried this often
 MAX_KEY_BYTES: Final = 1024  # S3's limit on a key, in UTF-8 bytes
 # S3 user metadata (x-amz-meta-*); values must be ASCII, so the source key is percent-encoded.
 SOURCE_KEY, SOURCE_ETAG, SOURCE_VERSION, SOURCE_MODIFIED, SIZE, DIMENSIONS = (
@@ -143,7 +164,8 @@ class RejectedUpload(SkippedEvent):
 
 
 def output_format(rule: ThumbnailBucket, key: str) -> OutputFormat:
-    """`same` follows the upload's extension: JPEG, PNG and WebP stay themselves, anything else is PNG."""
+    """`same` follows the upload's extension: JPEG, PNG, WebP and AVIF stay themselves, HEIC becomes JPEG,
+    anything else is PNG."""
     if rule.format != "same":
         return rule.format
     stem, dot, extension = key.rpartition("/")[2].rpartition(".")
@@ -240,6 +262,34 @@ def made_from_a_later_upload(
     return tuple(later)
 
 
+Refused = Literal["current", "conflict", "kept"]
+
+
+def after_refused_write(
+    output: Output, found: Existing | None, upload: ObjectCreated, modified: datetime
+) -> Write | Refused:
+    """What to do once a conditional write was refused: the key changed since it was looked at.
+
+    Decided again from what is there now, as the first time: write over it (the caller first checks
+    that this upload is still the object's current version), or leave it: already made from this
+    upload by a racing delivery (`current`), taken by an object opsbots did not write (`conflict`), or
+    made from a later upload of another key with the same name (`kept`).
+    """
+    if found is None:
+        return Write(output, None)
+    if found.source_etag is None:
+        return "conflict"
+    if found.source_etag == upload.etag and found.source_key == upload.key:
+        return "current"
+    replace = Write(output, found.etag)
+    return "kept" if made_from_a_later_upload((replace,), {output.key: found}, upload, modified) else replace
+
+
+def decode_budget(function_memory_mb: int, source_bytes: int) -> int:
+    """The bytes a decode may take in a function of this memory, holding a download of this size."""
+    return function_memory_mb * MIB - RUNTIME_RESERVE - source_bytes
+
+
 def thumbnail_metadata(
     upload: ObjectCreated, size: ThumbnailSize, dimensions: Dimensions, modified: datetime | None = None
 ) -> dict[str, str]:
@@ -332,6 +382,16 @@ class S3Thumbnails:
         finally:
             body.close()
 
+    def is_current(self, upload: ObjectCreated) -> bool:
+        """Whether the upload is still the object's current version: a later upload's event makes its own."""
+        try:
+            head = self.s3.head_object(Bucket=upload.bucket, Key=upload.key)
+        except ClientError as error:
+            if _error_code(error) not in _MISSING:
+                raise
+            return False
+        return _unquoted(head["ETag"]) == upload.etag
+
     def write(self, bucket: str, write: Write, body: bytes, content_type: str, metadata: dict[str, str]) -> bool:
         """Store one thumbnail; False when the key changed since it was looked at (a racing delivery)."""
         condition = {"IfMatch": f'"{write.replaces}"'} if write.replaces else {"IfNoneMatch": "*"}
@@ -365,7 +425,13 @@ class Made:
     bytes: int
 
 
-def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels: int) -> dict[str, Any]:
+class ThumbnailRaceError(Exception):
+    """A thumbnail key kept changing under every write: raised, so Lambda retries the event."""
+
+
+def make_thumbnails(
+    plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels: int, memory_mb: int = FUNCTION_MEMORY_MB
+) -> dict[str, Any]:
     """Download once, decode once, write every thumbnail that is missing or stale."""
     from chalicelib import imaging  # Pillow: only this bot's cold path pays for it
 
@@ -382,6 +448,7 @@ def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels:
         "current": [output.key for output in decision.current],
         "conflicts": [output.key for output in decision.conflicts],
         "kept": [],  # made from a later upload sharing their names: left as they are
+        "superseded": [],  # not written: the object was uploaded again while these were made
     }
     if not decision.writes:
         return {**summary, "status": "up-to-date" if not decision.conflicts else "conflict", "written": []}
@@ -400,28 +467,51 @@ def make_thumbnails(plan: Plan, store: S3Thumbnails, max_bytes: int, max_pixels:
             output_format=plan.output_format,
             quality=plan.quality,
             max_pixels=max_pixels,
+            memory_budget=decode_budget(memory_mb, len(source.data)),
         )
     except imaging.UnusableImageError as error:
         raise RejectedUpload(upload.event_id, str(error), **subject) from None
     render_ms = round((time.perf_counter() - started) * 1000, 1)
-    written, raced = [], []
+    written: list[Made] = []
     for write, picture in zip(writes, rendered, strict=True):
         dimensions = Dimensions(picture.width, picture.height)
         metadata = thumbnail_metadata(upload, write.output.size, dimensions, source.modified)
-        if store.write(plan.bucket, write, picture.body, picture.content_type, metadata):
+        stored = _store(store, plan, write, picture, metadata, source.modified)
+        if stored == "written":
             written.append(Made(write.output.key, picture.name, str(dimensions), len(picture.body)))
         else:
-            raced.append(write.output.key)
+            summary[stored].append(write.output.key)
     metrics.add_metric(name="ThumbnailsWritten", unit="Count", value=len(written))
     metrics.add_metric(name="RenderTime", unit="Milliseconds", value=render_ms)
+    superseded = not written and (summary["superseded"] or summary["kept"])
     return {
         **summary,
-        "status": "written",
+        "status": "written" if written else "superseded" if superseded else "up-to-date",
         "source_bytes": len(source.data),
         "render_ms": render_ms,
         "written": [vars(made) for made in written],
-        "raced": raced,
     }
+
+
+def _store(
+    store: S3Thumbnails, plan: Plan, write: Write, picture: Rendered, metadata: dict[str, str], modified: datetime
+) -> Literal["written", "superseded"] | Refused:
+    """Write one thumbnail; when the write is refused, look again and decide again (a racing delivery).
+
+    A refused write is not a lost race to shrug off: the other writer may have been an older upload
+    of the same key, whose thumbnails would then stay beside the newer object for good.
+    """
+    key = write.output.key
+    for _ in range(WRITE_ATTEMPTS):
+        if store.write(plan.bucket, write, picture.body, picture.content_type, metadata):
+            return "written"
+        again = after_refused_write(write.output, store.existing(plan.bucket, [key])[key], plan.upload, modified)
+        if isinstance(again, str):
+            return again
+        if not store.is_current(plan.upload):
+            return "superseded"  # a later upload of this key: its own event makes (or made) its thumbnails
+        write = again
+    raise ThumbnailRaceError(f"s3://{plan.bucket}/{key} changed under each of {WRITE_ATTEMPTS} conditional writes")
 
 
 def _log_shared_names(decision: Writes, kept: Iterable[Write]) -> None:
@@ -451,6 +541,7 @@ def print_plan(plan: Plan, out: Any) -> None:
 @dataclass(frozen=True)
 class ThumbnailDeps:
     s3_for: Callable[[str], S3Client]  # an S3 client for a region
+    memory_mb: int = FUNCTION_MEMORY_MB  # the function's memory: what a decode may take follows from it
 
 
 def handle_upload(raw: Mapping[str, Any], *, policy: ThumbnailsPolicy, deps: ThumbnailDeps) -> dict[str, Any]:
@@ -467,7 +558,7 @@ def _thumbnail(upload: ObjectCreated, policy: ThumbnailsPolicy, deps: ThumbnailD
     try:
         plan = plan_thumbnails(upload, policy)
         store = S3Thumbnails(deps.s3_for(upload.region))
-        outcome = make_thumbnails(plan, store, policy.limits.max_bytes, policy.limits.max_pixels)
+        outcome = make_thumbnails(plan, store, policy.limits.max_bytes, policy.limits.max_pixels, deps.memory_mb)
     except SkippedEvent as skipped:
         return skipped.report()
     logger.info("thumbnails", extra=outcome)

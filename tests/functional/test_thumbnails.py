@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,15 @@ from moto import mock_aws
 from PIL import Image
 
 from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy, load_policies
-from chalicelib.thumbnails import SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION, ThumbnailDeps, handle_upload
+from chalicelib.thumbnails import (
+    SOURCE_ETAG,
+    SOURCE_KEY,
+    SOURCE_VERSION,
+    WRITE_ATTEMPTS,
+    ThumbnailDeps,
+    ThumbnailRaceError,
+    handle_upload,
+)
 from tests.conftest import HOME, REGION, ROOT, load_event
 from tests.functional.faults import answer_with_error
 
@@ -32,6 +41,20 @@ def jpeg(width: int = 1600, height: int = 1200, colour: tuple[int, int, int] = (
     return out.getvalue()
 
 
+def created(key: str, body: bytes, version_id: str = "null") -> dict[str, Any]:
+    """The EventBridge "Object Created" event S3 sends for an upload of `body` (its ETag is the MD5)."""
+    event = load_event("s3-object-created")
+    event["account"] = HOME
+    event["detail"]["object"] = {
+        "key": key,
+        "size": len(body),
+        "etag": hashlib.md5(body).hexdigest(),  # S3's ETag of a single-part upload
+        "version-id": version_id,
+        "sequencer": "00684D3A1F2B7C9E41",
+    }
+    return event
+
+
 @dataclass
 class Bucket:
     s3: S3Client
@@ -41,16 +64,7 @@ class Bucket:
     def put(self, key: str, body: bytes, **extra: Any) -> dict[str, Any]:
         """Upload, and return the EventBridge "Object Created" event S3 would send for it."""
         response = self.s3.put_object(Bucket=BUCKET, Key=key, Body=body, **extra)
-        event = load_event("s3-object-created")
-        event["account"] = HOME
-        event["detail"]["object"] = {
-            "key": key,
-            "size": len(body),
-            "etag": response["ETag"].strip('"'),
-            "version-id": response.get("VersionId", "null"),
-            "sequencer": "00684D3A1F2B7C9E41",
-        }
-        return event
+        return created(key, body, response.get("VersionId", "null"))
 
     def thumbnails(self, prefix: str = "thumbnails/") -> list[str]:
         listed = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
@@ -244,14 +258,87 @@ def test_a_deleted_upload_and_an_unconfigured_bucket_are_ignored(bucket: Bucket)
     assert bucket.calls == []
 
 
-def test_a_delivery_that_loses_a_race_to_write_reports_it_and_overwrites_nothing(bucket: Bucket) -> None:
+def test_a_key_that_changes_under_every_write_raises_so_lambda_retries_and_overwrites_nothing(
+    bucket: Bucket,
+) -> None:
     event = bucket.put(PHOTO_KEY, jpeg())
     answer_with_error(bucket.s3, "PutObject", "PreconditionFailed", 412)
 
+    with pytest.raises(ThumbnailRaceError, match=f"changed under each of {WRITE_ATTEMPTS} conditional writes"):
+        bucket.handle(event)
+
+    assert bucket.thumbnails() == []
+
+
+def while_first_looks(bucket: Bucket, operation: str, meanwhile: Callable[[], None]) -> None:
+    """Run `meanwhile` once, just before the bot's next `operation` call: a second delivery, interleaved."""
+    pending = [meanwhile]
+
+    def interleave(**_: Any) -> None:
+        if pending:
+            pending.pop()()
+
+    bucket.s3.meta.events.register(f"before-call.s3.{operation}", interleave)
+
+
+def test_when_two_uploads_of_one_key_race_the_later_uploads_thumbnails_win(bucket: Bucket) -> None:
+    # Given an upload (red) whose delivery is slow, and a re-upload (blue) whose delivery has already
+    # looked (no thumbnails yet) and is about to download: the red delivery writes first, then blue lands
+    red = bucket.put(PHOTO_KEY, jpeg(colour=(200, 0, 0)))
+    blue_body = jpeg(colour=(0, 0, 200))
+    blue = created(PHOTO_KEY, blue_body)
+    outcomes: dict[str, dict[str, Any]] = {}
+
+    def red_delivery_then_blue_upload() -> None:
+        outcomes["red"] = bucket.handle(red)
+        bucket.s3.put_object(Bucket=BUCKET, Key=PHOTO_KEY, Body=blue_body)
+
+    while_first_looks(bucket, "GetObject", red_delivery_then_blue_upload)
+
+    # When the blue delivery writes, and S3 refuses (the keys were free when it looked)
+    summary = bucket.handle(blue)
+
+    # Then it looked again, saw the red upload's thumbnails, and replaced them: the object is blue, so are they
+    assert outcomes["red"]["status"] == "written"
+    assert summary["status"] == "written"
+    assert [made["key"] for made in summary["written"]] == [SMALL, LARGE]
+    blue_etag = blue["detail"]["object"]["etag"]
+    assert {bucket.head(key)["Metadata"][SOURCE_ETAG] for key in (SMALL, LARGE)} == {blue_etag}
+    assert bucket.picture(SMALL).convert("RGB").getpixel((10, 10))[2] > 150
+
+
+def test_a_delivery_that_loses_the_race_to_a_later_upload_reports_superseded(bucket: Bucket) -> None:
+    # Given an upload (red) whose delivery has downloaded and rendered it, and meanwhile a re-upload (blue)
+    # whose delivery runs to the end first
+    red = bucket.put(PHOTO_KEY, jpeg(colour=(200, 0, 0)))
+    outcomes: dict[str, dict[str, Any]] = {}
+
+    def blue_upload_and_delivery() -> None:
+        outcomes["blue"] = bucket.handle(bucket.put(PHOTO_KEY, jpeg(colour=(0, 0, 200))))
+
+    while_first_looks(bucket, "PutObject", blue_upload_and_delivery)
+
+    # When the red delivery writes, and S3 refuses (the blue thumbnails are there now)
+    summary = bucket.handle(red)
+
+    # Then it reports the truth, superseded, wrote nothing, and the blue thumbnails stay
+    assert outcomes["blue"]["status"] == "written"
+    assert (summary["status"], summary["written"], summary["superseded"]) == ("superseded", [], [SMALL, LARGE])
+    assert bucket.picture(SMALL).convert("RGB").getpixel((10, 10))[2] > 150
+
+
+def test_a_racing_duplicate_delivery_finds_the_thumbnails_current(bucket: Bucket) -> None:
+    # Given two deliveries of one event, the second running to the end while the first is about to write
+    event = bucket.put(PHOTO_KEY, jpeg())
+    outcomes: dict[str, dict[str, Any]] = {}
+    while_first_looks(bucket, "PutObject", lambda: outcomes.update(duplicate=bucket.handle(event)))
+
+    # When the first writes, and S3 refuses
     summary = bucket.handle(event)
 
-    assert summary["written"] == []
-    assert summary["raced"] == [SMALL, LARGE]
+    # Then it sees its own upload's thumbnails there, and says so
+    assert outcomes["duplicate"]["status"] == "written"
+    assert (summary["status"], summary["current"]) == ("up-to-date", [SMALL, LARGE])
 
 
 def test_an_s3_failure_is_raised_so_lambda_retries_the_event(bucket: Bucket) -> None:

@@ -407,7 +407,7 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
         ),
         pytest.param(
             thumbs("format: same", "format: gif"),
-            [f"{THUMBS}:13: buckets[1].format: Input should be 'webp', 'jpeg', 'png' or 'same'"],
+            [f"{THUMBS}:13: buckets[1].format: Input should be 'webp', 'jpeg', 'png', 'avif' or 'same'"],
             id="thumbnails-format",
         ),
         pytest.param(
