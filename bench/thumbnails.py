@@ -4,10 +4,16 @@ One generated, deterministic 6000x4000 photo-like JPEG; for 256 px, 1024 px and 
 
 - ours: `chalicelib.imaging.render` (one decode, shrunk on load to twice the largest output, then
   Lanczos with reducing_gap, EXIF orientation, sRGB, WebP q82);
+- ours writing AVIF (q82, libavif speed `imaging.AVIF_SPEED`): what AVIF output costs;
 - naive: the AWS S3-to-Lambda thumbnail tutorial's shape, `Image.open(path)`, then per size
   `image.resize(size, LANCZOS).save(..., "WEBP", quality=82)`: no draft, the full 24 MP decode;
 - libvips (`pyvips.Image.thumbnail_buffer`), the usual fast peer, when pyvips imports;
 - and two floors: decoding the whole file, and the shrunk decode ours does for 256 px.
+
+Then memory, three sizes each: a 50 MP photo (generated like the 24 MP one) beside the naive path
+and libvips, and the two big pictures that once took more than half the function's memory: a
+100 MP 32-bit grey TIFF stored on its side, and a 100 MP 16-bit grey PNG. Every peak must stay
+under the thumbnail function's memory.
 
 Every row runs in a fresh child process (`--worker`), so its peak RSS is its own: interpreter,
 its imports and its work, read from /proc/self/status VmHWM. Times are the median of N repeats of
@@ -51,12 +57,16 @@ CASES: Final[Mapping[str, tuple[dict[str, Any], ...]]] = {
     "1024 px": (MEDIUM,),
     "three sizes": (SMALL, MEDIUM, LARGE),
 }
+BIG_PHOTO: Final = (8640, 5760)  # 50 MP, 3:2
+BIG_TIFF: Final = (12000, 8333)  # 100 MP as stored; upright (EXIF Orientation 6) 8333x12000
+BIG_PNG: Final = (10000, 10000)  # 100 MP
 DECODE_TARGET: Final = 1.3  # the issue: ours at 256 px within 1.3x of decoding the file alone
 NAIVE_TARGET: Final = 3.0  # the issue: ours at 256 px at least 3x faster than the naive path
 APPROACHES: Final = {
     "decode": "decode only: `Image.open(BytesIO(data)).load()`, full size",
     "draft": "draft decode: the shrunk decode ours does for 256 px",
     "ours": "**ours**: `imaging.render`",
+    "avif": "**ours**, writing AVIF",
     "naive": "naive: `open → resize(LANCZOS) → save` per size",
     "vips": "libvips: `thumbnail_buffer` per size",
 }
@@ -96,22 +106,48 @@ def _shapes(rng: random.Random, width: int, height: int) -> PIL.Image.Image:
     return picture
 
 
-def generate(path: Path) -> bytes:
-    """A photo-like 24 MP JPEG (soft shapes, grain at two scales, an sRGB profile), same bytes every run."""
+def generate(path: Path, width: int = WIDTH, height: int = HEIGHT) -> bytes:
+    """A photo-like JPEG (soft shapes, grain at two scales, an sRGB profile), same bytes every run."""
     from PIL import Image, ImageChops, ImageCms, ImageFilter
 
     rng = random.Random(SEED)
-    picture = _shapes(rng, WIDTH // 4, HEIGHT // 4).filter(ImageFilter.GaussianBlur(1))
-    picture = picture.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
-    grain = _noise(rng, WIDTH // 2, HEIGHT // 2, 12).filter(ImageFilter.GaussianBlur(1))
-    picture = ImageChops.add(picture, grain.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC), 1.0, -128)
-    picture = ImageChops.add(picture, _noise(rng, WIDTH, HEIGHT, 16), 1.0, -128)
+    picture = _shapes(rng, width // 4, height // 4).filter(ImageFilter.GaussianBlur(1))
+    picture = picture.resize((width, height), Image.Resampling.BICUBIC)
+    grain = _noise(rng, width // 2, height // 2, 12).filter(ImageFilter.GaussianBlur(1))
+    picture = ImageChops.add(picture, grain.resize((width, height), Image.Resampling.BICUBIC), 1.0, -128)
+    picture = ImageChops.add(picture, _noise(rng, width, height, 16), 1.0, -128)
     profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     profile[24:36] = struct.pack(">6H", SEED, 6, 15, 12, 0, 0)  # lcms stamps its creation time there
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=JPEG_QUALITY, icc_profile=bytes(profile))  # 4:2:0, as cameras write
     path.write_bytes(out.getvalue())
     return out.getvalue()
+
+
+def grey_bands(mode: str, size: tuple[int, int], white: int) -> PIL.Image.Image:
+    """A grey picture in `mode`: ten bands from black to `white` (past 255, so the 8-bit reading matters)."""
+    from PIL import Image
+
+    picture = Image.new(mode, size, 0)
+    for band in range(10):
+        picture.paste(white * band // 9, (0, size[1] * band // 10, size[0], size[1] * (band + 1) // 10))
+    return picture
+
+
+def big_tiff(path: Path) -> bytes:
+    """100 MP of 32-bit grey, deflated, stored on its side (EXIF Orientation 6)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    grey_bands("I", BIG_TIFF, 65_535).save(path, "TIFF", exif=exif, compression="tiff_adobe_deflate")
+    return path.read_bytes()
+
+
+def big_png(path: Path) -> bytes:
+    """100 MP of 16-bit grey."""
+    grey_bands("I;16", BIG_PNG, 65_535).save(path, "PNG")
+    return path.read_bytes()
 
 
 # ----- the worker: one approach in one fresh process ------------------------------------------
@@ -135,17 +171,18 @@ def _decode(spec: Mapping[str, Any]) -> Runner:
 def _ours(spec: Mapping[str, Any]) -> Runner:
     from chalicelib import imaging
     from chalicelib.policy import ThumbnailSize
-    from chalicelib.thumbnails import FUNCTION_MEMORY_MB, decode_budget
+    from chalicelib.thumbnails import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
 
     path = Path(spec["image"])
     sizes = [ThumbnailSize(**size) for size in spec["sizes"]]
+    output_format: OutputFormat = "avif" if spec["kind"] == "avif" else "webp"
 
     def run() -> list[Output]:
         data = path.read_bytes()
         rendered = imaging.render(
             data,
             sizes,
-            output_format="webp",
+            output_format=output_format,
             quality=WEBP_QUALITY,
             max_pixels=MAX_PIXELS,
             memory_budget=decode_budget(FUNCTION_MEMORY_MB, len(data)),
@@ -195,6 +232,7 @@ RUNNERS: Final[Mapping[str, Callable[[Mapping[str, Any]], Runner]]] = {
     "decode": _decode,
     "draft": _decode,
     "ours": _ours,
+    "avif": _ours,
     "naive": _naive,
     "vips": _vips,
 }
@@ -253,6 +291,26 @@ class Row:
     approach: str
     spec: dict[str, Any]
     expected: tuple[tuple[int, int], ...] | None  # None: not checked (the draft decode's size is libjpeg's)
+    memory: bool = False  # a row of the memory table (big pictures), not the speed table
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """The generated inputs, in a temporary directory."""
+
+    photo: Path  # 24 MP JPEG
+    big_photo: Path  # 50 MP JPEG
+    big_tiff: Path  # 100 MP 32-bit grey TIFF, turned
+    big_png: Path  # 100 MP 16-bit grey PNG
+
+    @classmethod
+    def make(cls, directory: Path) -> Pictures:
+        pictures = cls(directory / "24mp.jpg", directory / "50mp.jpg", directory / "100mp.tif", directory / "100mp.png")
+        generate(pictures.photo)
+        generate(pictures.big_photo, *BIG_PHOTO)
+        big_tiff(pictures.big_tiff)
+        big_png(pictures.big_png)
+        return pictures
 
 
 @dataclass(frozen=True)
@@ -309,24 +367,46 @@ def vips_python() -> tuple[str, str] | None:
     return None
 
 
-def plan(image: Path, repeat: int, vips: str | None) -> list[Row]:
+def plan(pictures: Pictures, repeat: int, vips: str | None) -> list[Row]:
     from chalicelib.policy import ThumbnailSize
     from chalicelib.thumbnails import Dimensions, decode_request, fit
 
+    def targets(source: Dimensions, sizes: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, int], ...]:
+        fits = [fit(source, ThumbnailSize(**size)) for size in sizes]
+        return tuple((geometry.width, geometry.height) for geometry in fits)
+
+    def spec(
+        image: Path, source: Dimensions, sizes: Sequence[Mapping[str, Any]], kind: str, times: int
+    ) -> dict[str, Any]:
+        found = {"python": vips} if kind == "vips" and vips else {}
+        made = [list(target) for target in targets(source, sizes)]
+        return {"image": str(image), "repeat": times, "sizes": list(sizes), "targets": made, "kind": kind, **found}
+
     source = Dimensions(WIDTH, HEIGHT)
-    base = {"image": str(image), "repeat": repeat}
+    base = {"image": str(pictures.photo), "repeat": repeat}
     request = decode_request(source, [ThumbnailSize(**SMALL)])
     rows = [
         Row("24 MP", "decode", {**base, "kind": "decode"}, ((WIDTH, HEIGHT),)),
         Row("256 px", "draft", {**base, "kind": "draft", "draft": [request.width, request.height]}, None),
     ]
+    speed_kinds = ("ours", "avif", "naive", "vips") if vips else ("ours", "avif", "naive")
     for case, sizes in CASES.items():
-        fits = [fit(source, ThumbnailSize(**size)) for size in sizes]
-        targets = tuple((geometry.width, geometry.height) for geometry in fits)
-        spec = {**base, "sizes": list(sizes), "targets": [list(target) for target in targets]}
-        rows += [Row(case, kind, {**spec, "kind": kind}, targets) for kind in ("ours", "naive")]
-        if vips:
-            rows.append(Row(case, "vips", {**spec, "kind": "vips", "python": vips}, targets))
+        expected = targets(source, sizes)
+        rows += [Row(case, kind, spec(pictures.photo, source, sizes, kind, repeat), expected) for kind in speed_kinds]
+    three = CASES["three sizes"]
+    big = [
+        (
+            "50 MP photo",
+            pictures.big_photo,
+            Dimensions(*BIG_PHOTO),
+            ("ours", "naive", "vips") if vips else ("ours", "naive"),
+        ),
+        ("100 MP 32-bit grey TIFF, turned", pictures.big_tiff, Dimensions(*BIG_TIFF).transposed(), ("ours",)),
+        ("100 MP 16-bit grey PNG", pictures.big_png, Dimensions(*BIG_PNG), ("ours",)),
+    ]
+    for case, image, upright, kinds in big:
+        expected = targets(upright, three)
+        rows += [Row(case, kind, spec(image, upright, three, kind, 1), expected, memory=True) for kind in kinds]
     return rows
 
 
@@ -374,39 +454,80 @@ def _sizes_text(dimensions: Sequence[tuple[int, int]]) -> str:
 class Verdict:
     decode_ratio: float  # ours at 256 px / decode only
     naive_ratio: float  # naive at 256 px / ours at 256 px
+    peak_mib: float  # the highest peak RSS of ours on the big pictures
+    memory_mib: int  # the thumbnail function's memory (Lambda's "MB" are MiB)
 
     @property
     def met(self) -> bool:
-        return self.decode_ratio <= DECODE_TARGET and self.naive_ratio >= NAIVE_TARGET
+        return (
+            self.decode_ratio <= DECODE_TARGET and self.naive_ratio >= NAIVE_TARGET and self.peak_mib < self.memory_mib
+        )
 
     def text(self) -> str:
         decode = "met" if self.decode_ratio <= DECODE_TARGET else "**MISSED**"
         naive = "met" if self.naive_ratio >= NAIVE_TARGET else "**MISSED**"
+        memory = "met" if self.peak_mib < self.memory_mib else "**MISSED**"
         return (
             f"Targets at 256 px: ours / decode only = {self.decode_ratio:.2f}x (target <= {DECODE_TARGET}x): "
-            f"{decode}; naive / ours = {self.naive_ratio:.1f}x (target >= {NAIVE_TARGET:g}x): {naive}."
+            f"{decode}; naive / ours = {self.naive_ratio:.1f}x (target >= {NAIVE_TARGET:g}x): {naive}. "
+            f"Memory: ours peaks at {self.peak_mib:,.0f} MiB on the big pictures (target < the function's "
+            f"{self.memory_mib:,} MiB): {memory}."
         )
 
 
 def verdict(results: Sequence[Result]) -> Verdict:
+    from chalicelib.thumbnails import FUNCTION_MEMORY_MB
+
     seconds = {(r.row.case, r.row.approach): r.seconds for r in results}
     ours = seconds["256 px", "ours"]
-    return Verdict(ours / seconds["24 MP", "decode"], seconds["256 px", "naive"] / ours)
+    peak = max(r.peak_mib for r in results if r.row.memory and r.row.approach == "ours")
+    return Verdict(ours / seconds["24 MP", "decode"], seconds["256 px", "naive"] / ours, peak, FUNCTION_MEMORY_MB)
+
+
+def avif_costs(results: Sequence[Result]) -> str:
+    """What writing AVIF instead of WebP costs, size by size."""
+    from chalicelib.imaging import AVIF_SPEED
+
+    seconds = {(r.row.case, r.row.approach): r for r in results}
+    parts = [
+        f"{case} {seconds[case, 'avif'].seconds / seconds[case, 'ours'].seconds:.2f}x the time, "
+        f"{seconds[case, 'avif'].output_bytes / seconds[case, 'ours'].output_bytes:.2f}x the bytes"
+        for case in CASES
+    ]
+    return (
+        f"AVIF output (q{WEBP_QUALITY}, libavif speed {AVIF_SPEED}) against WebP q{WEBP_QUALITY}: "
+        + "; ".join(parts)
+        + ". The two quality scales are not the same scale: compare bytes at equal looks, not equal numbers."
+    )
 
 
 def _ratio(numerator: float | None, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x" if numerator is not None else ""
 
 
+def memory_table(results: Sequence[Result], memory_mib: int) -> list[str]:
+    lines = [
+        f"| picture | approach | output | time | peak RSS | of the function's {memory_mib:,} MiB |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.row.memory:
+            lines.append(
+                f"| {r.row.case} | {APPROACHES[r.row.approach]} | {_sizes_text(r.dimensions)} "
+                f"| {r.seconds * 1000:,.0f} ms | {r.peak_mib:,.0f} MiB | {r.peak_mib / memory_mib:.0%} |"
+            )
+    return lines
+
+
 def table(results: Sequence[Result]) -> list[str]:
     floor = next(r.seconds for r in results if r.row.approach == "decode")
-    naive = {r.row.case: r.seconds for r in results if r.row.approach == "naive"}
+    naive = {r.row.case: r.seconds for r in results if r.row.approach == "naive" and not r.row.memory}
     lines = [
         "| size | approach | output | median | vs decode only | naive / this | peak RSS | after imports |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        speedup = naive.get(r.row.case) if r.row.approach in ("ours", "vips") else None
+    for r in (r for r in results if not r.row.memory):
+        speedup = naive.get(r.row.case) if r.row.approach in ("ours", "avif", "vips") else None
         output = _sizes_text(r.dimensions) + (f" ({r.output_bytes / 1000:,.0f} kB)" if r.output_bytes else "")
         lines.append(
             f"| {r.row.case} | {APPROACHES[r.row.approach]} | {output} | {r.seconds * 1000:,.0f} ms "
@@ -424,12 +545,16 @@ def _cpu() -> str:
         return "unknown"
 
 
-def report(results: Sequence[Result], data: bytes, arguments: argparse.Namespace, vips: str | None) -> str:
+def report(results: Sequence[Result], pictures: Pictures, arguments: argparse.Namespace, vips: str | None) -> str:
     from PIL import features
 
     from bench.machine import header
 
-    libraries = f", libjpeg-turbo {features.version('libjpeg_turbo')}, libwebp {features.version('webp')}"
+    data = pictures.photo.read_bytes()
+    libraries = (
+        f", libjpeg-turbo {features.version('libjpeg_turbo')}, libwebp {features.version('webp')}, "
+        f"libavif {features.version('avif')}"
+    )
     peer = vips or "pyvips not importable: no libvips rows (`make bench` installs it in bench/.venv-peers)"
     lines = [
         *header("Thumbnail render benchmark", "Pillow", note=f"{libraries}; {peer}"),
@@ -448,6 +573,18 @@ def report(results: Sequence[Result], data: bytes, arguments: argparse.Namespace
         "",
         *table(results),
         "",
+        avif_costs(results),
+        "",
+        "## Memory: big pictures within the function's memory",
+        "",
+        f"- pictures: the 50 MP photo is generated like the 24 MP one ({BIG_PHOTO[0]}x{BIG_PHOTO[1]}, "
+        f"{pictures.big_photo.stat().st_size / 1e6:.1f} MB); the TIFF is {BIG_TIFF[0]}x{BIG_TIFF[1]} 32-bit grey "
+        f"bands, deflated, EXIF Orientation 6 ({pictures.big_tiff.stat().st_size / 1e3:,.0f} kB); the PNG "
+        f"{BIG_PNG[0]}x{BIG_PNG[1]} 16-bit grey bands ({pictures.big_png.stat().st_size / 1e3:,.0f} kB)",
+        "- three sizes each, one warm-up and one timed run in a fresh process; peak RSS as above",
+        "",
+        *memory_table(results, verdict(results).memory_mib),
+        "",
         verdict(results).text(),
     ]
     return "\n".join(lines) + "\n"
@@ -461,11 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     found = vips_python()
     vips = found[1] if found else None
     with tempfile.TemporaryDirectory(prefix="opsbots-bench-") as directory:
-        image = Path(directory) / "24mp.jpg"
-        data = generate(image)
-        print(f"{image}: {WIDTH}x{HEIGHT}, {len(data) / 1e6:.1f} MB; {vips or 'no pyvips'}", flush=True)
-        results = run_rows(plan(image, arguments.repeat, found[0] if found else None), arguments.rounds)
-    text = report(results, data, arguments, vips)
+        pictures = Pictures.make(Path(directory))
+        print(f"{pictures}; {vips or 'no pyvips'}", flush=True)
+        results = run_rows(plan(pictures, arguments.repeat, found[0] if found else None), arguments.rounds)
+        text = report(results, pictures, arguments, vips)
     print("\n" + text)
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(text)

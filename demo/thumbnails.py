@@ -10,7 +10,9 @@ where AWS writes `etag`, and every event carries the same fixed `id`. Scene 1 al
 event verbatim once: the bot refuses it as malformed. Everything else is delivered as moto sent it.
 
 The pictures are made here with Pillow: a 12-megapixel photo stored sideways with EXIF Orientation 6,
-a logo on a transparent background, a text file named .jpg and a truncated JPEG. Every outcome is
+an iPhone-style portrait HEIC (pillow-heif: turned by its container, colours in Display P3, the
+profile built by demo/icc.py), a logo on a transparent background, a text file named .jpg and a
+truncated JPEG. Every outcome is
 checked against what moto holds (the thumbnails opened with Pillow, their metadata, every object
 version under thumbnails/) and the S3 calls the bot's own client made, not the handler's word.
 """
@@ -31,11 +33,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, unquote_plus
 
-from PIL import ExifTags, Image, ImageDraw, ImageStat
+from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageStat
 
 from demo import show
 from demo.dns import bot_logs, wrapped
 from demo.environment import REGION
+from demo.icc import DISPLAY_P3
 from demo.stage import Stage
 
 if TYPE_CHECKING:
@@ -57,6 +60,9 @@ TRUNCATED = "uploads/truncated.jpg"
 COPIED = "uploads/copy of small.webp"
 PLUS = "uploads/c++ notes/a+b photo.png"
 PHOTO_STORED = (4000, 3000)  # the camera's sensor is landscape; upright, the photo is 3000x4000
+HEIC = "uploads/IMG_0042.HEIC"
+HEIC_STORED = (1344, 1008)  # an iPhone's 4:3 (12 MP is 4032x3024), a third of each side: x265 encodes it quickly
+SUN = (255, 220, 90)
 LOGO_SIZE = (1200, 600)
 NOTES_SIZE = (800, 600)  # narrower than the large box: never enlarged
 QUEUE = "opsbots-demo-s3-events"
@@ -75,12 +81,8 @@ def _blend(top: Colour, bottom: Colour, fraction: float) -> Colour:
     return red, green, blue
 
 
-def photo_jpeg() -> bytes:
-    """A 4000x3000 JPEG as a camera held upright stores it: sideways, with EXIF Orientation 6.
-
-    Upright it is 3000x4000: sky on top, a meadow below, a sun and a mountain. The EXIF also holds a
-    GPS position, which no thumbnail may carry.
-    """
+def landscape(upright: tuple[int, int]) -> Image.Image:
+    """A portrait view, upright: sky on top, a meadow below, a sun (SUN) and a mountain, a little grain."""
     sketch = Image.new("RGB", (300, 400))
     draw = ImageDraw.Draw(sketch)
     horizon = 260
@@ -90,11 +92,29 @@ def photo_jpeg() -> bytes:
         else:
             colour = _blend((70, 160, 60), (30, 90, 30), (y - horizon) / (sketch.height - horizon))
         draw.line([(0, y), (sketch.width - 1, y)], fill=colour)
-    draw.ellipse((200, 40, 260, 100), fill=(255, 220, 90))
+    draw.ellipse((200, 40, 260, 100), fill=SUN)
     draw.polygon([(20, horizon + 2), (110, 150), (200, horizon + 2)], fill=(105, 110, 135))
-    upright = sketch.resize((PHOTO_STORED[1], PHOTO_STORED[0]), Image.Resampling.BICUBIC)
-    grain = Image.effect_noise((upright.width // 4, upright.height // 4), 24).resize(upright.size)
-    upright = Image.blend(upright, grain.convert("RGB"), 0.08)
+    view = sketch.resize(upright, Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((view.width // 4, view.height // 4), 24).resize(view.size)
+    return Image.blend(view, grain.convert("RGB"), 0.08)
+
+
+def sun_centre(picture: Image.Image) -> Colour:
+    """The sun's colour, averaged over its centre, in a picture of the upright view at any size."""
+    x, y = picture.width * 230 / 300, picture.height * 70 / 400
+    radius = max(1, picture.width * 12 / 300)
+    patch = picture.convert("RGB").crop((round(x - radius), round(y - radius), round(x + radius), round(y + radius)))
+    red, green, blue = (round(channel) for channel in ImageStat.Stat(patch).mean)
+    return red, green, blue
+
+
+def photo_jpeg() -> bytes:
+    """A 4000x3000 JPEG as a camera held upright stores it: sideways, with EXIF Orientation 6.
+
+    Upright it is 3000x4000: sky on top, a meadow below, a sun and a mountain. The EXIF also holds a
+    GPS position, which no thumbnail may carry.
+    """
+    upright = landscape((PHOTO_STORED[1], PHOTO_STORED[0]))
     exif = Image.Exif()
     exif[ExifTags.Base.Make] = "opsbots"
     exif[ExifTags.Base.Model] = "demo camera"
@@ -108,6 +128,41 @@ def photo_jpeg() -> bytes:
     out = io.BytesIO()
     upright.transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=90, exif=exif)
     return out.getvalue()
+
+
+def phone_heic() -> tuple[bytes, Colour]:
+    """The same view as an iPhone stores a portrait HEIC: the sensor's landscape picture, HEVC-coded,
+    turned by the container's rotation (irot, which libheif writes from EXIF Orientation 6, kept in
+    the EXIF too) and tagged with a Display P3 profile, its colour values P3's; and the sun's values."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    upright = landscape((HEIC_STORED[1], HEIC_STORED[0]))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Apple"
+    exif[ExifTags.Base.Model] = "iPhone (demo)"
+    exif[ExifTags.Base.Orientation] = 6
+    stored.info["exif"] = exif.tobytes()  # pillow-heif writes the container's rotation from the picture's own EXIF
+    out = io.BytesIO()
+    stored.save(out, "HEIF", quality=80, exif=stored.info["exif"], icc_profile=DISPLAY_P3)
+    return out.getvalue(), sun_centre(upright)
+
+
+def in_srgb(colour: Colour, profile: bytes) -> Colour:
+    """What `colour`, in `profile`, is in sRGB, by LittleCMS (the demo's expectation, not the bot's code)."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    pixel = Image.new("RGB", (1, 1), colour)
+    converted = ImageCms.applyTransform(
+        pixel, ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+    )
+    assert converted is not None
+    red, green, blue = converted.getpixel((0, 0))  # type: ignore[misc]
+    return red, green, blue
+
+
+def distance(one: Colour, other: Colour) -> int:
+    return max(abs(a - b) for a, b in zip(one, other, strict=True))
 
 
 def logo_png() -> bytes:
@@ -316,6 +371,7 @@ class ThumbnailsChapter:
     def play(self) -> bool:
         scenes: Sequence[tuple[str, Callable[[], bool]]] = (
             ("a 12-megapixel photo, stored sideways with EXIF Orientation 6, lands in uploads/", self.photo),
+            ("an iPhone portrait in HEIC: turned by its container, its colours in Display P3", self.iphone),
             ("a logo on a transparent background", self.transparent),
             ("EventBridge delivers the photo's event a second time", self.duplicate),
             ("a text file named .jpg, and a JPEG cut off after its first third", self.corrupt),
@@ -584,6 +640,42 @@ class ThumbnailsChapter:
         show.note(
             f"render (decode once, resize to {len(BOXES)} sizes, encode WebP): {delivery.answer.get('render_ms')} ms "
             f"for {uploaded.size / 1e6:.1f} MB of JPEG"
+        )
+        return checks.ok
+
+    def iphone(self) -> bool:
+        heic, sun = phone_heic()
+        uploaded = self.upload(
+            HEIC,
+            heic,
+            "image/heic",
+            f"a {HEIC_STORED[0]}x{HEIC_STORED[1]} HEIC made with pillow-heif (libheif, x265) as an iPhone stores a "
+            "portrait: sideways, turned by the container's rotation and EXIF Orientation 6, with a Display P3 "
+            "ICC profile",
+        )
+        delivery = self.deliver(self.event_for(HEIC), "the HEIC")
+        checks = show.Checks()
+        thumbs = self.check_written(checks, uploaded, (HEIC_STORED[1], HEIC_STORED[0]), delivery)
+        checks.that(
+            len(thumbs) == len(BOXES) and all(sky_on_top(thumb.picture) for thumb in thumbs.values()),
+            "both are portrait with the sky on top: the container's rotation was applied, once",
+        )
+        expected = in_srgb(sun, DISPLAY_P3)
+        seen = {size: sun_centre(thumb.picture) for size, thumb in thumbs.items()}
+        show.note(
+            lines(
+                f"the sun's centre: {sun} in Display P3 is {expected} in sRGB (LittleCMS's reading of the profile);",
+                f"the thumbnails show {seen}",
+            )
+        )
+        checks.that(
+            bool(seen) and all(distance(colour, expected) <= 10 < distance(colour, sun) for colour in seen.values()),
+            f"the sun is sRGB {expected} in both (within 10), not the P3 values {sun}: the profile was applied",
+            f"{seen}",
+        )
+        checks.that(
+            all("icc_profile" not in thumb.picture.info and not thumb.picture.getexif() for thumb in thumbs.values()),
+            "neither carries a profile or EXIF: plain sRGB, nothing to turn them twice",
         )
         return checks.ok
 

@@ -25,6 +25,7 @@ from PIL import ExifTags, Image, ImageCms, JpegImagePlugin
 from chalicelib.imaging import Rendered, UnusableImageError, render
 from chalicelib.policy import ThumbnailSize
 from chalicelib.thumbnails import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
+from demo.icc import D50, SRGB_BLUE, SRGB_GREEN, SRGB_RED, description, icc_profile, rgb_profile, s15fixed16, xyz
 from tests.conftest import ROOT
 
 Colour = tuple[int, int, int]
@@ -469,64 +470,6 @@ def test_half_transparent_pixels_blend_with_white_for_jpeg() -> None:
 # ---------------------------------------------------------------------------------------------
 # Colour profiles and metadata
 # ---------------------------------------------------------------------------------------------
-
-XYZ = tuple[float, float, float]
-D50: XYZ = (0.9642, 1.0, 0.8249)  # the ICC profile connection space's white
-# sRGB's primaries, adapted to D50, as an ICC matrix profile states them
-SRGB_RED, SRGB_GREEN, SRGB_BLUE = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
-
-
-def s15fixed16(value: float) -> bytes:
-    return struct.pack(">i", round(value * 65536))
-
-
-def xyz(values: XYZ) -> bytes:
-    return b"XYZ \0\0\0\0" + b"".join(s15fixed16(value) for value in values)
-
-
-def description(text: str) -> bytes:
-    ascii_text = text.encode() + b"\0"
-    return (
-        b"desc\0\0\0\0" + struct.pack(">I", len(ascii_text)) + ascii_text + struct.pack(">IIHB", 0, 0, 0, 0) + bytes(67)
-    )
-
-
-def icc_profile(device_class: bytes, colour_space: bytes, connection_space: bytes, tags: dict[bytes, bytes]) -> bytes:
-    """An ICC v2.1 profile: 128-byte header, tag table, tags (ICC.1:2001-04)."""
-    table_size = 4 + 12 * len(tags)
-    entries, body = b"", b""
-    for signature, data in tags.items():
-        padded = data + bytes(-len(data) % 4)
-        entries += struct.pack(">4sII", signature, 128 + table_size + len(body), len(padded))
-        body += padded
-    header = struct.pack(
-        ">I4sI4s4s4s6H4s4sI4s4sQI",
-        128 + table_size + len(body),
-        bytes(4),
-        0x02100000,
-        device_class,
-        colour_space,
-        connection_space,
-        *(2026, 1, 1, 0, 0, 0),
-        b"acsp",
-        bytes(4),
-        0,
-        bytes(4),
-        bytes(4),
-        0,
-        0,
-    )
-    header += xyz(D50)[8:] + bytes(4 + 16 + 28)
-    return header + struct.pack(">I", len(tags)) + entries + body
-
-
-def rgb_profile(red: XYZ, green: XYZ, blue: XYZ, gamma: float) -> bytes:
-    """A matrix/TRC RGB display profile, like Adobe RGB's, with the primaries and gamma given."""
-    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
-    tags = {b"desc": description("opsbots test RGB"), b"wtpt": xyz(D50), b"rXYZ": xyz(red), b"gXYZ": xyz(green)}
-    tags |= {b"bXYZ": xyz(blue), b"rTRC": curve, b"gTRC": curve, b"bTRC": curve}
-    return icc_profile(b"mntr", b"RGB ", b"XYZ ", tags)
-
 
 # CIE L*a*b* (D50) of sRGB's black, blue, green, cyan, red, magenta, yellow and white: (R, G, B) as bits 4, 2, 1
 LAB_OF_SRGB_CORNERS = (
