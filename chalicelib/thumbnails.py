@@ -479,8 +479,13 @@ def make_thumbnails(
         stored = _store(store, plan, write, picture, metadata, source.modified)
         if stored == "written":
             written.append(Made(write.output.key, picture.name, str(dimensions), len(picture.body)))
-        else:
-            summary[stored].append(write.output.key)
+            continue
+        summary["conflicts" if stored == "conflict" else stored].append(write.output.key)
+        if stored == "conflict":  # another writer took the key after it was looked at
+            logger.warning(
+                "thumbnail key held by an object opsbots did not write", extra={"thumbnail": write.output.key}
+            )
+            metrics.add_metric(name="ThumbnailConflicts", unit="Count", value=1)
     metrics.add_metric(name="ThumbnailsWritten", unit="Count", value=len(written))
     metrics.add_metric(name="RenderTime", unit="Milliseconds", value=render_ms)
     superseded = not written and (summary["superseded"] or summary["kept"])

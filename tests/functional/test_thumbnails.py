@@ -327,6 +327,20 @@ def test_a_delivery_that_loses_the_race_to_a_later_upload_reports_superseded(buc
     assert bucket.picture(SMALL).convert("RGB").getpixel((10, 10))[2] > 150
 
 
+def test_an_object_someone_else_puts_at_a_thumbnail_key_meanwhile_is_left_alone(bucket: Bucket) -> None:
+    # Given a delivery about to write, and someone else's object landing at the small thumbnail's key first
+    event = bucket.put(PHOTO_KEY, jpeg())
+    while_first_looks(bucket, "PutObject", lambda: bucket.s3.put_object(Bucket=BUCKET, Key=SMALL, Body=b"theirs"))
+
+    # When the delivery writes, and S3 refuses
+    summary = bucket.handle(event)
+
+    # Then their object stays as it is, reported as a conflict, and the other size is written
+    assert bucket.s3.get_object(Bucket=BUCKET, Key=SMALL)["Body"].read() == b"theirs"
+    assert (summary["status"], summary["conflicts"]) == ("written", [SMALL])
+    assert [made["key"] for made in summary["written"]] == [LARGE]
+
+
 def test_a_racing_duplicate_delivery_finds_the_thumbnails_current(bucket: Bucket) -> None:
     # Given two deliveries of one event, the second running to the end while the first is about to write
     event = bucket.put(PHOTO_KEY, jpeg())
