@@ -100,6 +100,7 @@ def render(
     # libheif (through pillow-heif 1.0.0) crashes the process on some damaged HEIC files: fuzzing
     # found 4 in 1,500. HEIC and AVIF are decoded in a child process, so a crash is a rejection.
     _register_heif()  # once per container, inherited by every child
+    Image.init()  # Pillow's plugins too: imported here once, not in every child
     return in_child(work, DECODE_SECONDS)
 
 
