@@ -201,6 +201,68 @@ def test_zip_ships_pillow_built_for_lambda_and_stays_under_the_zipped_limit(
     assert (package_dir / "deployment.zip").stat().st_size < ZIPPED_LIMIT
 
 
+def test_every_compiled_dependency_in_the_zip_is_a_manylinux_wheel(package_dir: Path) -> None:
+    # A wheel tagged plain linux_x86_64 was built from source on the packaging machine: linked to its
+    # libraries, missing what it lacked headers for, and not loadable on Lambda
+    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+        wheels = {
+            name.split("/")[0]: deployment.read(name).decode()
+            for name in deployment.namelist()
+            if name.endswith(".dist-info/WHEEL")
+        }
+    tags = {
+        dist: [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Tag: ")]
+        for dist, text in wheels.items()
+    }
+    built_here = {dist: found for dist, found in tags.items() if not any(_portable(tag) for tag in found)}
+    assert "pillow_heif-1.0.0.dist-info" in tags
+    assert not built_here
+
+
+def _portable(tag: str) -> bool:
+    platform = tag.rsplit("-", 1)[1]
+    return platform == "any" or platform.startswith(("manylinux1_", "manylinux2014_", "manylinux_2_"))
+
+
+def test_the_zips_own_pillow_and_pillow_heif_render_an_iphone_heic_and_write_avif(
+    package_dir: Path, tmp_path: Path
+) -> None:
+    # Given the deployment zip unpacked, and a portrait HEIC made here (this machine is x86_64 with
+    # Python 3.11, as the Lambda runtime: the zip's manylinux2014 wheels load here too)
+    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+        deployment.extractall(tmp_path / "task")
+    script = (
+        "import io, sys\n"
+        "from PIL import Image\n"
+        "import pillow_heif\n"
+        "pillow_heif.register_heif_opener()\n"
+        "exif = Image.Exif(); exif[0x0112] = 6\n"
+        "stored = Image.new('RGB', (64, 48), (200, 40, 40)); stored.info['exif'] = exif.tobytes()\n"
+        "heic = io.BytesIO(); stored.save(heic, 'HEIF', quality=90)\n"
+        "from chalicelib.imaging import render\n"
+        "from chalicelib.policy import ThumbnailSize\n"
+        "(made,) = render(heic.getvalue(), [ThumbnailSize(name='s', width=32, height=32)], output_format='avif',\n"
+        "                 quality=80, max_pixels=10**8, memory_budget=10**9)\n"
+        "print(Image.__file__, pillow_heif.__file__, made.width, made.height, made.body[4:12].decode())\n"
+    )
+    # When the zip's code, with the zip's Pillow and pillow-heif first on the path, renders it as AVIF
+    # (boto3 and botocore, which the runtime provides, come from the test's environment)
+    path = os.pathsep.join([str(tmp_path / "task"), *sys.path[1:]])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+    )
+    # Then the libraries it used are the zip's, and the thumbnail is upright (portrait) AVIF
+    assert done.returncode == 0, done.stderr
+    pillow, heif, width, height, brand = done.stdout.split()
+    assert pillow.startswith(str(tmp_path / "task"))
+    assert heif.startswith(str(tmp_path / "task"))
+    assert (int(width), int(height), brand) == (24, 32, "ftypavif")
+
+
 def test_zip_leaves_out_the_runtime_sdk_and_the_tests(zip_names: frozenset[str]) -> None:
     assert not {name for name in zip_names if name.startswith(RUNTIME_PROVIDED)}
     assert not {name for name in zip_names if name.startswith(("tests/", "demo/")) or name.endswith("conftest.py")}
