@@ -89,29 +89,29 @@ def render(
     quality: int,
     max_pixels: int,
     memory_budget: int,
+    isolated: bool = True,
 ) -> tuple[Rendered, ...]:
     """Every size of one picture, oriented upright, in sRGB, encoded as `output_format`.
 
     `memory_budget` is the bytes the decode may take; a picture that needs more is UnusableImageError.
+    With `isolated`, HEIC and AVIF are rendered in a child process: libheif (through pillow-heif
+    1.0.0) crashes the process on some damaged HEIC files (fuzzing found 4 in 1,500), and in a
+    child a crash is a rejection.
     """
-    work = partial(_render, data, sizes, output_format, quality, max_pixels, memory_budget)
-    if not _is_iso_media(data):
-        return work()
-    # libheif (through pillow-heif 1.0.0) crashes the process on some damaged HEIC files: fuzzing
-    # found 4 in 1,500. HEIC and AVIF are decoded in a child process, so a crash is a rejection.
-    _register_heif()  # once per container, inherited by every child
-    Image.init()  # Pillow's plugins too: imported here once, not in every child
-    return in_child(work, DECODE_SECONDS)
-
-
-def _render(
-    data: bytes,
-    sizes: Sequence[ThumbnailSize],
-    output_format: OutputFormat,
-    quality: int,
-    max_pixels: int,
-    memory_budget: int,
-) -> tuple[Rendered, ...]:
+    if isolated and _is_iso_media(data):
+        _register_heif()  # once per container, inherited by every child
+        Image.init()  # Pillow's plugins too: imported here once, not in every child
+        here = partial(
+            render,
+            data,
+            sizes,
+            output_format=output_format,
+            quality=quality,
+            max_pixels=max_pixels,
+            memory_budget=memory_budget,
+            isolated=False,
+        )
+        return in_child(here, DECODE_SECONDS)
     picture = _decode(data, sizes, max_pixels, memory_budget)
     # Largest first, so a smaller size showing the same part of the picture can be resampled from a
     # larger thumbnail rather than from the whole decode (a 2048 px size forces a full decode).
