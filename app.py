@@ -11,7 +11,7 @@ from typing import Any
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSourceHandler, Rate, SQSEvent
 
 from chalicelib.observability import handler_wrappers
-from chalicelib.runtime import current
+from chalicelib.runtime import answer_when_off, current
 from chalicelib.settings import Settings
 from chalicelib.triggers import (
     SECURITY_GROUP_CALLS,
@@ -24,6 +24,7 @@ from chalicelib.triggers import (
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
     app.register_middleware(ConvertToMiddleware(wrapper))
+app.register_middleware(answer_when_off)  # inside the wrappers: logged with the invocation's context
 
 
 @app.on_cw_event(
@@ -36,7 +37,7 @@ for wrapper in handler_wrappers(Settings.from_environ()):
 def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current().acting_as("on_security_group_change")
+    runtime = current().acting_as("on_security_group_change", sg_guard.BOT)
     return sg_guard.handle_change(
         event.to_dict(),
         policies=runtime.policies,
@@ -49,7 +50,7 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current().acting_as("sweep_security_groups")
+    runtime = current().acting_as("sweep_security_groups", sg_guard.BOT)
     return sg_guard.sweep(
         policies=runtime.policies,
         clients=runtime.clients,
@@ -64,7 +65,7 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
 def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current().acting_as("on_instance_state_change")
+    runtime = current().acting_as("on_instance_state_change", dns.BOT)
     return dns.handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.dns)
 
 
@@ -72,7 +73,7 @@ def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
 def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current().acting_as("reconcile_dns")
+    runtime = current().acting_as("reconcile_dns", dns.BOT)
     return dns.reconcile(policies=runtime.policies, deps=runtime.dns)
 
 
@@ -80,7 +81,7 @@ def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
 def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current().acting_as("take_snapshots")
+    runtime = current().acting_as("take_snapshots", snapshots.BOT)
     return snapshots.take_snapshots(
         policies=runtime.policies.snapshots,
         accounts=runtime.policies.accounts,
@@ -96,7 +97,7 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
 def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current().acting_as("snapshot_worker")
+    runtime = current().acting_as("snapshot_worker", snapshots.BOT)
     return snapshots.work_on(
         (record.body for record in event),
         policies=runtime.policies.snapshots,
@@ -111,7 +112,7 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import thumbnails
 
-    runtime = current().acting_as("on_image_uploaded")
+    runtime = current().acting_as("on_image_uploaded", thumbnails.BOT)
     return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,7 @@ from chalicelib.events import (
     parse_state_change,
 )
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
-from chalicelib.settings import Settings
+from chalicelib.settings import BotOffError, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +45,29 @@ def main(argv: list[str] | None = None) -> int:
         return _schema(arguments.name, arguments.write, sys.stdout)
     try:
         if arguments.command == "validate":
-            policies = load_policies(_policies_dir(arguments.directory))
-            rules, members = len(policies.security_groups.rules), len(policies.accounts.accounts)
-            uploads = len(policies.thumbnails.buckets)
-            print(f"ok: {rules} security-group rule(s), {members} member account(s), {uploads} thumbnail location(s)")
+            print(validated(load_policies(_policies_dir(arguments.directory))))
             return 0
         return simulate_event(arguments.event, load_policies(_policies_dir(arguments.policies)), sys.stdout)
-    except PolicyError as error:
+    except (PolicyError, BotOffError) as error:
         print(error, file=sys.stderr)
         return 1
+
+
+def validated(policies: Policies) -> str:
+    """What `opsbots validate` says of a valid directory: each bot on, with what it holds, or off."""
+    holds: dict[str, Callable[[], str]] = {
+        "security_groups": lambda: f"{len(policies.security_groups.rules)} rule(s)",
+        "dns": lambda: f"{len(policies.dns.zones)} zone(s)",
+        "snapshots": lambda: f"{len(policies.snapshots.policies)} policy(ies)",
+        "thumbnails": lambda: f"{len(policies.thumbnails.buckets)} upload location(s)",
+    }
+    on = [f"{bot} ({held()})" for bot, held in holds.items() if policies.is_on(bot)]
+    off = [f"{bot} (no {bot}.yml)" for bot in holds if not policies.is_on(bot)]
+    lines = [
+        f"ok: {len(policies.accounts.accounts)} member account(s) in accounts.yml",
+        f"on: {', '.join(on) or 'none'}",
+    ]
+    return "\n".join(lines + ([f"off: {', '.join(off)}"] if off else []))
 
 
 def _policies_dir(given: Path | None) -> Path:

@@ -13,12 +13,13 @@ This module is the only place that knows the file layout and the schema;
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, TypeVar, cast, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -37,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
+from chalicelib.settings import BotOffError
 
 _YamlPath = tuple[str | int, ...]
 _Item = TypeVar("_Item")
@@ -598,15 +600,69 @@ POLICY_FILES: Final[Mapping[str, type[StrictModel]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Policies:
-    """Every policy file, validated; one field per POLICY_FILES entry."""
+ACCOUNTS: Final = "accounts"  # the one file every bot reads; each other file is one bot's
 
-    accounts: AccountsPolicy
-    dns: DnsPolicy
-    security_groups: SecurityGroupsPolicy
-    snapshots: SnapshotsPolicy
-    thumbnails: ThumbnailsPolicy
+
+class Policies:
+    """The policy files of one directory, each read and validated when first used.
+
+    A function reads accounts.yml and its own bot's file, nothing else: a bot whose file is absent is
+    off (`BotOffError`), and a mistake in one bot's file stops that bot alone (`PolicyError`, raised
+    each time the file is used until it is fixed). accounts.yml is every bot's: without it, or with a
+    mistake in it, no bot acts. `load_policies` reads every file at once, for `opsbots validate`.
+    """
+
+    def __init__(self, directory: Path | str, on_problem: Callable[[PolicyError], None] | None = None) -> None:
+        self.directory = Path(directory)
+        self._on_problem = on_problem  # told of each problem before it is raised (the Lambda logs and counts it)
+
+    def is_on(self, bot: str) -> bool:
+        return (self.directory / f"{bot}.yml").is_file()
+
+    def require(self, bot: str) -> None:
+        """Before a bot acts: BotOffError without its file, PolicyError with a mistake in it or in accounts.yml.
+
+        A bot never acts on half a policy: even a step that reads only accounts.yml waits for its own file.
+        """
+        self._require_file(bot)
+        getattr(self, bot)
+
+    def _require_file(self, bot: str) -> None:
+        if not self.is_on(bot):
+            raise BotOffError(bot, _shown(self.directory / f"{bot}.yml"))
+
+    @cached_property
+    def accounts(self) -> AccountsPolicy:
+        return cast("AccountsPolicy", self._load(ACCOUNTS))
+
+    @cached_property
+    def dns(self) -> DnsPolicy:
+        return cast("DnsPolicy", self._load("dns"))
+
+    @cached_property
+    def security_groups(self) -> SecurityGroupsPolicy:
+        return cast("SecurityGroupsPolicy", self._load("security_groups"))
+
+    @cached_property
+    def snapshots(self) -> SnapshotsPolicy:
+        return cast("SnapshotsPolicy", self._load("snapshots"))
+
+    @cached_property
+    def thumbnails(self) -> ThumbnailsPolicy:
+        return cast("ThumbnailsPolicy", self._load("thumbnails"))
+
+    def _load(self, stem: str) -> StrictModel:
+        if stem != ACCOUNTS:
+            self._require_file(stem)
+        path = self.directory / f"{stem}.yml"
+        try:
+            # A bot's file is checked against accounts.yml: the ids it names must be listed there.
+            context = None if stem == ACCOUNTS else {"account_ids": {account.id for account in self.accounts.accounts}}
+            return _load_file(path, POLICY_FILES[stem], context)
+        except PolicyError as error:
+            if self._on_problem is not None:
+                self._on_problem(error)
+            raise
 
 
 @dataclass(frozen=True)
@@ -635,21 +691,30 @@ def json_schema(name: str) -> dict[str, Any]:
 
 
 def load_policies(directory: Path | str) -> Policies:
-    """Load every policy file in ``directory``, or raise one PolicyError listing every problem."""
-    root = Path(directory)
-    problems = _unknown_files(root)
-    loaded: dict[str, Any] = {}
-    for stem, model in POLICY_FILES.items():
-        # Later files are checked against accounts.yml (ids they name must be listed there).
-        accounts = loaded.get("accounts")
-        context = {"account_ids": {account.id for account in accounts.accounts}} if accounts else None
+    """Every policy file in ``directory`` read now, or one PolicyError listing every problem in all of them.
+
+    accounts.yml must be there; a bot's file may be absent (that bot is off).
+    """
+    policies = Policies(directory)
+    problems = _unknown_files(policies.directory)
+    accounts_broken = False
+    try:
+        getattr(policies, ACCOUNTS)
+    except PolicyError as error:
+        problems.extend(error.problems)
+        accounts_broken = True
+    for stem in (stem for stem in POLICY_FILES if stem != ACCOUNTS and policies.is_on(stem)):
         try:
-            loaded[stem] = _load_file(root / f"{stem}.yml", model, context)
+            if accounts_broken:
+                # accounts.yml is broken: report the bot's own problems too, checked without its ids
+                _load_file(policies.directory / f"{stem}.yml", POLICY_FILES[stem])
+            else:
+                getattr(policies, stem)
         except PolicyError as error:
             problems.extend(error.problems)
     if problems:
         raise PolicyError(problems)
-    return Policies(**loaded)
+    return policies
 
 
 def _expected_files() -> list[str]:
@@ -688,7 +753,7 @@ def _load_file(path: Path, model: type[StrictModel], context: dict[str, Any] | N
 
 def _read(path: Path, shown: str) -> str:
     if not path.is_file():
-        message = f"policy file not found; expected {', '.join(_expected_files())} in {_shown(path.parent)}"
+        message = f"policy file not found in {_shown(path.parent)}: every bot reads accounts.yml"
         raise PolicyError([PolicyProblem(shown, 1, "", message)])
     try:
         return path.read_text(encoding="utf-8")

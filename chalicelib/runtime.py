@@ -7,6 +7,7 @@ failing the container's init with a bare traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,11 @@ from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
 from chalicelib.observability import logger, metrics
 from chalicelib.outbox import Mailer, mailer_for
-from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER, Settings
+from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER, BotOffError, Settings
 
 if TYPE_CHECKING:
     from chalicelib.dns import DnsDeps
-    from chalicelib.policy import Policies
+    from chalicelib.policy import Policies, PolicyError
     from chalicelib.snapshots import SnapshotDeps
     from chalicelib.thumbnails import ThumbnailDeps
 
@@ -35,17 +36,10 @@ class Runtime:
     # The bots' modules are imported by the properties that need them: a function loads only its own bot.
     @cached_property
     def policies(self) -> Policies:
-        from chalicelib.policy import PolicyError, load_policies
+        """accounts.yml and each bot's file, read when the bot first uses it (chalicelib/policy.py)."""
+        from chalicelib.policy import Policies
 
-        try:
-            return load_policies(self.settings.policies_dir)
-        except PolicyError as error:
-            logger.error(
-                "invalid policy: opsbots will not act until it is fixed",
-                extra={"problems": [str(problem) for problem in error.problems]},
-            )
-            metrics.add_metric(name="InvalidPolicy", unit="Count", value=1)
-            raise
+        return Policies(self.settings.policies_dir, on_problem=_report_invalid)
 
     @cached_property
     def _dynamodb_once(self) -> dedupe.DynamoDBOnce | None:
@@ -58,8 +52,12 @@ class Runtime:
         """Run-once guard for this invocation; without a table, every step simply runs."""
         return self._dynamodb_once.bind(lambda_context) if self._dynamodb_once else dedupe.always
 
-    def acting_as(self, function: str) -> Runtime:
-        """This invocation is `function`'s: its member-account sessions carry its name."""
+    def acting_as(self, function: str, bot: str) -> Runtime:
+        """This invocation is `function`'s, one of `bot`'s: its member-account sessions carry its name.
+
+        A bot without its policy file is off (BotOffError): checked first, before any of its resources.
+        """
+        self.policies.require(bot)
         self.clients.act_as(function)
         return self
 
@@ -101,6 +99,24 @@ class Runtime:
             lambda region: self.clients.client("s3", Target(HOME, region)),
             self.settings.function_memory_mb or FUNCTION_MEMORY_MB,
         )
+
+
+def _report_invalid(error: PolicyError) -> None:
+    logger.error(
+        "invalid policy: this bot will not act until it is fixed",
+        extra={"problems": [str(problem) for problem in error.problems]},
+    )
+    metrics.add_metric(name="InvalidPolicy", unit="Count", value=1)
+
+
+def answer_when_off(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Chalice middleware: a function whose bot has no policy file answers "off" and does nothing else."""
+    try:
+        return get_response(event)
+    except BotOffError as off:
+        logger.info("bot off: no policy file", extra=off.report())
+        metrics.add_metric(name="BotOff", unit="Count", value=1)  # invoked, yet off: a file left out by mistake?
+        return off.report()
 
 
 class NotConfiguredError(Exception):

@@ -49,3 +49,17 @@ class Settings:
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
             function_memory_mb=int(memory) if (memory := environ.get(FUNCTION_MEMORY, "")).isdigit() else None,
         )
+
+
+class BotOffError(Exception):
+    """A bot without its policy file is off: its functions answer so, cheaply, and do nothing.
+
+    Here rather than with the policy models so that app.py can answer it without importing them.
+    """
+
+    def __init__(self, bot: str, file: str) -> None:
+        self.bot, self.file = bot, file
+        super().__init__(f"off: no {file}")
+
+    def report(self) -> dict[str, str]:
+        return {"status": "off", "bot": self.bot, "reason": f"no {self.file}"}

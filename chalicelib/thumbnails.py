@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chalicelib.imaging import Rendered
     from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
 
+BOT: Final = "thumbnails"  # its policy file's name
 PERMISSIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket")
 OutputFormat = Literal["webp", "jpeg", "png", "avif"]
 CONTENT_TYPES: Final[Mapping[OutputFormat, str]] = {

@@ -429,7 +429,7 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
             {"accounts.yml": None, "accounts.yaml": ACCOUNTS_YML},
             [
                 f"policies/accounts.yaml:1: unknown policy file; expected only {FILES}",
-                f"{ACCOUNTS}:1: policy file not found; expected {FILES} in policies",
+                f"{ACCOUNTS}:1: policy file not found in policies: every bot reads accounts.yml",
             ],
             id="missing-file",
         ),
