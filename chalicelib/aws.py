@@ -11,7 +11,7 @@ honoured by botocore itself, which is how the demo and the tests point everythin
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -51,10 +51,19 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def error_message(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Message", ""))
+
+
+def tags_of(tags: Iterable[Mapping[str, object]] | None) -> dict[str, str]:
+    """AWS's tag list ([{"Key": k, "Value": v}, ...]) as a mapping; none at all is no tags."""
+    return {str(tag["Key"]): str(tag["Value"]) for tag in tags or ()}
+
+
 def reason(error: BaseException) -> str:
     """One line for a log, a result or an email: the AWS error code and message, or the exception."""
     if isinstance(error, ClientError):
-        return f"{error_code(error)}: {error.response.get('Error', {}).get('Message', '')}".strip()
+        return f"{error_code(error)}: {error_message(error)}".strip()
     return f"{type(error).__name__}: {error}"
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.aws import Target
+from chalicelib.aws import Target, error_code, error_message, tags_of
 from chalicelib.events import SkippedEvent, parse_state_change
 from chalicelib.observability import logger, metrics
 from chalicelib.policy import DnsPolicy, DnsZone, MemberBot
@@ -356,7 +356,7 @@ def instance_from_api(account_id: str, region: str, raw: InstanceTypeDef) -> Ins
         region=region,
         instance_id=model.InstanceId,
         state=str(model.State.get("Name", "")),
-        tags={tag["Key"]: tag["Value"] for tag in model.Tags},
+        tags=tags_of(model.Tags),
         vpc_id=model.VpcId,
         private_ipv4=model.PrivateIpAddress,
         public_ipv4=model.PublicIpAddress,
@@ -369,7 +369,7 @@ def describe_instance(ec2: EC2Client, target: Target, instance_id: str) -> Insta
     try:
         reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+        if error_code(error) == "InvalidInstanceID.NotFound":
             return None
         raise
     found = [i for reservation in reservations for i in reservation.get("Instances", [])]
@@ -437,7 +437,7 @@ class Registry:
         try:
             self._db.put_item(**self._claim_request(entry, holder))
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
             held: Any = error.response.get("Item")
             return _holder(held)
@@ -555,7 +555,7 @@ def _unless_owned_by_another() -> Iterator[None]:
     try:
         yield
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if error_code(error) != "ConditionalCheckFailedException":
             raise
 
 
@@ -817,10 +817,10 @@ def _send(
     try:
         route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": batch})
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "InvalidChangeBatch":
+        if error_code(error) != "InvalidChangeBatch":
             raise
         if not retry_alone:
-            return [(batch[0], str(error.response.get("Error", {}).get("Message", "")))]
+            return [(batch[0], error_message(error))]
         return [failure for change in batch for failure in _send(route53, zone_id, [change], sent, retry_alone=False)]
     sent.update(_change_key(zone_id, change) for change in batch)
     return []

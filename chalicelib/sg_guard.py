@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import notify
-from chalicelib.aws import Target, error_code, is_transient, reason
+from chalicelib.aws import Target, error_code, is_transient, reason, tags_of
 from chalicelib.dedupe import always
 from chalicelib.events import (
     Direction,
@@ -44,7 +44,7 @@ from chalicelib.policy import MemberBot, PortRange, SecurityGroupRule, SecurityG
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_ec2.type_defs import SecurityGroupRuleTypeDef, TagTypeDef
+    from mypy_boto3_ec2.type_defs import SecurityGroupRuleTypeDef
 
     from chalicelib.aws import Clients
     from chalicelib.dedupe import Once
@@ -532,10 +532,6 @@ def _same_rule(requested: Permission, existing: Permission) -> bool:
     )
 
 
-def _tag_dict(tags: Iterable[TagTypeDef]) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in tags}
-
-
 class Ec2Executor:
     def __init__(self, ec2: EC2Client) -> None:
         self._ec2 = ec2
@@ -556,7 +552,7 @@ class Ec2Executor:
                 for group_id in batch:
                     found.update(self.group_tags([group_id]))
                 continue
-            found.update({group["GroupId"]: _tag_dict(group.get("Tags", [])) for group in groups})
+            found.update({group["GroupId"]: tags_of(group.get("Tags")) for group in groups})
         return found
 
     def prefix_list_entries(self, prefix_list_ids: Iterable[str]) -> Mapping[str, tuple[Network, ...]]:
@@ -611,7 +607,7 @@ class Ec2Executor:
     def all_group_tags(self) -> dict[str, dict[str, str]]:
         paginator = self._ec2.get_paginator("describe_security_groups")
         return {
-            group["GroupId"]: _tag_dict(group.get("Tags", []))
+            group["GroupId"]: tags_of(group.get("Tags"))
             for page in paginator.paginate()
             for group in page["SecurityGroups"]
         }

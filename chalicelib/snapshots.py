@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import notify
-from chalicelib.aws import Target, error_code, reason
+from chalicelib.aws import Target, error_code, error_message, reason, tags_of
 from chalicelib.dedupe import always
 from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.observability import logger, metrics
@@ -345,17 +345,13 @@ def _tag_filters(tags: Mapping[str, str]) -> list[FilterTypeDef]:
     return [{"Name": f"tag:{key}", "Values": [value]} for key, value in sorted(tags.items())]
 
 
-def _tags(raw: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in raw or ()}
-
-
 def _tag_specification(resource: str, tags: Mapping[str, str]) -> TagSpecificationTypeDef:
     return {"ResourceType": resource, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}  # type: ignore[typeddict-item]
 
 
 def snapshot_from_api(raw: SnapshotTypeDef) -> Snapshot:
     """A snapshot as EC2 describes it; its tags say what it claims to be, not whose it is."""
-    tags = _tags(raw.get("Tags"))  # type: ignore[arg-type]
+    tags = tags_of(raw.get("Tags"))
     try:
         window = datetime.strptime(tags.get(WINDOW, ""), _WINDOW_FORMAT).replace(tzinfo=UTC)
     except ValueError:
@@ -381,7 +377,7 @@ class Ec2Snapshots:
         return tuple(
             Volume(
                 id=volume["VolumeId"],
-                tags=_tags(volume.get("Tags")),  # type: ignore[arg-type]
+                tags=tags_of(volume.get("Tags")),
                 instance_id=next((a["InstanceId"] for a in volume.get("Attachments", []) if "InstanceId" in a), None),
             )
             for page in volumes
@@ -448,7 +444,7 @@ class Ec2Snapshots:
             if code == "InvalidSnapshot.NotFound":
                 return None
             if code == "InvalidSnapshot.InUse":
-                return str(error.response.get("Error", {}).get("Message", "in use"))
+                return error_message(error) or "in use"
             raise
         return None
 

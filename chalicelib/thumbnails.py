@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
 
+from chalicelib.aws import error_code
 from chalicelib.events import IgnoredEvent, ObjectCreated, SkippedEvent, parse_object_created
 from chalicelib.observability import logger, metrics
 
@@ -324,10 +325,6 @@ def _unquoted(etag: str) -> str:
     return etag.strip('"')
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _PRECONDITION_FAILED = frozenset({"412", "PreconditionFailed"})
 
@@ -344,7 +341,7 @@ class S3Thumbnails:
             try:
                 head = self.s3.head_object(Bucket=bucket, Key=key)
             except ClientError as error:
-                if _error_code(error) not in _MISSING:
+                if error_code(error) not in _MISSING:
                     raise
                 found[key] = None
                 continue
@@ -364,7 +361,7 @@ class S3Thumbnails:
         try:
             response = self.s3.get_object(Bucket=upload.bucket, Key=upload.key, IfMatch=f'"{upload.etag}"')
         except ClientError as error:
-            code = _error_code(error)
+            code = error_code(error)
             if code in _PRECONDITION_FAILED:
                 raise IgnoredEvent(
                     upload.event_id, "superseded: the object changed since this event", **subject
@@ -388,7 +385,7 @@ class S3Thumbnails:
         try:
             head = self.s3.head_object(Bucket=upload.bucket, Key=upload.key)
         except ClientError as error:
-            if _error_code(error) not in _MISSING:
+            if error_code(error) not in _MISSING:
                 raise
             return False
         return _unquoted(head["ETag"]) == upload.etag
@@ -406,7 +403,7 @@ class S3Thumbnails:
                 **condition,  # type: ignore[arg-type]
             )
         except ClientError as error:
-            if _error_code(error) in _PRECONDITION_FAILED | {"ConditionalRequestConflict"}:
+            if error_code(error) in _PRECONDITION_FAILED | {"ConditionalRequestConflict"}:
                 return False
             raise
         return True

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.aws import tags_of
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SHIPPED_POLICIES
 from chalicelib.snapshots import (
@@ -241,7 +242,7 @@ class SnapshotsChapter:
             for region in (REGION, DR_REGION):
                 pages = self.ec2(account, region).get_paginator("describe_snapshots").paginate(OwnerIds=["self"])
                 for raw in (snapshot for page in pages for snapshot in page["Snapshots"]):
-                    tags = {tag["Key"]: tag["Value"] for tag in raw.get("Tags", [])}
+                    tags = tags_of(raw.get("Tags"))
                     volume = tags.get(VOLUME) or raw.get("VolumeId", "")
                     held[raw["SnapshotId"]] = Held(raw["SnapshotId"], account, region, volume, tags)
         return held

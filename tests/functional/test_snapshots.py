@@ -10,7 +10,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
-from chalicelib.aws import Target
+from chalicelib.aws import Target, tags_of
 from chalicelib.runtime import current
 from chalicelib.snapshots import BOT, MANAGED, POLICY, Unit, take_snapshots, work_on
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
@@ -75,7 +75,7 @@ def test_the_schedule_snapshots_selected_volumes_in_every_account(
     # Then each tagged volume has one snapshot, marked as opsbots', with its own tags copied
     assert (result["taken"], result["failed"]) == (2, [])
     [taken] = snapshots_of(estate.home_ec2, home)
-    tags = {tag["Key"]: tag["Value"] for tag in taken["Tags"]}
+    tags = tags_of(taken["Tags"])
     assert (tags[MANAGED], tags[POLICY], tags["Team"], tags["opsbots:volume"]) == ("true", "daily", "web", home)
     assert len(snapshots_of(estate.member_ec2, member)) == 1
     assert snapshots_of(estate.home_ec2, untagged) == []
