@@ -13,7 +13,7 @@ This module is the only place that knows the file layout and the schema;
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
@@ -169,13 +169,20 @@ _RoleName = Annotated[str, _matching(_ROLE_NAME, "an IAM role name"), _string_sc
 _AccountId = Annotated[str, BeforeValidator(_parse_account_id), _string_schema(ACCOUNT_ID)]
 
 
-def _duplicate_message(values: Sequence[str], collection: str, what: str) -> str | None:
-    first_index: dict[str, int] = {}
-    for index, value in enumerate(values):
-        if value in first_index:
-            return f"{collection}[{first_index[value]}] and {collection}[{index}] have the same {what} {value!r}"
-        first_index[value] = index
-    return None
+def _unique(collection: str, what: str, key: Callable[[Any], str]) -> AfterValidator:
+    """A list whose items `key` tells apart: the first two alike are reported by their indexes."""
+
+    def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
+        first_index: dict[str, int] = {}
+        for index, value in enumerate(key(item) for item in items):
+            if value in first_index:
+                raise ValueError(
+                    f"{collection}[{first_index[value]}] and {collection}[{index}] have the same {what} {value!r}"
+                )
+            first_index[value] = index
+        return items
+
+    return AfterValidator(check)
 
 
 class StrictModel(BaseModel):
@@ -228,15 +235,7 @@ class SecurityGroupsPolicy(StrictModel):
     # The longest an exemption tag may keep a group's violations open, from the time it is read: a tag
     # anyone who can open a rule can often set must not be an endless bypass.
     max_exemption_days: Annotated[int, Field(ge=1, le=3650)] = 90
-    rules: tuple[SecurityGroupRule, ...]
-
-    @field_validator("rules")
-    @classmethod
-    def check_rule_names_unique(cls, rules: tuple[SecurityGroupRule, ...]) -> tuple[SecurityGroupRule, ...]:
-        message = _duplicate_message([rule.name for rule in rules], "rules", "name")
-        if message:
-            raise ValueError(message)
-        return rules
+    rules: Annotated[tuple[SecurityGroupRule, ...], _unique("rules", "name", lambda rule: rule.name)]
 
 
 # The bots that work in member accounts, each through its own role there (deploy/member-role.yml): the DNS
@@ -293,15 +292,7 @@ class AccountsPolicy(StrictModel):
     """Contents of accounts.yml."""
 
     defaults: AccountDefaults
-    accounts: tuple[MemberAccount, ...] = ()
-
-    @field_validator("accounts")
-    @classmethod
-    def check_account_ids_unique(cls, accounts: tuple[MemberAccount, ...]) -> tuple[MemberAccount, ...]:
-        message = _duplicate_message([account.id for account in accounts], "accounts", "id")
-        if message:
-            raise ValueError(message)
-        return accounts
+    accounts: Annotated[tuple[MemberAccount, ...], _unique("accounts", "id", lambda account: account.id)] = ()
 
     def member(self, account_id: str) -> MemberAccount | None:
         return next((account for account in self.accounts if account.id == account_id), None)
@@ -353,19 +344,13 @@ class DnsZone(StrictModel):
 class DnsPolicy(StrictModel):
     """Contents of dns.yml."""
 
-    zones: _NonEmpty[DnsZone]
+    zones: Annotated[
+        _NonEmpty[DnsZone], _unique("zones", "zone and address", lambda zone: f"{zone.zone} ({zone.address})")
+    ]
     name_tag: _TagKey = "Name"
     alias_tag: _TagKey | None = "opsbots:dns-aliases"
     reverse: bool = True
     select_tag: _TagKey | None = None
-
-    @field_validator("zones")
-    @classmethod
-    def check_zones_unique(cls, zones: tuple[DnsZone, ...]) -> tuple[DnsZone, ...]:
-        message = _duplicate_message([f"{z.zone} ({z.address})" for z in zones], "zones", "zone and address")
-        if message:
-            raise ValueError(message)
-        return zones
 
 
 _DURATION = re.compile(r"\s*(\d+)\s*([mhdw])\s*")
@@ -468,15 +453,7 @@ class SnapshotsPolicy(StrictModel):
     """Contents of snapshots.yml."""
 
     notify: NotifySettings | None = None
-    policies: tuple[SnapshotPolicy, ...]
-
-    @field_validator("policies")
-    @classmethod
-    def check_policy_names_unique(cls, policies: tuple[SnapshotPolicy, ...]) -> tuple[SnapshotPolicy, ...]:
-        message = _duplicate_message([policy.name for policy in policies], "policies", "name")
-        if message:
-            raise ValueError(message)
-        return policies
+    policies: Annotated[tuple[SnapshotPolicy, ...], _unique("policies", "name", lambda policy: policy.name)]
 
 
 _BUCKET = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -532,17 +509,9 @@ class ThumbnailBucket(StrictModel):
     prefix: str = ""
     output_bucket: _BucketName | None = None  # default: the same bucket
     output_prefix: str = "thumbnails/"
-    sizes: _NonEmpty[ThumbnailSize]
+    sizes: Annotated[_NonEmpty[ThumbnailSize], _unique("sizes", "name", lambda size: size.name)]
     format: Literal["webp", "jpeg", "png", "avif", "same"] = "webp"
     quality: Annotated[int, Field(ge=1, le=100)] = 82
-
-    @field_validator("sizes")
-    @classmethod
-    def check_size_names_unique(cls, sizes: tuple[ThumbnailSize, ...]) -> tuple[ThumbnailSize, ...]:
-        message = _duplicate_message([size.name for size in sizes], "sizes", "name")
-        if message:
-            raise ValueError(message)
-        return sizes
 
     @property
     def destination(self) -> str:
