@@ -46,6 +46,7 @@ from bench.common import (
     worker_environment,
 )
 from bench.machine import publish
+from chalicelib import settings
 
 FLOOR_TARGET = 1.3  # the issue: import app within 1.3x of import boto3
 PEER_TARGET = 0.5  # and at most half of Custodian's
@@ -136,7 +137,7 @@ def rows(task: Path | None) -> list[Row]:
             "ours, prod stage (`OPSBOTS_TRACING=true`: Powertools Tracer, X-Ray SDK)",
             ours,
             "import app",
-            environment={"OPSBOTS_TRACING": "true"},
+            environment={settings.TRACING: "true"},
         ),
         Row("ours-sg", "**ours, security-group function**: app + its bot + its policies loaded", ours, LOAD_OURS_SG),
         Row(

@@ -48,6 +48,7 @@ from bench.common import (
     write_result,
 )
 from bench.machine import publish
+from chalicelib import settings
 from demo.environment import create_table
 
 FUNCTION = "on_security_group_change"
@@ -62,8 +63,8 @@ OURS_ENVIRONMENT: Mapping[str, str | None] = {
     "POWERTOOLS_METRICS_NAMESPACE": "opsbots",
     "POWERTOOLS_LOG_LEVEL": None,  # Powertools' default, INFO, as deployed
     "POWERTOOLS_METRICS_DISABLED": None,  # metrics on: one EMF line per invocation, as deployed
-    "OPSBOTS_IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
-    "OPSBOTS_TRACING": None,
+    settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE,
+    settings.TRACING: None,
 }
 
 
@@ -82,7 +83,7 @@ def deployed_environment(endpoint: str, guard: bool) -> None:
     """The deployed function's environment, on top of the fake AWS one `import bench` made (which clears
     OPSBOTS_* and AWS_ENDPOINT_URL): set in this process, before the app is imported. Without `guard`,
     no run-once table, as the function runs when OPSBOTS_IDEMPOTENCY_TABLE is not set."""
-    table = {} if guard else {"OPSBOTS_IDEMPOTENCY_TABLE": None}
+    table = {} if guard else {settings.IDEMPOTENCY_TABLE: None}
     for key, value in {**OURS_ENVIRONMENT, **table, "AWS_ENDPOINT_URL": endpoint}.items():
         if value is None:
             os.environ.pop(key, None)

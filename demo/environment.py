@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from chalicelib import settings
+
 REGION = "eu-west-1"
 HOME = "123456789012"  # moto's default account: the Lambda's own account in the demo
 MEMBER = "222222222222"  # the member account listed in policies/accounts.yml
@@ -43,13 +45,7 @@ CLEARED = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_LAMBDA_FUNCTION_NAME",
-    "OPSBOTS_POLICIES",
-    "OPSBOTS_IDEMPOTENCY_TABLE",
-    "OPSBOTS_DNS_TABLE",
-    "OPSBOTS_SNAPSHOT_LEDGER",
-    "OPSBOTS_SNAPSHOT_QUEUE",
-    "OPSBOTS_EXTERNAL_ID",
-    "OPSBOTS_TRACING",
+    *settings.VARIABLES,
 )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from chalice.test import Client
 
+from chalicelib import settings
 from demo import show
 from demo.environment import HOME, MEMBER, REGION, create_table
 
@@ -117,10 +118,12 @@ def build(endpoint: str) -> Stage:
     create_table(home.session.client("dynamodb"), "DnsRegistryTable")
     create_table(home.session.client("dynamodb"), "SnapshotLedgerTable")
     os.environ.update(
-        OPSBOTS_IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE,
-        OPSBOTS_EXTERNAL_ID=EXTERNAL_ID,
-        OPSBOTS_DNS_TABLE=DNS_TABLE,
-        OPSBOTS_SNAPSHOT_LEDGER=SNAPSHOT_LEDGER,
+        {
+            settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE,
+            settings.EXTERNAL_ID: EXTERNAL_ID,
+            settings.DNS_TABLE: DNS_TABLE,
+            settings.SNAPSHOT_LEDGER: SNAPSHOT_LEDGER,
+        }
     )
 
     from app import app

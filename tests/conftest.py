@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chalicelib import settings as opsbots_settings  # names only: nothing is read from the environment here
+
+TEST_EXTERNAL_ID = "test-external-id"
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -21,18 +24,11 @@ FAKE_AWS = {
     "AWS_CONFIG_FILE": "/dev/null",
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-    "OPSBOTS_EXTERNAL_ID": "test-external-id",
+    opsbots_settings.EXTERNAL_ID: TEST_EXTERNAL_ID,
 }
-os.environ.update(FAKE_AWS)
-for variable in (
-    "AWS_ENDPOINT_URL",
-    "AWS_PROFILE",
-    "OPSBOTS_IDEMPOTENCY_TABLE",
-    "OPSBOTS_POLICIES",
-    "OPSBOTS_SNAPSHOT_LEDGER",
-    "OPSBOTS_SNAPSHOT_QUEUE",
-):
+for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", *opsbots_settings.VARIABLES):
     os.environ.pop(variable, None)
+os.environ.update(FAKE_AWS)
 
 import threading  # noqa: E402
 

@@ -21,7 +21,7 @@ import pytest
 
 from chalicelib import dedupe, dns, outbox, sg_guard, snapshots, thumbnails, triggers
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
-from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, TRACING
 from tests.conftest import FAKE_AWS, ROOT
 
 pytestmark = pytest.mark.packaging
@@ -452,7 +452,7 @@ def test_functions_have_their_configured_memory_and_timeout(resources: dict[str,
 
     assert (properties["MemorySize"], properties["Timeout"]) == (memory, timeout)
     assert properties["Tracing"] == "Active"
-    assert properties["Environment"]["Variables"]["OPSBOTS_TRACING"] == "true"
+    assert properties["Environment"]["Variables"][TRACING] == "true"
 
 
 def test_merge_template_adds_the_idempotency_table(resources: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from chalicelib import dedupe, sg_guard, snapshots
 from chalicelib.runtime import current
+from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots import WINDOW, Unit
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
@@ -296,7 +297,7 @@ def add_sandbox_account(policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """A third account whose role refuses us (AssumeRole answers AccessDenied, every time)."""
     accounts = policies_dir / "accounts.yml"
     accounts.write_text(accounts.read_text() + f'  - id: "{SANDBOX}"\n    name: sandbox\n')
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
     faults = Faults()
     faults.fail("sts", "AssumeRole", "denied", times=None, when=body_names(SANDBOX))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.runtime import current
+from chalicelib.settings import POLICIES_DIR
 from tests.conftest import MEMBER, load_event
 from tests.functional.conftest import Emitted
 from tests.functional.test_dns import Network, deliver, network
@@ -78,7 +79,7 @@ def test_a_zone_lists_the_accounts_it_names(
     # Given example.com opened to the member account too
     path = policies_dir / "dns.yml"
     path.write_text(path.read_text().replace("address: public", f'address: public\n    accounts: [home, "{MEMBER}"]'))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
     worker = network.launch("worker", member=True)
 
@@ -100,7 +101,7 @@ def test_the_records_of_an_account_taken_out_of_accounts_yml_are_reconciled_away
     # When the account is taken out of accounts.yml (the role may be gone: its instances cannot be read)
     path = policies_dir / "accounts.yml"
     path.write_text(path.read_text().split("accounts:\n")[0] + "accounts: []\n")
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
 
     result = reconcile(lambdas)

@@ -35,6 +35,7 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.runtime import current
+from chalicelib.settings import EXTERNAL_ID, SNAPSHOT_LEDGER
 from chalicelib.sg_guard import NotificationError
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
@@ -69,7 +70,7 @@ def _faults_summary(request: pytest.FixtureRequest) -> Iterator[None]:
 def fast_clients(faults: Faults, config: Config = FAST_RETRIES) -> Clients:
     """The bots' client factory as the runtime builds it, with the faults on every session it makes."""
     return Clients(
-        external_id=os.environ["OPSBOTS_EXTERNAL_ID"],
+        external_id=os.environ[EXTERNAL_ID],
         home_session=home_session(),
         config=config,
         handlers=faults.handlers(),
@@ -358,9 +359,7 @@ def test_the_snapshot_run_serves_every_other_account_and_emails_the_one_that_fai
     faults.fail("ec2", "DescribeSnapshots", "timeout", times=1)
     clients = fast_clients(faults)
     home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
-    ledger = snapshots.Ledger(
-        clients.client("dynamodb", Target(HOME_KEY, REGION)), os.environ["OPSBOTS_SNAPSHOT_LEDGER"]
-    )
+    ledger = snapshots.Ledger(clients.client("dynamodb", Target(HOME_KEY, REGION)), os.environ[SNAPSHOT_LEDGER])
     deps = snapshots.SnapshotDeps(clients, None, None, ledger)
 
     result = snapshots.take_snapshots(

@@ -68,11 +68,11 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
 from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
-from chalicelib.settings import SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.settings import POLICIES_DIR, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.sg_guard import NotificationError, RevokeRetryError
 from demo.environment import create_table
 from deploy.scope_to_stack import scope_document
-from tests.conftest import FAKE_AWS, HOME, MEMBER, MOTO_LOCK, REGION, ROOT, load_event
+from tests.conftest import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
 from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
 from tests.functional.faults import ATTEMPTS, Faults
 from tests.network import public_subnet, zones
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
 
 STALE = "333333333333"  # a member account whose snapshot role grants nothing yet (its stack predates the bot)
 STACK = "opsbots"  # deploy/resources.json names each Lambda role <stack>-<function>
-EXTERNAL_ID = FAKE_AWS["OPSBOTS_EXTERNAL_ID"]
+EXTERNAL_ID = TEST_EXTERNAL_ID
 # Within the last hours: the deployed worker refuses a unit far from its own clock.
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 WINDOWS = 4  # take; keep; prune the first; prune the first copy (retention count 1, copies one run behind)
@@ -752,7 +752,7 @@ def sg_policies(policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The shipped guard policy plus an egress rule: a policy can hold both directions."""
     path = policies_dir / "security_groups.yml"
     path.write_text(path.read_text() + EGRESS_RULE)
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     return policies_dir
 
 
@@ -1087,7 +1087,7 @@ def backups(iam: Iam, estate: Estate, policies_dir: Path, monkeypatch: pytest.Mo
     home and member accounts, and a third account whose snapshot role grants nothing."""
     (policies_dir / "snapshots.yml").write_text(SNAPSHOT_POLICIES)
     (policies_dir / "accounts.yml").write_text(ACCOUNTS)
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     put_member_roles(
         STALE, (iam.roles["security_groups"], iam.roles["dns"], {**iam.roles["snapshots"], "Policies": []})
     )

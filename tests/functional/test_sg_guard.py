@@ -11,6 +11,7 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.policy import PolicyError
 from chalicelib.runtime import current
+from chalicelib.settings import EXTERNAL_ID, POLICIES_DIR
 from chalicelib.sg_guard import NotificationError
 from tests.conftest import HOME, MEMBER, REGION, load_event
 from tests.functional.conftest import Estate, sent_emails, tcp
@@ -43,7 +44,7 @@ def open_ssh(estate: Estate, tags: dict[str, str] | None = None) -> tuple[str, s
 def edit_policy(directory: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
     path = directory / "security_groups.yml"
     path.write_text(path.read_text().replace(old, new))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(directory))
+    monkeypatch.setenv(POLICIES_DIR, str(directory))
 
 
 def test_ssh_from_the_internet_is_revoked_and_security_is_told(estate: Estate, lambdas: Any) -> None:
@@ -214,7 +215,7 @@ def test_a_member_account_is_handled_through_its_role_with_the_external_id(
     estate: Estate, lambdas: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given SSH opened in the member account
-    monkeypatch.setenv("OPSBOTS_EXTERNAL_ID", "ext-1234")
+    monkeypatch.setenv(EXTERNAL_ID, "ext-1234")
     group = estate.group(estate.member_ec2)
     [rule] = estate.authorize(group, [tcp(22)], ec2=estate.member_ec2)
     event = load_event(
@@ -242,7 +243,7 @@ def test_a_member_account_that_cannot_be_reached_is_still_reported(
     estate: Estate, lambdas: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given SSH opened in the member account, and no ExternalId configured to assume its role with
-    monkeypatch.delenv("OPSBOTS_EXTERNAL_ID")
+    monkeypatch.delenv(EXTERNAL_ID)
     group = estate.group(estate.member_ec2)
     [rule] = estate.authorize(group, [tcp(22)], ec2=estate.member_ec2)
     ids = {"sg-0b91c4e7a2d6f3580": group, "sgr-04c9e2a7b5f1d8364": rule}
@@ -253,7 +254,7 @@ def test_a_member_account_that_cannot_be_reached_is_still_reported(
     assert rule in estate.rule_ids(group, estate.member_ec2)
     [email] = sent_emails()
     assert "REVOKE FAILED" in email.subject
-    assert "OPSBOTS_EXTERNAL_ID is not set" in email.body
+    assert f"{EXTERNAL_ID} is not set" in email.body
 
 
 def test_an_event_from_an_unknown_account_changes_nothing(estate: Estate, lambdas: Any) -> None:

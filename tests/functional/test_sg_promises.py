@@ -33,7 +33,7 @@ from chalicelib.events import Permission
 from chalicelib.outbox import Outbox
 from chalicelib.policy import load_policies
 from chalicelib.runtime import current
-from chalicelib.settings import IDEMPOTENCY_TABLE
+from chalicelib.settings import IDEMPOTENCY_TABLE, POLICIES_DIR
 from chalicelib.sg_guard import NotificationError, RevokeRetryError
 from demo.environment import create_table
 from tests.conftest import HOME, REGION, ROOT, load_event
@@ -200,7 +200,7 @@ def test_max_exemption_days_comes_from_the_policy(
 ) -> None:
     path = policies_dir / "security_groups.yml"
     path.write_text(path.read_text().replace("rules:\n", "max_exemption_days: 7\nrules:\n", 1))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     group, rule, event = open_ssh(estate, tags={TAG: in_days(10)})
 
     assert invoke(lambdas, event)["status"] == "reverted"

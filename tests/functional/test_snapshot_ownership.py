@@ -20,6 +20,7 @@ import pytest
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.runtime import current
+from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
 from chalicelib.snapshots import MANAGED, POLICY, VOLUME, WINDOW, Unit, UnitsNotQueuedError, window_tag
 from tests.conftest import HOME, MEMBER, REGION, load_event
 from tests.functional.conftest import Emitted, Estate
@@ -41,7 +42,7 @@ def use_policy(policies_dir: Path, monkeypatch: pytest.MonkeyPatch, text: str) -
     (policies_dir / "snapshots.yml").write_text(text)
     accounts = policies_dir / "accounts.yml"
     accounts.write_text(accounts.read_text().replace("regions: [eu-west-1]", "regions: [eu-west-1, eu-central-1]", 1))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
 
 
@@ -215,7 +216,7 @@ def test_unit_messages_sqs_refuses_are_sent_again_or_the_run_fails(
     estate: Estate, monkeypatch: pytest.MonkeyPatch, emitted: Emitted, refusals: int | None, queued: bool
 ) -> None:
     queue_url = boto3.client("sqs").create_queue(QueueName="opsbots-snapshots")["QueueUrl"]
-    monkeypatch.setenv("OPSBOTS_SNAPSHOT_QUEUE", queue_url)
+    monkeypatch.setenv(SNAPSHOT_QUEUE, queue_url)
     current.cache_clear()
     refuse_entries(current().clients.client("sqs", Target(HOME_KEY, REGION)), refusals)
 

@@ -12,6 +12,7 @@ from chalice.test import Client
 
 from chalicelib.aws import Target, tags_of
 from chalicelib.runtime import current
+from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
 from chalicelib.snapshots import BOT, MANAGED, POLICY, Unit, take_snapshots, work_on
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import Estate, member_client
@@ -64,7 +65,7 @@ def test_the_schedule_snapshots_selected_volumes_in_every_account(
     # Given an hourly policy (due whatever the time), tagged volumes in home and the member account
     path = policies_dir / "snapshots.yml"
     path.write_text(path.read_text().replace("every: 24h", "every: 1h"))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     home = volume(estate.home_ec2, Backup="daily", Team="web")
     member = volume(estate.member_ec2, Backup="daily")
     untagged = volume(estate.home_ec2)
@@ -132,7 +133,7 @@ def test_one_failing_account_does_not_stop_the_others(
     # Given a second member account whose role is denied
     accounts = policies_dir / "accounts.yml"
     accounts.write_text(accounts.read_text() + '  - id: "333333333333"\n    name: broken\n')
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
     broken = current().clients.client(
         "ec2", Target("333333333333", REGION, "arn:aws:iam::333333333333:role/opsbots-member-snapshots")
@@ -176,7 +177,7 @@ def test_instance_consistency_snapshots_an_instances_volumes_in_one_call(
     text = path.read_text().replace("select: {tags: {Backup: daily}}", "select: {instance_tags: {Backup: daily}}")
     text = text.replace("copy_tags: true", f"copy_tags: {copy_tags}")
     path.write_text(text.replace("consistency: volume", "consistency: instance"))
-    monkeypatch.setenv("OPSBOTS_POLICIES", str(policies_dir))
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
     current.cache_clear()
     instance = estate.home_ec2.run_instances(
         ImageId="ami-12345678",
@@ -203,7 +204,7 @@ def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monk
     # Given the queue the template creates
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="opsbots-snapshots")["QueueUrl"]
-    monkeypatch.setenv("OPSBOTS_SNAPSHOT_QUEUE", queue_url)
+    monkeypatch.setenv(SNAPSHOT_QUEUE, queue_url)
     current.cache_clear()
     home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.runtime import current
+from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER
 from chalicelib.triggers import LenientCloudWatchEvent
 from tests.conftest import EVENTS, ROOT, load_event
 from tests.fuzz import estate
@@ -65,8 +66,8 @@ def deployed() -> Iterator[Deployed]:
     groups where it counts on their state.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OPSBOTS_DNS_TABLE", estate.DNS_TABLE)
-        patch.setenv("OPSBOTS_SNAPSHOT_LEDGER", estate.SNAPSHOT_LEDGER)
+        patch.setenv(DNS_TABLE, estate.DNS_TABLE)
+        patch.setenv(SNAPSHOT_LEDGER, estate.SNAPSHOT_LEDGER)
         patch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")  # an odd region answers as AWS would, not KeyError
         current.cache_clear()
         from app import app  # imported once the environment is set, as the functional tests do
