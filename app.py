@@ -37,7 +37,7 @@ app.register_middleware(answer_when_off)  # inside the wrappers: logged with the
 def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current().acting_as("on_security_group_change", sg_guard.BOT)
+    runtime = current().acting_as("on_security_group_change")
     return sg_guard.handle_change(
         event.to_dict(),
         policies=runtime.policies,
@@ -50,7 +50,7 @@ def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
 def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import sg_guard
 
-    runtime = current().acting_as("sweep_security_groups", sg_guard.BOT)
+    runtime = current().acting_as("sweep_security_groups")
     return sg_guard.sweep(
         policies=runtime.policies,
         clients=runtime.clients,
@@ -65,7 +65,7 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
 def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current().acting_as("on_instance_state_change", dns.BOT)
+    runtime = current().acting_as("on_instance_state_change")
     return dns.handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.dns)
 
 
@@ -73,7 +73,7 @@ def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
 def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import dns
 
-    runtime = current().acting_as("reconcile_dns", dns.BOT)
+    runtime = current().acting_as("reconcile_dns")
     return dns.reconcile(policies=runtime.policies, deps=runtime.dns)
 
 
@@ -81,7 +81,7 @@ def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
 def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current().acting_as("take_snapshots", snapshots.BOT)
+    runtime = current().acting_as("take_snapshots")
     return snapshots.take_snapshots(
         policies=runtime.policies.snapshots,
         accounts=runtime.policies.accounts,
@@ -97,7 +97,7 @@ def take_snapshots(event: CloudWatchEvent) -> dict[str, Any]:
 def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     from chalicelib import snapshots
 
-    runtime = current().acting_as("snapshot_worker", snapshots.BOT)
+    runtime = current().acting_as("snapshot_worker")
     return snapshots.work_on(
         (record.body for record in event),
         policies=runtime.policies.snapshots,
@@ -112,7 +112,7 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib import thumbnails
 
-    runtime = current().acting_as("on_image_uploaded", thumbnails.BOT)
+    runtime = current().acting_as("on_image_uploaded")
     return thumbnails.handle_upload(event.to_dict(), policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
 
 

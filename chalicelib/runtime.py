@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
+from chalicelib.bots import BOT_OF
 from chalicelib.observability import logger, metrics
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER, BotOffError, Settings
@@ -52,12 +53,13 @@ class Runtime:
         """Run-once guard for this invocation; without a table, every step simply runs."""
         return self._dynamodb_once.bind(lambda_context) if self._dynamodb_once else dedupe.always
 
-    def acting_as(self, function: str, bot: str) -> Runtime:
-        """This invocation is `function`'s, one of `bot`'s: its member-account sessions carry its name.
+    def acting_as(self, function: str) -> Runtime:
+        """This invocation is `function`'s: its member-account sessions carry its name.
 
-        A bot without its policy file is off (BotOffError): checked first, before any of its resources.
+        Its bot (chalicelib/bots.py) is checked first, before any of its resources: off without its
+        policy file (BotOffError), refusing to act with a mistake in it (PolicyError).
         """
-        self.policies.require(bot)
+        self.policies.require(BOT_OF[function].name)
         self.clients.act_as(function)
         return self
 

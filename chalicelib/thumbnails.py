@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import error_code
+from chalicelib.bots import FUNCTIONS
 from chalicelib.events import IgnoredEvent, ObjectCreated, SkippedEvent, parse_object_created
 from chalicelib.observability import logger, metrics
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from chalicelib.imaging import Rendered
     from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
 
-BOT: Final = "thumbnails"  # its policy file's name
+BOT: Final = "thumbnails"  # its name in chalicelib/bots.py: its policy file's
 PERMISSIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket")
 OutputFormat = Literal["webp", "jpeg", "png", "avif"]
 CONTENT_TYPES: Final[Mapping[OutputFormat, str]] = {
@@ -65,9 +66,9 @@ SAME_FORMATS: Final[Mapping[str, OutputFormat]] = {
 }
 DRAFT_GAP: Final = 2.0  # decode at least twice the largest output, as Pillow's thumbnail() does
 MIB: Final = 1 << 20
-# The make_thumbnails function's memory in .chalice/config.json; on Lambda the runtime says
+# The function's memory as declared (chalicelib/bots.py); on Lambda the runtime says
 # (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so a redeploy with more memory admits bigger pictures.
-FUNCTION_MEMORY_MB: Final = 1769
+FUNCTION_MEMORY_MB: Final = FUNCTIONS["on_image_uploaded"].memory_mb
 # What the decode may not use: the interpreter, boto3, Pillow and its libraries (about 120 MiB
 # measured), the rendered thumbnails, and room for the allocator.
 RUNTIME_RESERVE: Final = 256 * MIB

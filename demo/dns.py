@@ -107,11 +107,10 @@ def state_change(instance_id: str, state: str, at: datetime | None = None) -> di
 @contextmanager
 def bot_calls(function: str) -> Iterator[Counter[str]]:
     """The AWS calls `function`'s clients make meanwhile ("route53:ChangeResourceRecordSets": n); observe only."""
-    from chalicelib import dns
     from chalicelib.aws import HOME, Target
     from chalicelib.runtime import current
 
-    runtime = current().acting_as(function, dns.BOT)  # its member sessions are named after it
+    runtime = current().acting_as(function)  # its member sessions are named after it
     clients = runtime.clients
     watched = (
         clients.client("ec2", Target(MEMBER, REGION, MEMBER_ROLES["dns"])),

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from chalicelib import dedupe, dns, outbox, sg_guard, snapshots, thumbnails, triggers
+from chalicelib.bots import BOTS
+from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, TRACING
 from tests.conftest import FAKE_AWS, ROOT
@@ -69,37 +71,33 @@ ZIPPED_LIMIT = 50 * 2**20  # Lambda's limit on a directly uploaded zip
 CREATE_TAGS_CONDITION = {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}}
 DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{snapshots.MANAGED}": "true"}}
 
-# Logical id in the template -> (exact actions granted, memory MB, timeout s).
-FUNCTIONS = {
-    "OnSecurityGroupChange": (SG_GUARD | LOGS | XRAY | LEDGER | FAILED_EVENTS, 256, 30),
-    "SweepSecurityGroups": (SG_GUARD | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS, 512, 300),
-    "OnInstanceStateChange": (DNS_EVENT | LOGS | XRAY | FAILED_EVENTS, 256, 30),
-    "ReconcileDns": (DNS_RECONCILE | LOGS | XRAY | FAILED_EVENTS, 1024, 600),
-    "TakeSnapshots": (SNAPSHOT_SCHEDULER | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS, 512, 900),
-    "SnapshotWorker": (SNAPSHOTS | LOGS | XRAY | SQS_CONSUME | RUN_ONCE | LEDGER, 512, 900),
-    "OnImageUploaded": (THUMBNAILS | LOGS | XRAY | FAILED_EVENTS, 1769, 60),
+# Logical id in the template -> the exact actions granted: what each function calls, judged here by hand.
+GRANTS = {
+    "OnSecurityGroupChange": SG_GUARD | LOGS | XRAY | LEDGER | FAILED_EVENTS,
+    "SweepSecurityGroups": SG_GUARD | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS,
+    "OnInstanceStateChange": DNS_EVENT | LOGS | XRAY | FAILED_EVENTS,
+    "ReconcileDns": DNS_RECONCILE | LOGS | XRAY | FAILED_EVENTS,
+    "TakeSnapshots": SNAPSHOT_SCHEDULER | LOGS | XRAY | RUN_ONCE | LEDGER | DRAIN | FAILED_EVENTS,
+    "SnapshotWorker": SNAPSHOTS | LOGS | XRAY | SQS_CONSUME | RUN_ONCE | LEDGER,
+    "OnImageUploaded": THUMBNAILS | LOGS | XRAY | FAILED_EVENTS,
 }
-DNS_FUNCTIONS = ("OnInstanceStateChange", "ReconcileDns")
+# The rest from chalicelib/bots.py. Logical id -> (exact actions granted, memory MB, timeout s).
+FUNCTIONS = {f.logical_id: (GRANTS[f.logical_id], f.memory_mb, f.timeout_s) for f in REGISTERED.values()}
+
+
+def _of(bot: str) -> tuple[str, ...]:
+    return tuple(function.logical_id for function in next(b for b in BOTS if b.name == bot).functions)
+
+
+DNS_FUNCTIONS = _of("dns")
+SNAPSHOT_FUNCTIONS = _of("snapshots")
 # Those with the run-once table: the SG event (its email ledger), and the schedules and worker that email.
-GUARDED_FUNCTIONS = ("OnSecurityGroupChange", "SweepSecurityGroups", "TakeSnapshots", "SnapshotWorker")
+GUARDED_FUNCTIONS = tuple(f.logical_id for f in REGISTERED.values() if f.once_per_delivery)
 # Invoked asynchronously by EventBridge: an event that fails every attempt goes to the on-failure destination.
-ASYNC_FUNCTIONS = tuple(sorted(set(FUNCTIONS) - {"SnapshotWorker"}))
-# Which policy files' notify senders each emailing function may send as.
-SENDERS = {
-    "OnSecurityGroupChange": ("security_groups",),
-    "SweepSecurityGroups": ("security_groups",),
-    "TakeSnapshots": ("snapshots",),
-    "SnapshotWorker": ("snapshots",),
-}
-SNAPSHOT_FUNCTIONS = ("TakeSnapshots", "SnapshotWorker")
-SHIPPED = (
-    "app.py",
-    "policies/accounts.yml",
-    "policies/security_groups.yml",
-    "policies/dns.yml",
-    "policies/snapshots.yml",
-    "policies/thumbnails.yml",
-)
+ASYNC_FUNCTIONS = tuple(sorted(f.logical_id for f in REGISTERED.values() if f.trigger != "queue"))
+# Which policy files' notify senders each emailing function may send as: its own bot's.
+SENDERS = {f.logical_id: (bot.name,) for bot in BOTS if bot.emails for f in bot.functions}
+SHIPPED = ("app.py", "policies/accounts.yml", *(f"policies/{bot.policy_file}" for bot in BOTS))
 RUNTIME_PROVIDED = ("boto3/", "botocore/")
 # deploy/member-role.yml: each bot's role in a member account (logical id -> bot), what it may do there,
 # and the functions that assume it (logical ids at home).
@@ -615,22 +613,6 @@ def test_only_the_dns_functions_get_the_dns_table(resources: dict[str, Any], fun
         assert variables[DNS_TABLE] == {"Ref": "DnsRegistryTable"}
     else:
         assert DNS_TABLE not in variables
-
-
-def test_every_stage_configures_every_function_alike() -> None:
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    stages = {name: stage["lambda_functions"] for name, stage in config["stages"].items()}
-    names = {"".join(part.title() for part in name.split("_")): name for name in stages["prod"]}
-
-    assert set(names) == set(FUNCTIONS)
-    assert all(functions == stages["prod"] for functions in stages.values())
-    for logical_id, name in names.items():
-        policy_file = stages["prod"][name]["iam_policy_file"]
-        assert policy_file == f"policy-{name}.json"
-        assert (ROOT / ".chalice" / policy_file).is_file()
-        assert (stages["prod"][name]["lambda_memory_size"], stages["prod"][name]["lambda_timeout"]) == (
-            FUNCTIONS[logical_id][1:]
-        )
 
 
 # ----- the member-account role --------------------------------------------------------------------

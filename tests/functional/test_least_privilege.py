@@ -1131,7 +1131,7 @@ def test_take_snapshots(
     # Given the scheduler's two modes: without OPSBOTS_SNAPSHOT_QUEUE (`chalice deploy` sets none) it runs
     # the units itself, which is what its EC2, SES and AssumeRole grants are for; with it, it only queues
     bot = iam.bot("take_snapshots")
-    runtime = current().acting_as("take_snapshots", snapshots.BOT)  # what the handler says first
+    runtime = current().acting_as("take_snapshots")  # what the handler says first
 
     # When the schedule runs the units itself, in consecutive windows (the handler, to set the clock)
     with enforced():

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib import sg_guard
 from chalicelib.aws import Target
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
@@ -91,7 +90,7 @@ def test_one_failing_account_does_not_stop_the_others(
     accounts = policies_dir / "accounts.yml"
     accounts.write_text(accounts.read_text() + f'  - id: "{BROKEN_MEMBER}"\n    name: broken\n')
     monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
-    current().acting_as("sweep_security_groups", sg_guard.BOT)  # its member sessions are named after it
+    current().acting_as("sweep_security_groups")  # its member sessions are named after it
     broken = Target(BROKEN_MEMBER, REGION, f"arn:aws:iam::{BROKEN_MEMBER}:role/opsbots-member-security-groups")
     answer_with_error(current().clients.client("ec2", broken), "DescribeSecurityGroups", "UnauthorizedOperation")
     group = estate.group()
