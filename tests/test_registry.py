@@ -10,9 +10,10 @@ import json
 from typing import get_args
 
 import pytest
+from chalice.config import Config
 
 from chalicelib import dns, sg_guard, snapshots, thumbnails
-from chalicelib.bots import BOT_OF, BOTS, FUNCTIONS
+from chalicelib.bots import BOTS, FUNCTIONS
 from chalicelib.policy import ACCOUNTS, POLICY_FILES, MemberBot
 from tests.conftest import ROOT
 
@@ -25,18 +26,24 @@ def test_every_handler_in_app_py_is_a_declared_function_and_back() -> None:
     assert set(app.handler_map) == set(FUNCTIONS)
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIG["stages"]))
-def test_every_stage_sizes_each_function_as_declared(stage: str) -> None:
-    configured = CONFIG["stages"][stage]["lambda_functions"]
+def test_functions_are_configured_once_for_every_stage() -> None:
+    # Chalice reads a function's settings from the top-level lambda_functions when its stage has none
+    assert set(CONFIG["lambda_functions"]) == set(FUNCTIONS)
+    assert not [stage for stage, settings in CONFIG["stages"].items() if "lambda_functions" in settings]
 
-    assert set(configured) == set(FUNCTIONS)
-    for name, function in FUNCTIONS.items():
-        assert configured[name] == {
-            "iam_policy_file": f"policy-{name}.json",
-            "lambda_memory_size": function.memory_mb,
-            "lambda_timeout": function.timeout_s,
-        }
-        assert (ROOT / ".chalice" / f"policy-{name}.json").is_file()
+
+@pytest.mark.parametrize("stage", sorted(CONFIG["stages"]))
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_stage_sizes_each_function_as_declared(stage: str, name: str) -> None:
+    # As Chalice itself resolves the stage's configuration for the function
+    resolved = Config(chalice_stage=stage, function_name=name, config_from_disk=CONFIG)
+
+    assert (resolved.lambda_memory_size, resolved.lambda_timeout) == (
+        FUNCTIONS[name].memory_mb,
+        FUNCTIONS[name].timeout_s,
+    )
+    assert resolved.iam_policy_file == f"policy-{name}.json"
+    assert (ROOT / ".chalice" / resolved.iam_policy_file).is_file()
 
 
 def test_every_bot_has_its_policy_model_and_nothing_else_does() -> None:
@@ -47,11 +54,8 @@ def test_the_bots_that_work_in_member_accounts_are_the_member_roles() -> None:
     assert {bot.name for bot in BOTS if bot.in_member_accounts} == set(get_args(MemberBot))
 
 
-@pytest.mark.parametrize("module", [sg_guard, dns, snapshots, thumbnails])
-def test_each_bots_module_names_itself_as_the_registry_does(module: object) -> None:
-    declared = {BOT_OF[name].name for name in FUNCTIONS if BOT_OF[name].name == module.BOT}
-
-    assert declared == {module.BOT}
+def test_each_bots_module_names_itself_as_the_registry_does() -> None:
+    assert {module.BOT for module in (sg_guard, dns, snapshots, thumbnails)} == {bot.name for bot in BOTS}
 
 
 def test_function_names_are_unique_across_bots() -> None:

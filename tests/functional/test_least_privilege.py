@@ -66,6 +66,7 @@ from chalicelib import dns as dns_bot
 from chalicelib import sg_guard, snapshots, triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
+from chalicelib.bots import FUNCTIONS
 from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
@@ -90,7 +91,7 @@ EXTERNAL_ID = TEST_EXTERNAL_ID
 FIRST_WINDOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 WINDOWS = 4  # take; keep; prune the first; prune the first copy (retention count 1, copies one run behind)
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-FUNCTION_NAMES = tuple(CONFIG["stages"]["prod"]["lambda_functions"])
+FUNCTION_NAMES = tuple(FUNCTIONS)  # chalicelib/bots.py
 # Granted for the Lambda runtime (logs) and the X-Ray SDK's daemon (traces): the code never calls them.
 PLATFORM = LOGS | XRAY
 # Statements for Lambda's own use of the role (logs, traces, the on-failure destination), never a code path's.
