@@ -33,6 +33,7 @@ class Function:
 @dataclass(frozen=True)
 class Bot:
     name: str  # its policy file's stem (policies/<name>.yml), and its role's key in member accounts
+    module: str  # its code, which app.py's handlers import on their first event
     functions: tuple[Function, ...]
     emails: bool  # sends notifications (as its policy file's notify sender)
     in_member_accounts: bool  # acts in member accounts through its own role (deploy/member-role.yml)
@@ -45,6 +46,7 @@ class Bot:
 BOTS: Final = (
     Bot(
         "security_groups",
+        "chalicelib.sg_guard",
         (
             Function("on_security_group_change", "event", 256, 30, once_per_delivery=True),
             Function("sweep_security_groups", "schedule", 512, 300, once_per_delivery=True),
@@ -54,6 +56,7 @@ BOTS: Final = (
     ),
     Bot(
         "dns",
+        "chalicelib.dns",
         (
             Function("on_instance_state_change", "event", 256, 30),
             Function("reconcile_dns", "schedule", 1024, 600),
@@ -63,6 +66,7 @@ BOTS: Final = (
     ),
     Bot(
         "snapshots",
+        "chalicelib.snapshots",
         (
             Function("take_snapshots", "schedule", 512, 900, once_per_delivery=True),
             Function("snapshot_worker", "queue", 512, 900, once_per_delivery=True),
@@ -72,6 +76,7 @@ BOTS: Final = (
     ),
     Bot(
         "thumbnails",
+        "chalicelib.thumbnails",
         (Function("on_image_uploaded", "event", 1769, 60),),
         emails=False,
         in_member_accounts=False,

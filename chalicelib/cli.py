@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import HOME, units_of
+from chalicelib.bots import BOTS
 from chalicelib.events import (
     MalformedEventError,
     SkippedEvent,
@@ -61,8 +62,12 @@ def validated(policies: Policies) -> str:
         "snapshots": lambda: f"{len(policies.snapshots.policies)} policy(ies)",
         "thumbnails": lambda: f"{len(policies.thumbnails.buckets)} upload location(s)",
     }
-    on = [f"{bot} ({held()})" for bot, held in holds.items() if policies.is_on(bot)]
-    off = [f"{bot} (no {bot}.yml)" for bot in holds if not policies.is_on(bot)]
+    on = [
+        f"{bot.name} ({holds[bot.name]()})" if bot.name in holds else bot.name
+        for bot in BOTS
+        if policies.is_on(bot.name)
+    ]
+    off = [f"{bot.name} (no {bot.policy_file})" for bot in BOTS if not policies.is_on(bot.name)]
     lines = [
         f"ok: {len(policies.accounts.accounts)} member account(s) in accounts.yml",
         f"on: {', '.join(on) or 'none'}",

@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
+from chalicelib.bots import BOTS as REGISTERED
 from tests.conftest import ROOT
 
-BOTS = ("chalicelib.sg_guard", "chalicelib.dns", "chalicelib.snapshots", "chalicelib.thumbnails")
+BOTS = tuple(bot.module for bot in REGISTERED)
 # The heavy imports: pydantic's event and policy models, YAML, Jinja2, Pillow.
 HEAVY = ("chalicelib.events", "chalicelib.policy", "pydantic", "yaml", "jinja2", "PIL")
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.runtime import current
 from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER
 from chalicelib.triggers import LenientCloudWatchEvent
@@ -90,6 +91,11 @@ def test_every_eventbridge_function_reads_the_envelope_leniently() -> None:
     assert {name for name, handler in handlers.items() if handler.event_class is LenientCloudWatchEvent} >= set(
         FUNCTIONS
     )
+
+
+def test_every_eventbridge_function_is_fuzzed() -> None:
+    # A function added to chalicelib/bots.py with an EventBridge trigger cannot be left out of FUNCTIONS
+    assert set(FUNCTIONS) == {function.name for function in REGISTERED.values() if function.trigger != "queue"}
 
 
 ENVELOPED = sorted(path.stem for path in EVENTS.glob("*.json") if path.stem != "s3-notification-put")
