@@ -12,13 +12,16 @@ from demo.stage import Stage
 @dataclass(frozen=True)
 class Chapter:
     name: str  # what `python -m demo NAME` selects
+    bot: str  # its bot's name in chalicelib/bots.py: every bot has a chapter (tests/test_registry.py)
     title: str
     play: Callable[[Stage], bool]
 
 
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter("security-groups", "the security-group guard (chalicelib/sg_guard.py)", security_groups.run),
-    Chapter("dns", "the DNS bot (chalicelib/dns.py)", dns.run),
-    Chapter("snapshots", "the snapshot bot (chalicelib/snapshots.py)", snapshots.run),
-    Chapter("thumbnails", "the thumbnail bot (chalicelib/thumbnails.py)", thumbnails.run),
+    Chapter(
+        "security-groups", "security_groups", "the security-group guard (chalicelib/sg_guard.py)", security_groups.run
+    ),
+    Chapter("dns", "dns", "the DNS bot (chalicelib/dns.py)", dns.run),
+    Chapter("snapshots", "snapshots", "the snapshot bot (chalicelib/snapshots.py)", snapshots.run),
+    Chapter("thumbnails", "thumbnails", "the thumbnail bot (chalicelib/thumbnails.py)", thumbnails.run),
 )

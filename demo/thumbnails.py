@@ -134,7 +134,7 @@ def phone_heic() -> tuple[bytes, Colour]:
     """The same view as an iPhone stores a portrait HEIC: the sensor's landscape picture, HEVC-coded,
     turned by the container's rotation (irot, which libheif writes from EXIF Orientation 6, kept in
     the EXIF too) and tagged with a Display P3 profile, its colour values P3's; and the sun's values."""
-    import pillow_heif
+    import pillow_heif  # type: ignore[import-untyped]
 
     pillow_heif.register_heif_opener()
     upright = landscape((HEIC_STORED[1], HEIC_STORED[0]))

@@ -61,3 +61,9 @@ def test_each_bots_module_names_itself_as_the_registry_does(bot: Bot) -> None:
 
 def test_function_names_are_unique_across_bots() -> None:
     assert sum(len(bot.functions) for bot in BOTS) == len(FUNCTIONS)
+
+
+def test_every_bot_has_a_demo_chapter() -> None:
+    from demo.chapters import CHAPTERS
+
+    assert sorted(chapter.bot for chapter in CHAPTERS) == sorted(bot.name for bot in BOTS)

@@ -240,7 +240,7 @@ def phone_picture(image: Image.Image, image_format: str, orientation: int = 1, *
     they are given into the container's own transformation boxes, as an iPhone stores a portrait.
     """
     if image_format == "HEIF":
-        import pillow_heif
+        import pillow_heif  # type: ignore[import-untyped]
 
         pillow_heif.register_heif_opener()
     image.info["exif"] = exif_with(Orientation=orientation).tobytes()  # pillow-heif reads it from info
