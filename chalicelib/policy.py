@@ -623,11 +623,11 @@ class Policies:
     def _load(self, stem: str) -> StrictModel:
         if stem != ACCOUNTS:
             self._require_file(stem)
-        path = self.directory / f"{stem}.yml"
+        # A bot's file is checked against accounts.yml: the ids it names must be listed there. (A mistake in
+        # accounts.yml is raised, and reported, by its own load.)
+        context = None if stem == ACCOUNTS else {"account_ids": {account.id for account in self.accounts.accounts}}
         try:
-            # A bot's file is checked against accounts.yml: the ids it names must be listed there.
-            context = None if stem == ACCOUNTS else {"account_ids": {account.id for account in self.accounts.accounts}}
-            return _load_file(path, POLICY_FILES[stem], context)
+            return _load_file(self.directory / f"{stem}.yml", POLICY_FILES[stem], context)
         except PolicyError as error:
             if self._on_problem is not None:
                 self._on_problem(error)

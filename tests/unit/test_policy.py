@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chalicelib.policy import (
     POLICY_FILES,
     AccountsPolicy,
+    Policies,
     PolicyError,
     PolicyProblem,
     PortRange,
@@ -642,3 +643,16 @@ def test_an_empty_thumbnails_policy_makes_no_thumbnails(policies: Path) -> None:
 
     assert loaded.rule_for("photos-upload", "uploads/a.jpg") is None
     assert loaded.limits.max_pixels == 100_000_000
+
+
+def test_a_mistake_in_accounts_yml_stops_every_bot_and_is_reported_once_per_use(policies_dir: Path) -> None:
+    # Given an accounts.yml with a mistake, and otherwise good files
+    (policies_dir / "accounts.yml").write_text(ACCOUNTS_YML.replace("regions: [eu-west-1]", "regions: []"))
+    reported: list[PolicyError] = []
+    policies = Policies(policies_dir, on_problem=reported.append)
+    # When two bots are about to act
+    for bot in ("security_groups", "dns"):
+        with pytest.raises(PolicyError, match=r"accounts\.yml"):
+            policies.require(bot)
+    # Then neither acts, and accounts.yml's mistake is reported once for each, not again as the bot's own
+    assert [str(error).split(":")[0].rpartition("/")[2] for error in reported] == ["accounts.yml", "accounts.yml"]
