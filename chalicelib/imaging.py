@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
 
-from chalicelib.thumbnails import CONTENT_TYPES, Dimensions, Fit, OutputFormat, decode_request, fit
+from chalicelib.thumbnails import CONTENT_TYPES, MIB, Dimensions, Fit, OutputFormat, decode_request, fit
 
 if TYPE_CHECKING:
     from chalicelib.policy import ThumbnailSize
@@ -63,7 +63,6 @@ _SRGB: Final = ImageCms.createProfile("sRGB")
 # animation decoder about 12, libavif about 6, libheif about 4; libjpeg, zlib and libtiff decode
 # into Pillow's buffer.
 _DECODER_BYTES: Final = {"WEBP": 12, "AVIF": 6, "HEIF": 4}
-MIB: Final = 1 << 20
 DECODE_SECONDS: Final = 40.0  # a HEIC or AVIF decode past this is rejected (the function has 60 s)
 _Result = TypeVar("_Result")
 

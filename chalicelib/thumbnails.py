@@ -9,11 +9,11 @@ state of the bot:
 - no loops: an event for an object carrying it is ignored, as is any key under an output prefix.
 Writes are conditional (`If-None-Match: *` for a new key, `If-Match` for one of ours), so two
 deliveries racing each other cannot overwrite anything they did not look at; a refused write is
-looked at and decided again, so when two uploads of one key race, the one S3 holds last wins. The source is read
-with `If-Match` on the event's ETag: an event that arrives after a newer upload changes nothing,
-because the newer upload's own event makes its thumbnails. Two uploads sharing thumbnail names
-(`a.jpg`, `a.png`) are ordered by the time S3 stored them, kept in each thumbnail's metadata: the
-later upload's thumbnails win whichever event arrives last.
+looked at and decided again, so when two uploads of one key race, the one S3 holds last wins. The
+source is read with `If-Match` on the event's ETag: an event that arrives after a newer upload
+changes nothing, because the newer upload's own event makes its thumbnails. Two uploads sharing
+thumbnail names (`a.jpg`, `a.png`) are ordered by the time S3 stored them, kept in each thumbnail's
+metadata: the later upload's thumbnails win whichever event arrives last.
 
 Pillow is imported only by the render step (`chalicelib.imaging`), never by app.py.
 """
