@@ -47,6 +47,7 @@ from bench.common import (
 )
 from bench.machine import publish
 from chalicelib import settings
+from chalicelib.bots import BOTS
 
 FLOOR_TARGET = 1.3  # the issue: import app within 1.3x of import boto3
 PEER_TARGET = 0.5  # and at most half of Custodian's
@@ -54,9 +55,13 @@ IMPORTTIME_RUNS = 3
 # What the Lambda Python runtime itself holds, compiled: boto3 and the packages it needs.
 STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 LAMBDA_RUNTIME = frozenset({"boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil", "six"})
-EVERY_BOT = "import app\nfrom chalicelib import dns, sg_guard, snapshots, thumbnails"
+EVERY_BOT = "import app\n" + "\n".join(f"import {bot.module}.handlers" for bot in BOTS)
 # What on_security_group_change's first event adds to `import app` before it can judge a rule.
-LOAD_OURS_SG = "import app\nfrom chalicelib import sg_guard\nfrom chalicelib.runtime import current\ncurrent().policies"
+LOAD_OURS_SG = """\
+import app
+from chalicelib.security_groups import handlers
+from chalicelib.runtime import current
+current().policies"""
 LOAD_CUSTODIAN = f"""\
 import json
 import custodian_policy

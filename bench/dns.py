@@ -39,19 +39,10 @@ from botocore.config import Config
 from bench.common import HOME_ACCOUNT, REGION, RESULTS, Calls, median, ms, reset_moto, verdict
 from bench.machine import publish
 from chalicelib.aws import BOTO_CONFIG, HOME, Clients, Target
-from chalicelib.dns import (
-    DnsDeps,
-    Instance,
-    OwnedRecord,
-    Plan,
-    Registry,
-    ZoneCache,
-    desired_records,
-    handle_state_change,
-    hosted_zones,
-    reconcile,
-    write,
-)
+from chalicelib.dns.decisions import Instance, OwnedRecord, Plan, desired_records
+from chalicelib.dns.executors import Registry, hosted_zones, write
+from chalicelib.dns.handlers import DnsDeps, ZoneCache, handle_state_change, reconcile
+from chalicelib.dns.policy import DnsPolicy
 from chalicelib.policy import Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
 from demo.environment import create_table, moto_server
@@ -412,7 +403,7 @@ def seed(estate: Estate, instances: Sequence[Instance], policies: Policies) -> N
     claims = [
         OwnedRecord(record, instance.owner)
         for instance in instances
-        for record in desired_records(instance, policies.dns, zones, "home")[0]
+        for record in desired_records(instance, policies.of(DnsPolicy), zones, "home")[0]
     ]
     refused = write(estate.route53, Plan(claims=tuple(claims)))
     if refused:

@@ -2,7 +2,7 @@
 
 Two ways to snapshot every volume tagged Backup=daily in 10 member accounts x 2 regions:
 
-- ours: `chalicelib.snapshots.take_snapshots`, units of one account x region run in its thread pool,
+- ours: `chalicelib.snapshots.schedule_snapshots`, units of one account x region run in its thread pool,
   each unit one tag-filtered DescribeSnapshots and DescribeVolumes, then one CreateSnapshot per
   volume with its tags in the same call (TagSpecifications);
 - serial: the way Ops Automator does it, one account after the other with one client each, and per
@@ -43,19 +43,10 @@ from chalicelib.aws import Clients, Target
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import MemberRoles, Policies, load_policies
 from chalicelib.settings import SHIPPED_POLICIES
-from chalicelib.snapshots import (
-    BOT,
-    MANAGED,
-    POLICY,
-    VOLUME,
-    WINDOW,
-    Entry,
-    Ledger,
-    SnapshotDeps,
-    take_snapshots,
-    window_start,
-    window_tag,
-)
+from chalicelib.snapshots.decisions import BOT, MANAGED, POLICY, VOLUME, WINDOW, Entry, window_start, window_tag
+from chalicelib.snapshots.executors import Ledger
+from chalicelib.snapshots.handlers import SnapshotDeps, schedule_snapshots
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table, moto_server
 
 if TYPE_CHECKING:
@@ -232,8 +223,8 @@ def scheduled_run(policies: Policies, clients: Clients) -> dict[str, Any]:
     """`take_snapshots` at NOW, running its units in-process, without a run-once table (its calls are the
     schedule's, not the work's), with the ledger that proves which snapshots are its own (those calls count)."""
     ledger = Ledger(clients.client("dynamodb", Target(HOME_KEY, HOME_REGION)), LEDGER_TABLE)
-    return take_snapshots(
-        policies=policies.snapshots,
+    return schedule_snapshots(
+        policies=policies.of(SnapshotsPolicy),
         accounts=policies.accounts,
         deps=SnapshotDeps(clients, None, None, ledger),
         mailer=mailer_for(BOT, clients, None),

@@ -2,7 +2,7 @@
 
 One generated, deterministic 6000x4000 photo-like JPEG; for 256 px, 1024 px and three sizes together:
 
-- ours: `chalicelib.imaging.render` (one decode, shrunk on load to twice the largest output, then
+- ours: `chalicelib.thumbnails.imaging.render` (one decode, shrunk on load to twice the largest output, then
   Lanczos with reducing_gap, EXIF orientation, sRGB, WebP q82);
 - ours writing AVIF (q82, libavif speed `imaging.AVIF_SPEED`): what AVIF output costs;
 - naive: the AWS S3-to-Lambda thumbnail tutorial's shape, `Image.open(path)`, then per size
@@ -65,7 +65,7 @@ NAIVE_TARGET: Final = 3.0  # the issue: ours at 256 px at least 3x faster than t
 APPROACHES: Final = {
     "decode": "decode only: `Image.open(BytesIO(data)).load()`, full size",
     "draft": "draft decode: the shrunk decode ours does for 256 px",
-    "ours": "**ours**: `imaging.render`",
+    "ours": "**ours**: `render`",
     "avif": "**ours**, writing AVIF",
     "naive": "naive: `open → resize(LANCZOS) → save` per size",
     "vips": "libvips: `thumbnail_buffer` per size",
@@ -169,9 +169,9 @@ def _decode(spec: Mapping[str, Any]) -> Runner:
 
 
 def _ours(spec: Mapping[str, Any]) -> Runner:
-    from chalicelib import imaging
-    from chalicelib.policy import ThumbnailSize
-    from chalicelib.thumbnails import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
+    from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
+    from chalicelib.thumbnails.imaging import render
+    from chalicelib.thumbnails.policy import ThumbnailSize
 
     path = Path(spec["image"])
     sizes = [ThumbnailSize(**size) for size in spec["sizes"]]
@@ -179,7 +179,7 @@ def _ours(spec: Mapping[str, Any]) -> Runner:
 
     def run() -> list[Output]:
         data = path.read_bytes()
-        rendered = imaging.render(
+        rendered = render(
             data,
             sizes,
             output_format=output_format,
@@ -368,8 +368,8 @@ def vips_python() -> tuple[str, str] | None:
 
 
 def plan(pictures: Pictures, repeat: int, vips: str | None) -> list[Row]:
-    from chalicelib.policy import ThumbnailSize
-    from chalicelib.thumbnails import Dimensions, decode_request, fit
+    from chalicelib.thumbnails.decisions import Dimensions, decode_request, fit
+    from chalicelib.thumbnails.policy import ThumbnailSize
 
     def targets(source: Dimensions, sizes: Sequence[Mapping[str, Any]]) -> tuple[tuple[int, int], ...]:
         fits = [fit(source, ThumbnailSize(**size)) for size in sizes]
@@ -476,7 +476,7 @@ class Verdict:
 
 
 def verdict(results: Sequence[Result]) -> Verdict:
-    from chalicelib.thumbnails import FUNCTION_MEMORY_MB
+    from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB
 
     seconds = {(r.row.case, r.row.approach): r.seconds for r in results}
     ours = seconds["256 px", "ours"]
@@ -486,7 +486,7 @@ def verdict(results: Sequence[Result]) -> Verdict:
 
 def avif_costs(results: Sequence[Result]) -> str:
     """What writing AVIF instead of WebP costs, size by size."""
-    from chalicelib.imaging import AVIF_SPEED
+    from chalicelib.thumbnails.imaging import AVIF_SPEED
 
     seconds = {(r.row.case, r.row.approach): r for r in results}
     parts = [

@@ -1,4 +1,5 @@
-"""The bots, declared once: what each is called, which Lambda functions it runs and how they are sized.
+"""The bots, declared once: what each is called, which Lambda functions it runs, how they are sized and
+what they may call.
 
 Plain data, no imports beyond the standard library, so app.py, the CLI, the tests, the demo and the
 bench can all read it for the price of a dataclass. Lists that used to be kept by hand in each of
@@ -22,6 +23,7 @@ class Function:
     trigger: Trigger  # an EventBridge event, a schedule, or an SQS queue (invoked synchronously)
     memory_mb: int  # lambda_memory_size (Lambda's "MB" are MiB)
     timeout_s: int  # lambda_timeout
+    calls: tuple[str, ...]  # the IAM actions its bot's code calls at home (the platform's are added by role: below)
     once_per_delivery: bool = False  # uses the run-once table: its emails and scheduled runs happen once
 
     @property
@@ -32,55 +34,111 @@ class Function:
 
 @dataclass(frozen=True)
 class Bot:
-    name: str  # its policy file's stem (policies/<name>.yml), and its role's key in member accounts
-    module: str  # its code, which app.py's handlers import on their first event
+    name: str  # its package (chalicelib/<name>/), its policy file's stem (policies/<name>.yml), its member role's key
+    policy_model: str  # the class in chalicelib/<name>/policy.py that <name>.yml holds
     functions: tuple[Function, ...]
     emails: bool  # sends notifications (as its policy file's notify sender)
-    in_member_accounts: bool  # acts in member accounts through its own role (deploy/member-role.yml)
+    # What its own role in member accounts allows (deploy/member-role.yml); none: it acts at home only.
+    member_calls: tuple[str, ...] = ()
+
+    @property
+    def in_member_accounts(self) -> bool:
+        return bool(self.member_calls)
+
+    @property
+    def module(self) -> str:
+        """Its package, which app.py's handlers import on their first event."""
+        return f"chalicelib.{self.name}"
+
+    @property
+    def policy_module(self) -> str:
+        return f"{self.module}.policy"
 
     @property
     def policy_file(self) -> str:
         return f"{self.name}.yml"
 
 
+# What each bot's code calls. Every function is also granted what the platform needs, by what it is
+# (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
+# the email ledger for a bot that emails (and its outbox's index for its schedules); the run-once table
+# for a schedule or queue function that runs once per delivery; the queue for a queue function.
+_GUARD_EC2 = (
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:GetManagedPrefixListEntries",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupEgress",
+)
+_GUARD = (*_GUARD_EC2, "ses:SendEmail", "sts:AssumeRole", "sts:GetCallerIdentity")
+_DNS = (
+    "ec2:DescribeInstances",
+    "route53:ListHostedZones",
+    "route53:GetHostedZone",
+    "route53:ListResourceRecordSets",
+    "route53:ChangeResourceRecordSets",
+    "dynamodb:PutItem",  # the registry
+    "dynamodb:DeleteItem",
+    "sts:AssumeRole",
+    "sts:GetCallerIdentity",
+)
+_SNAPSHOT_EC2 = (
+    "ec2:DescribeVolumes",
+    "ec2:DescribeInstances",
+    "ec2:DescribeSnapshots",
+    "ec2:CreateSnapshot",
+    "ec2:CreateSnapshots",
+    "ec2:CreateTags",
+    "ec2:CopySnapshot",
+    "ec2:DeleteSnapshot",
+)
+_SNAPSHOTS = (
+    *_SNAPSHOT_EC2,
+    "ses:SendEmail",
+    "sts:AssumeRole",
+    "sts:GetCallerIdentity",
+    "dynamodb:Query",  # the ledger
+    "dynamodb:BatchWriteItem",
+)
+
 BOTS: Final = (
     Bot(
         "security_groups",
-        "chalicelib.sg_guard",
+        "SecurityGroupsPolicy",
         (
-            Function("on_security_group_change", "event", 256, 30, once_per_delivery=True),
-            Function("sweep_security_groups", "schedule", 512, 300, once_per_delivery=True),
+            Function("on_security_group_change", "event", 256, 30, _GUARD, once_per_delivery=True),
+            Function("sweep_security_groups", "schedule", 512, 300, _GUARD, once_per_delivery=True),
         ),
         emails=True,
-        in_member_accounts=True,
+        member_calls=_GUARD_EC2,
     ),
     Bot(
         "dns",
-        "chalicelib.dns",
+        "DnsPolicy",
         (
-            Function("on_instance_state_change", "event", 256, 30),
-            Function("reconcile_dns", "schedule", 1024, 600),
+            Function("on_instance_state_change", "event", 256, 30, (*_DNS, "dynamodb:Query")),  # by the owner index
+            Function("reconcile_dns", "schedule", 1024, 600, (*_DNS, "dynamodb:Scan")),  # the whole registry
         ),
         emails=False,
-        in_member_accounts=True,
+        member_calls=("ec2:DescribeInstances",),  # it reads tags anyone can set: it changes nothing there
     ),
     Bot(
         "snapshots",
-        "chalicelib.snapshots",
+        "SnapshotsPolicy",
         (
-            Function("take_snapshots", "schedule", 512, 900, once_per_delivery=True),
-            Function("snapshot_worker", "queue", 512, 900, once_per_delivery=True),
+            Function("take_snapshots", "schedule", 512, 900, (*_SNAPSHOTS, "sqs:SendMessage"), once_per_delivery=True),
+            Function("snapshot_worker", "queue", 512, 900, _SNAPSHOTS, once_per_delivery=True),
         ),
         emails=True,
-        in_member_accounts=True,
+        member_calls=_SNAPSHOT_EC2,
     ),
     Bot(
         "thumbnails",
-        "chalicelib.thumbnails",
-        (Function("on_image_uploaded", "event", 1769, 60),),
+        "ThumbnailsPolicy",
+        (Function("on_image_uploaded", "event", 1769, 60, ("s3:GetObject", "s3:PutObject", "s3:ListBucket")),),
         emails=False,
-        in_member_accounts=False,
     ),
 )
 FUNCTIONS: Final = {function.name: function for bot in BOTS for function in bot.functions}
+BOT_NAMED: Final = {bot.name: bot for bot in BOTS}
 BOT_OF: Final = {function.name: bot for bot in BOTS for function in bot.functions}

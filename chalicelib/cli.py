@@ -15,18 +15,36 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import HOME, units_of
 from chalicelib.bots import BOTS
-from chalicelib.events import (
-    MalformedEventError,
-    SkippedEvent,
-    parse_object_created,
-    parse_security_group_change,
-    parse_state_change,
-)
+from chalicelib.dns.decisions import BOT as DNS_BOT
+from chalicelib.dns.decisions import owner_of
+from chalicelib.dns.events import parse_state_change
+from chalicelib.dns.policy import DnsPolicy
+from chalicelib.events import MalformedEventError, SkippedEvent
 from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
+from chalicelib.security_groups.decisions import (
+    BOT,
+    broken_rules,
+    describe_source,
+    describe_traffic,
+    judge,
+    needs_action,
+    risky_entries,
+    violation_notice,
+)
+from chalicelib.security_groups.events import parse_security_group_change
+from chalicelib.security_groups.executors import PrintingExecutor
+from chalicelib.security_groups.policy import SecurityGroupsPolicy
 from chalicelib.settings import BotOffError, Settings
+from chalicelib.snapshots.decisions import BOT as SNAPSHOTS_BOT
+from chalicelib.snapshots.decisions import plan_units
+from chalicelib.snapshots.executors import print_unit
+from chalicelib.snapshots.policy import SnapshotsPolicy
+from chalicelib.thumbnails.decisions import plan_thumbnails
+from chalicelib.thumbnails.events import parse_object_created
+from chalicelib.thumbnails.executors import print_plan
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 def validated(policies: Policies) -> str:
     """What `opsbots validate` says of a valid directory: each bot on, with what it holds, or off."""
     holds: dict[str, Callable[[], str]] = {
-        "security_groups": lambda: f"{len(policies.security_groups.rules)} rule(s)",
-        "dns": lambda: f"{len(policies.dns.zones)} zone(s)",
-        "snapshots": lambda: f"{len(policies.snapshots.policies)} policy(ies)",
-        "thumbnails": lambda: f"{len(policies.thumbnails.buckets)} upload location(s)",
+        "security_groups": lambda: f"{len(policies.of(SecurityGroupsPolicy).rules)} rule(s)",
+        "dns": lambda: f"{len(policies.of(DnsPolicy).zones)} zone(s)",
+        "snapshots": lambda: f"{len(policies.of(SnapshotsPolicy).policies)} policy(ies)",
+        "thumbnails": lambda: f"{len(policies.of(ThumbnailsPolicy).buckets)} upload location(s)",
     }
     on = [
         f"{bot.name} ({holds[bot.name]()})" if bot.name in holds else bot.name
@@ -120,7 +138,7 @@ def simulate_event(path: Path, policies: Policies, out: IO[str]) -> int:
 def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     change = parse_state_change(raw)
     member = policies.accounts.member(change.account_id)
-    owner = dns.owner_of(change.account_id, change.region, change.instance_id)
+    owner = owner_of(change.account_id, change.region, change.instance_id)
     out.write(
         f"event {change.event_id}: {change.instance_id} -> {change.state} in {change.account_id} {change.region}\n"
     )
@@ -128,7 +146,7 @@ def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]
         out.write(f"account {change.account_id} is not in accounts.yml: acted on only if it is the home account\n")
     out.write("AWS calls it would make:\n")
     if member is not None:
-        role = policies.accounts.role_arn(member, dns.BOT)
+        role = policies.accounts.role_arn(member, DNS_BOT)
         out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
     out.write(f"  ec2.describe_instances(InstanceIds=['{change.instance_id}'])\n")
     out.write(f"  dynamodb.query(by-owner = '{owner}')  # the records opsbots holds for it\n")
@@ -142,27 +160,29 @@ def _simulate_state_change(raw: dict[str, Any], policies: Policies, out: IO[str]
 
 
 def _record_names(policies: Policies) -> str:
-    zones = ", ".join(f"<{policies.dns.name_tag}>.{zone.zone} ({zone.address})" for zone in policies.dns.zones)
+    zones = ", ".join(
+        f"<{policies.of(DnsPolicy).name_tag}>.{zone.zone} ({zone.address})" for zone in policies.of(DnsPolicy).zones
+    )
     extras = [
-        f"CNAMEs from {policies.dns.alias_tag}" if policies.dns.alias_tag else "",
-        "PTRs" if policies.dns.reverse else "",
+        f"CNAMEs from {policies.of(DnsPolicy).alias_tag}" if policies.of(DnsPolicy).alias_tag else "",
+        "PTRs" if policies.of(DnsPolicy).reverse else "",
     ]
     return ", ".join([zones, *filter(None, extras)])
 
 
 def _simulate_schedule(raw: dict[str, Any], policies: Policies, out: IO[str]) -> int:
     accounts = policies.accounts
-    targets = units_of(accounts, HOME, snapshots.BOT)
+    targets = units_of(accounts, HOME, SNAPSHOTS_BOT)
     now = _event_time(raw) if raw.get("time") else datetime.now(UTC)
     out.write(f"scheduled run at {now.isoformat()} over {len(targets)} account/region unit(s)\n")
     out.write("  sweep_security_groups: describe_security_groups + describe_security_group_rules per unit;\n")
     out.write("    revoke what breaks the policy; one digest email if anything was found or failed\n")
     out.write("  reconcile_dns: describe_instances (running) per unit, one registry scan, one listing per\n")
     out.write("    zone with new names, change batches of up to 1,000 records; failed units keep their records\n")
-    units = snapshots.plan_units(policies.snapshots, accounts, targets, now)
+    units = plan_units(policies.of(SnapshotsPolicy), accounts, targets, now)
     out.write(f"  take_snapshots: {len(units)} unit(s) with a policy due (nothing is taken or deleted here):\n")
     for unit in units:
-        snapshots.print_unit(unit, policies.snapshots, out)
+        print_unit(unit, policies.of(SnapshotsPolicy), out)
     return 0
 
 
@@ -180,7 +200,7 @@ def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> i
     uploads = parse_object_created(raw)
     for upload in uploads:
         try:
-            thumbnails.print_plan(thumbnails.plan_thumbnails(upload, policies.thumbnails), out)
+            print_plan(plan_thumbnails(upload, policies.of(ThumbnailsPolicy)), out)
         except SkippedEvent as skipped:
             out.write(f"skipped: {skipped}\n")
     out.write(
@@ -193,39 +213,39 @@ def _simulate_upload(raw: dict[str, Any], policies: Policies, out: IO[str]) -> i
 
 def _simulate_security_group_change(raw: Any, policies: Policies, out: IO[str]) -> int:
     change = parse_security_group_change(raw)
-    policy = policies.security_groups
+    policy = policies.of(SecurityGroupsPolicy)
     out.write(
         f"event {change.event_id}: {change.api_call} by {change.actor.arn} in {change.account_id} {change.region}\n"
     )
     for permission in change.permissions:
-        broken = sg_guard.broken_rules(permission, policy.rules)
+        broken = broken_rules(permission, policy.rules)
         judged = f"VIOLATES {', '.join(broken)}" if broken else "compliant"
         out.write(
-            f"  {permission.direction or '?'} {sg_guard.describe_traffic(permission)} from "
-            f"{sg_guard.describe_source(permission.source)} ({permission.rule_id or 'no rule id'}): {judged}\n"
+            f"  {permission.direction or '?'} {describe_traffic(permission)} from "
+            f"{describe_source(permission.source)} ({permission.rule_id or 'no rule id'}): {judged}\n"
         )
     known_entries = {}
     if change.prefix_list is not None:
         edit = change.prefix_list
-        risky = sg_guard.risky_entries(edit.added, policy.rules)
+        risky = risky_entries(edit.added, policy.rules)
         added = ", ".join(str(entry) for entry in edit.added) or "nothing"
         out.write(f"  prefix list {edit.prefix_list_id} gains {added}; forbidden as a source: ")
         out.write(f"{', '.join(str(entry) for entry in risky) or 'none'}\n")
         known_entries = {edit.prefix_list_id: edit.added}
-    if not sg_guard.needs_action(change, policy.rules):
+    if not needs_action(change, policy.rules):
         out.write("decision: compliant; no AWS call would be made\n")
         return 0
     member = policies.accounts.member(change.account_id)
     out.write("AWS calls it would make:\n")
     if member:
-        role = policies.accounts.role_arn(member, sg_guard.BOT)
+        role = policies.accounts.role_arn(member, BOT)
         out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
-    executor = sg_guard.PrintingExecutor(out, policy.rules, known_entries)
-    verdict = sg_guard.judge(change, policy, executor, datetime.now(UTC))
+    executor = PrintingExecutor(out, policy.rules, known_entries)
+    verdict = judge(change, policy, executor, datetime.now(UTC))
     if verdict.status == "compliant":
         out.write("decision: compliant once prefix lists are resolved\n")
         return 0
-    email = sg_guard.violation_notice(change, verdict, policy, member.name if member else "home", None).render()
+    email = violation_notice(change, verdict, policy, member.name if member else "home", None).render()
     out.write(f"  dynamodb.put_item(opsbots-idempotency, notice#sg-event:{change.event_id}:{verdict.status})")
     out.write("  # once per event and outcome\n")
     out.write(f"  sesv2.send_email(FromEmailAddress='{email.sender}', To={list(email.recipients)})\n")

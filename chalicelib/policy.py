@@ -12,12 +12,10 @@ This module is the only place that knows the file layout and the schema;
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from functools import cached_property
-from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, cast, get_args, get_origin
 
@@ -28,29 +26,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from chalicelib.bots import BOT_NAMED, BOTS
 from chalicelib.names import ACCOUNT_ID, REGION_NAME, anchored
 from chalicelib.settings import BotOffError
 
 _YamlPath = tuple[str | int, ...]
-_Item = TypeVar("_Item")
+Item = TypeVar("Item")
 
-_PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?")
-_RULE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+RULE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _ROLE_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_ZONE_NAME = re.compile(
-    r"(?=.{1,253}\.?$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?"
-)
-_MAX_PORT = 65535
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _PLAIN_MESSAGES: Final = {
     "tuple_type": "Input should be a list",
@@ -58,69 +50,13 @@ _PLAIN_MESSAGES: Final = {
 }
 
 
-@dataclass(frozen=True)
-class PortRange:
-    """An inclusive range of TCP/UDP ports; a single port has first == last."""
-
-    first: int
-    last: int
-
-    def __post_init__(self) -> None:
-        for port in (self.first, self.last):
-            if not 0 <= port <= _MAX_PORT:
-                raise ValueError(f"port {port} is outside 0-{_MAX_PORT}")
-        if self.first > self.last:
-            raise ValueError(f"port range {self.first}-{self.last} ends before it starts")
-
-    def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-
-    @classmethod
-    def parse(cls, value: object) -> PortRange:
-        """Read ``22`` or ``"20-25"`` as written in a policy file."""
-        if isinstance(value, PortRange):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return cls(value, value)
-        match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
-        if match is None:
-            raise ValueError(f"{value!r} is not a port or range")
-        first, last = match.group(1), match.group(2) or match.group(1)
-        return cls(int(first), int(last))
-
-    def contains(self, port: int) -> bool:
-        return self.first <= port <= self.last
-
-    def overlaps(self, other: PortRange) -> bool:
-        return self.first <= other.last and other.first <= self.last
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+def matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     def check(value: str) -> str:
         if pattern.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not {what}")
         return value
 
     return AfterValidator(check)
-
-
-def _parse_cidr(value: object) -> IPv4Network | IPv6Network:
-    if isinstance(value, IPv4Network | IPv6Network):
-        return value
-    if isinstance(value, str):
-        try:
-            return ip_network(value, strict=False)
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a CIDR")
-
-
-def _parse_sources(value: object) -> object:
-    if value in ("internet", "any"):
-        return value
-    if isinstance(value, list | tuple) and value:
-        return tuple(_parse_cidr(item) for item in value)
-    raise ValueError(f"{value!r} is not 'internet', 'any' or a list of CIDRs")
 
 
 def _parse_account_id(value: object) -> object:
@@ -133,43 +69,26 @@ def _parse_account_id(value: object) -> object:
     return value
 
 
-def _non_empty(items: tuple[_Item, ...]) -> tuple[_Item, ...]:
+def non_empty(items: tuple[Item, ...]) -> tuple[Item, ...]:
     if not items:
         raise ValueError("must list at least one item")
     return items
 
 
-def _string_schema(pattern: re.Pattern[str]) -> WithJsonSchema:
+def string_schema(pattern: re.Pattern[str]) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": anchored(pattern)})
 
 
-Protocol = Literal["tcp", "udp", "icmp", "icmpv6"]
-_Port = Annotated[
-    PortRange,
-    PlainValidator(PortRange.parse),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": _MAX_PORT},
-                {"type": "string", "pattern": r"^\d{1,5}(-\d{1,5})?$"},
-            ]
-        }
-    ),
-]
-_NonEmpty = Annotated[tuple[_Item, ...], AfterValidator(_non_empty), Field(json_schema_extra={"minItems": 1})]
-_Cidr = Annotated[IPv4Network | IPv6Network, BeforeValidator(_parse_cidr)]
-_Sources = Annotated[
-    Literal["internet", "any"] | tuple[IPv4Network | IPv6Network, ...], BeforeValidator(_parse_sources)
-]
-_Email = Annotated[str, _matching(_EMAIL, "an email address"), _string_schema(_EMAIL)]
-_RuleName = Annotated[str, _matching(_RULE_NAME, "a rule name (a-z, 0-9 and '-')"), _string_schema(_RULE_NAME)]
-_Region = Annotated[str, _matching(REGION_NAME, "an AWS region name"), _string_schema(REGION_NAME)]
-_Regions = _NonEmpty[_Region]
-_RoleName = Annotated[str, _matching(_ROLE_NAME, "an IAM role name"), _string_schema(_ROLE_NAME)]
-_AccountId = Annotated[str, BeforeValidator(_parse_account_id), _string_schema(ACCOUNT_ID)]
+NonEmpty = Annotated[tuple[Item, ...], AfterValidator(non_empty), Field(json_schema_extra={"minItems": 1})]
+Email = Annotated[str, matching(EMAIL, "an email address"), string_schema(EMAIL)]
+RuleName = Annotated[str, matching(RULE_NAME, "a rule name (a-z, 0-9 and '-')"), string_schema(RULE_NAME)]
+Region = Annotated[str, matching(REGION_NAME, "an AWS region name"), string_schema(REGION_NAME)]
+Regions = NonEmpty[Region]
+_RoleName = Annotated[str, matching(_ROLE_NAME, "an IAM role name"), string_schema(_ROLE_NAME)]
+AccountId = Annotated[str, BeforeValidator(_parse_account_id), string_schema(ACCOUNT_ID)]
 
 
-def _unique(collection: str, what: str, key: Callable[[Any], str]) -> AfterValidator:
+def unique(collection: str, what: str, key: Callable[[Any], str]) -> AfterValidator:
     """A list whose items `key` tells apart: the first two alike are reported by their indexes."""
 
     def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -195,47 +114,14 @@ class StrictModel(BaseModel):
 class EmailSettings(StrictModel):
     """Who sends the bots' email and who receives it."""
 
-    sender: _Email
-    recipients: _NonEmpty[_Email]
+    sender: Email
+    recipients: NonEmpty[Email]
 
 
 class NotifySettings(StrictModel):
     """Where findings are reported."""
 
     email: EmailSettings
-
-
-class SecurityGroupRule(StrictModel):
-    """Security group permissions that are not allowed (for egress, sources are destinations)."""
-
-    name: _RuleName
-    direction: Literal["ingress", "egress"] = "ingress"
-    protocols: tuple[Protocol, ...] | None = None
-    ports: tuple[_Port, ...] | None = None
-    except_ports: tuple[_Port, ...] | None = None
-    sources: _Sources
-    allowed_sources: tuple[_Cidr, ...] = ()
-
-    @field_validator("except_ports")
-    @classmethod
-    def check_not_both_port_lists(
-        cls, except_ports: tuple[PortRange, ...] | None, info: ValidationInfo
-    ) -> tuple[PortRange, ...] | None:
-        if except_ports is not None and info.data.get("ports") is not None:
-            raise ValueError("give either ports or except_ports, not both")
-        return except_ports
-
-
-class SecurityGroupsPolicy(StrictModel):
-    """Contents of security_groups.yml."""
-
-    mode: Literal["enforce", "report"] = "enforce"
-    notify: NotifySettings
-    exemption_tag: Annotated[str, Field(min_length=1)] = "opsbots:exempt-until"
-    # The longest an exemption tag may keep a group's violations open, from the time it is read: a tag
-    # anyone who can open a rule can often set must not be an endless bypass.
-    max_exemption_days: Annotated[int, Field(ge=1, le=3650)] = 90
-    rules: Annotated[tuple[SecurityGroupRule, ...], _unique("rules", "name", lambda rule: rule.name)]
 
 
 # The bots that work in member accounts, each through its own role there (deploy/member-role.yml): the DNS
@@ -272,7 +158,7 @@ class AccountDefaults(StrictModel):
     """Settings for every account that does not override them."""
 
     roles: MemberRoles = MemberRoles()
-    regions: _Regions
+    regions: Regions
 
     _role_name_replaced = model_validator(mode="before")(_no_role_name)
 
@@ -280,9 +166,9 @@ class AccountDefaults(StrictModel):
 class MemberAccount(StrictModel):
     """An account the bots assume a role in."""
 
-    id: _AccountId
+    id: AccountId
     name: Annotated[str, Field(min_length=1)]
-    regions: _Regions | None = None
+    regions: Regions | None = None
     roles: MemberRoleOverrides = MemberRoleOverrides()
 
     _role_name_replaced = model_validator(mode="before")(_no_role_name)
@@ -292,7 +178,7 @@ class AccountsPolicy(StrictModel):
     """Contents of accounts.yml."""
 
     defaults: AccountDefaults
-    accounts: Annotated[tuple[MemberAccount, ...], _unique("accounts", "id", lambda account: account.id)] = ()
+    accounts: Annotated[tuple[MemberAccount, ...], unique("accounts", "id", lambda account: account.id)] = ()
 
     def member(self, account_id: str) -> MemberAccount | None:
         return next((account for account in self.accounts if account.id == account_id), None)
@@ -306,13 +192,7 @@ class AccountsPolicy(StrictModel):
         return f"arn:aws:iam::{account.id}:role/{name}"
 
 
-_ZoneName = Annotated[
-    str, _matching(_ZONE_NAME, "a DNS zone name like internal.example.com"), _string_schema(_ZONE_NAME)
-]
-_TagKey = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-def _check_accounts_known(accounts: object, info: ValidationInfo) -> object:
+def check_accounts_known(accounts: object, info: ValidationInfo) -> object:
     """Account ids a policy names must be "home" or listed in accounts.yml (checked when it was loaded first)."""
     known = (info.context or {}).get("account_ids")
     if isinstance(accounts, tuple) and known is not None:
@@ -322,254 +202,25 @@ def _check_accounts_known(accounts: object, info: ValidationInfo) -> object:
     return accounts
 
 
-class DnsZone(StrictModel):
-    """A hosted zone the DNS bot writes instance records into."""
-
-    zone: _ZoneName
-    address: Literal["private", "public", "ipv6"]
-    ttl: Annotated[int, Field(ge=0, le=2147483647)] = 60
-    # Whose instances may have names here: "all", or ids from accounts.yml and "home". Default: every
-    # account for a private zone, the home account only for a public one (a member account must not be
-    # able to name itself login.example.com).
-    accounts: Literal["all"] | tuple[str, ...] | None = None
-
-    _known_accounts = field_validator("accounts")(_check_accounts_known)
-
-    def admits(self, account: str, private_zone: bool) -> bool:
-        """Whether an instance of `account` ("home" or an id) may have a name in this zone."""
-        allowed = self.accounts or ("all" if private_zone else ("home",))
-        return allowed == "all" or account in allowed
-
-
-class DnsPolicy(StrictModel):
-    """Contents of dns.yml."""
-
-    zones: Annotated[
-        _NonEmpty[DnsZone], _unique("zones", "zone and address", lambda zone: f"{zone.zone} ({zone.address})")
-    ]
-    name_tag: _TagKey = "Name"
-    alias_tag: _TagKey | None = "opsbots:dns-aliases"
-    reverse: bool = True
-    select_tag: _TagKey | None = None
-
-
-_DURATION = re.compile(r"\s*(\d+)\s*([mhdw])\s*")
-_DURATION_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-
-
-def _parse_duration(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not a duration like 90m, 24h, 30d or 2w")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-_Duration = Annotated[
-    timedelta,
-    PlainValidator(_parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+[mhdw]$"}),
-]
-_TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
-
-
-def _parse_time_of_day(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    match = _TIME_OF_DAY.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f'{value!r} is not a UTC time of day like "03:00" (quote it in YAML)')
-    return timedelta(hours=int(match.group(1)), minutes=int(match.group(2)))
-
-
-_TimeOfDay = Annotated[
-    timedelta, PlainValidator(_parse_time_of_day), WithJsonSchema({"type": "string", "pattern": anchored(_TIME_OF_DAY)})
-]
-
-
-class Retention(StrictModel):
-    """Keep the newest `count`, and anything younger than `max_age`; prune only what both let go."""
-
-    count: Annotated[int, Field(ge=1, le=1000)] | None = None
-    max_age: _Duration | None = None
-
-    @model_validator(mode="after")
-    def check_something_is_kept(self) -> Retention:
-        if self.count is None and self.max_age is None:
-            raise ValueError("give count, max_age or both")
-        return self
-
-
-class SnapshotSelection(StrictModel):
-    """Volumes whose tags (or whose instance's tags) carry every key and value listed."""
-
-    tags: dict[str, str] = {}
-    instance_tags: dict[str, str] = {}
-
-    @model_validator(mode="after")
-    def check_not_empty(self) -> SnapshotSelection:
-        if not self.tags and not self.instance_tags:
-            raise ValueError("an empty selection would take every volume; give tags or instance_tags")
-        return self
-
-
-class CopyTo(StrictModel):
-    region: _Region
-    retention: Retention | None = None  # default: the policy's own
-
-
-class SnapshotPolicy(StrictModel):
-    name: _RuleName
-    every: _Duration
-    select: SnapshotSelection
-    accounts: Literal["all"] | tuple[str, ...] = "all"
-    regions: _Regions | None = None
-    retention: Retention
-    consistency: Literal["volume", "instance"] = "volume"
-    copy_to: CopyTo | None = None
-    copy_tags: bool = False
-    at: _TimeOfDay | None = None  # windows start at this UTC time (an off-peak hour), not at midnight
-
-    @field_validator("every")
-    @classmethod
-    def check_at_least_an_hour(cls, every: timedelta) -> timedelta:
-        if every < timedelta(hours=1):
-            raise ValueError("snapshots run hourly: every must be at least 1h")
-        return every
-
-    @field_validator("at")
-    @classmethod
-    def check_within_a_window(cls, at: timedelta | None, info: ValidationInfo) -> timedelta | None:
-        every = info.data.get("every")
-        if at is not None and isinstance(every, timedelta) and at >= every:
-            raise ValueError(f"at must fall within one window of every ({every}); it shifts where windows start")
-        return at
-
-    _known_accounts = field_validator("accounts")(_check_accounts_known)
-
-
-class SnapshotsPolicy(StrictModel):
-    """Contents of snapshots.yml."""
-
-    notify: NotifySettings | None = None
-    policies: Annotated[tuple[SnapshotPolicy, ...], _unique("policies", "name", lambda policy: policy.name)]
-
-
-_BUCKET = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_SIZE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_BYTES = re.compile(r"\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*")
-_BYTE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-_MAX_EDGE = 8192  # the largest thumbnail side; WebP itself stops at 16383
-
-
-def _parse_byte_size(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _BYTES.fullmatch(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not a size like 50MB, 20MiB or 1000000")
-    return int(match.group(1)) * _BYTE_UNITS[match.group(2)]
-
-
-_BucketName = Annotated[str, _matching(_BUCKET, "an S3 bucket name"), _string_schema(_BUCKET)]
-_ByteSize = Annotated[
-    int,
-    PlainValidator(_parse_byte_size),
-    WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^\d+(B|KB|MB|GB|KiB|MiB|GiB)$"}]}
-    ),
-]
-_Edge = Annotated[int, Field(ge=1, le=_MAX_EDGE)]
-
-
-class ThumbnailSize(StrictModel):
-    """One thumbnail: fit inside width x height (contain), or fill it and crop the overflow (cover)."""
-
-    name: Annotated[
-        str, _matching(_SIZE_NAME, "a size name (letters, digits, '-' and '_')"), _string_schema(_SIZE_NAME)
-    ]
-    width: _Edge | None = None
-    height: _Edge | None = None
-    fit: Literal["contain", "cover"] = "contain"
-
-    @model_validator(mode="after")
-    def check_box(self) -> ThumbnailSize:
-        if self.width is None and self.height is None:
-            raise ValueError("give width, height or both")
-        if self.fit == "cover" and (self.width is None or self.height is None):
-            raise ValueError("fit: cover crops to a box: give both width and height")
-        return self
-
-
-class ThumbnailBucket(StrictModel):
-    """Uploads under `prefix` of `bucket` get thumbnails under `output_prefix` of `output_bucket`."""
-
-    bucket: _BucketName
-    prefix: str = ""
-    output_bucket: _BucketName | None = None  # default: the same bucket
-    output_prefix: str = "thumbnails/"
-    sizes: Annotated[_NonEmpty[ThumbnailSize], _unique("sizes", "name", lambda size: size.name)]
-    format: Literal["webp", "jpeg", "png", "avif", "same"] = "webp"
-    quality: Annotated[int, Field(ge=1, le=100)] = 82
-
-    @property
-    def destination(self) -> str:
-        return self.output_bucket or self.bucket
-
-
-class ThumbnailLimits(StrictModel):
-    """Uploads past these are rejected before download (bytes) or before decoding (pixels)."""
-
-    max_bytes: _ByteSize = 50 * 10**6
-    max_pixels: Annotated[int, Field(ge=1)] = 100 * 10**6
-
-
-def _prefixes_overlap(first: str, second: str) -> bool:
-    return first.startswith(second) or second.startswith(first)
-
-
-class ThumbnailsPolicy(StrictModel):
-    """Contents of thumbnails.yml."""
-
-    buckets: tuple[ThumbnailBucket, ...] = ()
-    limits: ThumbnailLimits = ThumbnailLimits()
-
-    @field_validator("buckets")
-    @classmethod
-    def check_no_loops_or_overlaps(cls, buckets: tuple[ThumbnailBucket, ...]) -> tuple[ThumbnailBucket, ...]:
-        for index, rule in enumerate(buckets):
-            for other_index, other in enumerate(buckets):
-                where = f"buckets[{index}]" + ("" if other_index == index else f" and buckets[{other_index}]")
-                if rule.destination == other.bucket and _prefixes_overlap(rule.output_prefix, other.prefix):
-                    raise ValueError(
-                        f"{where}: output_prefix {rule.output_prefix!r} overlaps prefix {other.prefix!r} on bucket "
-                        f"{other.bucket}: thumbnails would be made of thumbnails"
-                    )
-                if other_index > index and rule.bucket == other.bucket and _prefixes_overlap(rule.prefix, other.prefix):
-                    raise ValueError(
-                        f"{where}: prefixes {rule.prefix!r} and {other.prefix!r} overlap on bucket {rule.bucket}: "
-                        "an upload may match one rule only"
-                    )
-        return buckets
-
-    def rule_for(self, bucket: str, key: str) -> ThumbnailBucket | None:
-        return next((rule for rule in self.buckets if rule.bucket == bucket and key.startswith(rule.prefix)), None)
-
-    def is_output(self, bucket: str, key: str) -> bool:
-        return any(rule.destination == bucket and key.startswith(rule.output_prefix) for rule in self.buckets)
-
-
-POLICY_FILES: Final[Mapping[str, type[StrictModel]]] = {
-    "accounts": AccountsPolicy,
-    "dns": DnsPolicy,
-    "security_groups": SecurityGroupsPolicy,
-    "snapshots": SnapshotsPolicy,
-    "thumbnails": ThumbnailsPolicy,
-}
-
-
 ACCOUNTS: Final = "accounts"  # the one file every bot reads; each other file is one bot's
+POLICY_FILES: Final = (ACCOUNTS, *(bot.name for bot in BOTS))  # stems: <stem>.yml
+Model = TypeVar("Model", bound="StrictModel")
+
+
+def model_of(stem: str) -> type[StrictModel]:
+    """The model of `<stem>.yml`: accounts.yml's, or the one its bot's registry entry names (imported now)."""
+    if stem == ACCOUNTS:
+        return AccountsPolicy
+    bot = BOT_NAMED[stem]
+    return cast("type[StrictModel]", getattr(importlib.import_module(bot.policy_module), bot.policy_model))
+
+
+def _stem_of(model: type[StrictModel]) -> str:
+    if model is AccountsPolicy:
+        return ACCOUNTS
+    return next(
+        bot.name for bot in BOTS if (bot.policy_module, bot.policy_model) == (model.__module__, model.__qualname__)
+    )
 
 
 class Policies:
@@ -584,6 +235,7 @@ class Policies:
     def __init__(self, directory: Path | str, on_problem: Callable[[PolicyError], None] | None = None) -> None:
         self.directory = Path(directory)
         self._on_problem = on_problem  # told of each problem before it is raised (the Lambda logs and counts it)
+        self._loaded: dict[str, StrictModel] = {}
 
     def is_on(self, bot: str) -> bool:
         return (self.directory / f"{bot}.yml").is_file()
@@ -593,41 +245,30 @@ class Policies:
 
         A bot never acts on half a policy: even a step that reads only accounts.yml waits for its own file.
         """
-        self._require_file(bot)
-        getattr(self, bot)
+        self.load(bot)
 
-    def _require_file(self, bot: str) -> None:
-        if not self.is_on(bot):
-            raise BotOffError(bot, _shown(self.directory / f"{bot}.yml"))
-
-    @cached_property
+    @property
     def accounts(self) -> AccountsPolicy:
-        return cast("AccountsPolicy", self._load(ACCOUNTS))
+        return self.of(AccountsPolicy)
 
-    @cached_property
-    def dns(self) -> DnsPolicy:
-        return cast("DnsPolicy", self._load("dns"))
+    def of(self, model: type[Model]) -> Model:
+        """The policy of the file whose model is `model`: `policies.of(DnsPolicy)` reads dns.yml."""
+        return cast("Model", self.load(_stem_of(model)))
 
-    @cached_property
-    def security_groups(self) -> SecurityGroupsPolicy:
-        return cast("SecurityGroupsPolicy", self._load("security_groups"))
-
-    @cached_property
-    def snapshots(self) -> SnapshotsPolicy:
-        return cast("SnapshotsPolicy", self._load("snapshots"))
-
-    @cached_property
-    def thumbnails(self) -> ThumbnailsPolicy:
-        return cast("ThumbnailsPolicy", self._load("thumbnails"))
+    def load(self, stem: str) -> StrictModel:
+        """`<stem>.yml`, read and validated on first use; a mistake is raised (and reported) on every use."""
+        if stem not in self._loaded:
+            self._loaded[stem] = self._load(stem)
+        return self._loaded[stem]
 
     def _load(self, stem: str) -> StrictModel:
-        if stem != ACCOUNTS:
-            self._require_file(stem)
+        if stem != ACCOUNTS and not self.is_on(stem):
+            raise BotOffError(stem, _shown(self.directory / f"{stem}.yml"))
         # A bot's file is checked against accounts.yml: the ids it names must be listed there. (A mistake in
         # accounts.yml is raised, and reported, by its own load.)
         context = None if stem == ACCOUNTS else {"account_ids": {account.id for account in self.accounts.accounts}}
         try:
-            return _load_file(self.directory / f"{stem}.yml", POLICY_FILES[stem], context)
+            return _load_file(self.directory / f"{stem}.yml", model_of(stem), context)
         except PolicyError as error:
             if self._on_problem is not None:
                 self._on_problem(error)
@@ -656,7 +297,7 @@ class PolicyError(Exception):
 
 def json_schema(name: str) -> dict[str, Any]:
     """JSON Schema of ``<name>.yml``, for yaml-language-server autocompletion."""
-    return POLICY_FILES[name].model_json_schema()
+    return model_of(name).model_json_schema()
 
 
 def load_policies(directory: Path | str) -> Policies:
@@ -668,7 +309,7 @@ def load_policies(directory: Path | str) -> Policies:
     problems = _unknown_files(policies.directory)
     accounts_broken = False
     try:
-        getattr(policies, ACCOUNTS)
+        policies.load(ACCOUNTS)
     except PolicyError as error:
         problems.extend(error.problems)
         accounts_broken = True
@@ -676,9 +317,9 @@ def load_policies(directory: Path | str) -> Policies:
         try:
             if accounts_broken:
                 # accounts.yml is broken: report the bot's own problems too, checked without its ids
-                _load_file(policies.directory / f"{stem}.yml", POLICY_FILES[stem])
+                _load_file(policies.directory / f"{stem}.yml", model_of(stem))
             else:
-                getattr(policies, stem)
+                policies.load(stem)
         except PolicyError as error:
             problems.extend(error.problems)
     if problems:

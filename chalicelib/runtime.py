@@ -10,31 +10,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from chalicelib import dedupe
 from chalicelib.aws import HOME, Clients, Target
 from chalicelib.bots import BOT_OF
 from chalicelib.observability import logger, metrics
 from chalicelib.outbox import Mailer, mailer_for
-from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER, BotOffError, Settings
+from chalicelib.settings import BotOffError, Settings
 
 if TYPE_CHECKING:
-    from chalicelib.dns import DnsDeps
     from chalicelib.policy import Policies, PolicyError
-    from chalicelib.snapshots import SnapshotDeps
-    from chalicelib.thumbnails import ThumbnailDeps
+
+Built = TypeVar("Built")
 
 
 @dataclass
 class Runtime:
     settings: Settings
     clients: Clients = field(init=False)
+    _built: dict[Callable[[Runtime], Any], Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clients = Clients(external_id=self.settings.external_id)
 
-    # The bots' modules are imported by the properties that need them: a function loads only its own bot.
     @cached_property
     def policies(self) -> Policies:
         """accounts.yml and each bot's file, read when the bot first uses it (chalicelib/policy.py)."""
@@ -63,44 +62,16 @@ class Runtime:
         self.clients.act_as(function)
         return self
 
+    def built(self, factory: Callable[[Runtime], Built]) -> Built:
+        """What `factory` builds from this runtime, once per container: a bot's tables, queues and clients."""
+        if factory not in self._built:
+            self._built[factory] = factory(self)
+        return cast("Built", self._built[factory])
+
     def mailer(self, bot: str, lambda_context: Any) -> Mailer:
         """This invocation's emails: once per key, parked in the outbox when SES fails (chalicelib/outbox.py)."""
         request_id = getattr(lambda_context, "aws_request_id", None)
         return mailer_for(bot, self.clients, self.settings.idempotency_table, request_id)
-
-    @cached_property
-    def dns(self) -> DnsDeps:
-        if not self.settings.dns_table:
-            raise NotConfiguredError(f"{DNS_TABLE} is not set: the DNS bot needs its registry table")
-        from chalicelib.dns import DnsDeps, Registry, ZoneCache
-
-        home = Target(HOME, self.clients.home_region)
-        route53 = self.clients.client("route53", home)
-        registry = Registry(self.clients.client("dynamodb", home), self.settings.dns_table)
-        return DnsDeps(self.clients, route53, registry, ZoneCache(route53))
-
-    @cached_property
-    def snapshots(self) -> SnapshotDeps:
-        if not self.settings.snapshot_ledger:
-            raise NotConfiguredError(
-                f"{SNAPSHOT_LEDGER} is not set: the snapshot bot proves what it owns by its ledger"
-            )
-        from chalicelib.snapshots import Ledger, SnapshotDeps
-
-        home = Target(HOME, self.clients.home_region)
-        queue = self.settings.snapshot_queue
-        sqs = self.clients.client("sqs", home) if queue else None
-        ledger = Ledger(self.clients.client("dynamodb", home), self.settings.snapshot_ledger)
-        return SnapshotDeps(self.clients, queue, sqs, ledger)
-
-    @cached_property
-    def thumbnails(self) -> ThumbnailDeps:
-        from chalicelib.thumbnails import FUNCTION_MEMORY_MB, ThumbnailDeps
-
-        return ThumbnailDeps(
-            lambda region: self.clients.client("s3", Target(HOME, region)),
-            self.settings.function_memory_mb or FUNCTION_MEMORY_MB,
-        )
 
 
 def _report_invalid(error: PolicyError) -> None:

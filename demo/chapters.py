@@ -19,9 +19,12 @@ class Chapter:
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
-        "security-groups", "security_groups", "the security-group guard (chalicelib/sg_guard.py)", security_groups.run
+        "security-groups",
+        "security_groups",
+        "the security-group guard (chalicelib/security_groups/)",
+        security_groups.run,
     ),
-    Chapter("dns", "dns", "the DNS bot (chalicelib/dns.py)", dns.run),
-    Chapter("snapshots", "snapshots", "the snapshot bot (chalicelib/snapshots.py)", snapshots.run),
-    Chapter("thumbnails", "thumbnails", "the thumbnail bot (chalicelib/thumbnails.py)", thumbnails.run),
+    Chapter("dns", "dns", "the DNS bot (chalicelib/dns/)", dns.run),
+    Chapter("snapshots", "snapshots", "the snapshot bot (chalicelib/snapshots/)", snapshots.run),
+    Chapter("thumbnails", "thumbnails", "the thumbnail bot (chalicelib/thumbnails/)", thumbnails.run),
 )

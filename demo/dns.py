@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dns.handlers import dns_deps
 from demo import show
 from demo.environment import MEMBER, REGION
 from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLES, Stage, sample_event
@@ -117,7 +118,7 @@ def bot_calls(function: str) -> Iterator[Counter[str]]:
         clients.client("ec2", Target(HOME, REGION)),
         clients.client("dynamodb", Target(HOME, REGION)),
         clients.client("sts", Target(HOME, clients.home_region)),
-        runtime.dns.route53,
+        runtime.built(dns_deps).route53,
     )
     seen: Counter[str] = Counter()
     lock = threading.Lock()  # the reconcile scans accounts from a thread pool

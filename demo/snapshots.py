@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.aws import tags_of
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SHIPPED_POLICIES
-from chalicelib.snapshots import (
+from chalicelib.snapshots.decisions import (
     BOT,
     COPY_OF,
     MANAGED,
@@ -30,11 +30,11 @@ from chalicelib.snapshots import (
     VOLUME,
     WINDOW,
     plan_units,
-    take_snapshots,
     window_start,
     window_tag,
-    work_on,
 )
+from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo import show
 from demo.dns import bot_logs, wrapped
 from demo.environment import HOME, MEMBER, REGION
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import TagSpecificationTypeDef, TagTypeDef
 
-    from chalicelib.policy import Retention, SnapshotPolicy
+    from chalicelib.snapshots.policy import Retention, SnapshotPolicy
 
 DR_REGION = "eu-central-1"  # policies/snapshots.yml: copy_to
 POLICY_NAME = "daily"  # policies/snapshots.yml: the policy this chapter follows
@@ -193,7 +193,7 @@ def use_policies(directory: Path | None) -> None:
 
 
 def daily_policy() -> SnapshotPolicy:
-    return next(p for p in current().policies.snapshots.policies if p.name == POLICY_NAME)
+    return next(p for p in current().policies.of(SnapshotsPolicy).policies if p.name == POLICY_NAME)
 
 
 def answer_text(answer: Mapping[str, Any]) -> str:
@@ -281,10 +281,10 @@ class SnapshotsChapter:
         runtime = current()
         return self.run(
             now,
-            lambda: take_snapshots(
-                policies=runtime.policies.snapshots,
+            lambda: schedule_snapshots(
+                policies=runtime.policies.of(SnapshotsPolicy),
                 accounts=runtime.policies.accounts,
-                deps=runtime.snapshots,
+                deps=runtime.built(snapshot_deps),
                 mailer=runtime.mailer(BOT, None),
                 now=now,
             ),
@@ -408,7 +408,7 @@ class SnapshotsChapter:
         self.first_day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         show.step(
             wrapped(
-                f"the shipped policy again: take_snapshots(now=...) at 01:00 and 02:00 UTC for {DAYS} days from "
+                f"the shipped policy again: schedule_snapshots(now=...) at 01:00 and 02:00 UTC for {DAYS} days from "
                 f"tomorrow, through the same runtime as the handler (which has no clock parameter)"
             )
         )
@@ -464,7 +464,7 @@ class SnapshotsChapter:
         show.step(
             wrapped(
                 f"a copy of the policies with {short} (OPSBOTS_POLICIES, runtime re-read); "
-                f"take_snapshots(now={now:%Y-%m-%d %H:%M} UTC), still day {DAYS}'s window"
+                f"schedule_snapshots(now={now:%Y-%m-%d %H:%M} UTC), still day {DAYS}'s window"
             )
         )
         run = self.scheduled(now)
@@ -504,7 +504,7 @@ class SnapshotsChapter:
         )
         now = self.first_day + timedelta(days=DAYS - 1, hours=RUN_HOURS[-1] + 2)
         run = self.scheduled(now)
-        show.step(f"take_snapshots(now={now:%Y-%m-%d %H:%M} UTC) answered {answer_text(run.answer)}")
+        show.step(f"schedule_snapshots(now={now:%Y-%m-%d %H:%M} UTC) answered {answer_text(run.answer)}")
         show.note(
             wrapped(
                 "the bot proves ownership by its ledger (the DynamoDB table opsbots-snapshot-ledger, written only "
@@ -522,7 +522,7 @@ class SnapshotsChapter:
         show.step(
             wrapped(
                 f"day {DAYS + 2}: no run from 00:00 to 09:00 UTC (an outage, a role fixed late); "
-                f"take_snapshots(now={now:%Y-%m-%d %H:%M} UTC), the first run of the day"
+                f"schedule_snapshots(now={now:%Y-%m-%d %H:%M} UTC), the first run of the day"
             )
         )
         run = self.scheduled(now)
@@ -540,7 +540,7 @@ class SnapshotsChapter:
     def duplicate_message(self) -> bool:
         use_policies(None)
         runtime = current()
-        accounts, policies = runtime.policies.accounts, runtime.policies.snapshots
+        accounts, policies = runtime.policies.accounts, runtime.policies.of(SnapshotsPolicy)
         now = self.first_day + timedelta(days=DAYS, hours=RUN_HOURS[0])
         units = plan_units(policies, accounts, runtime.clients.units(accounts, BOT), now)
         unit = next(unit for unit in units if unit.account_id == MEMBER)
@@ -558,7 +558,7 @@ class SnapshotsChapter:
                 [message, message],
                 policies=policies,
                 accounts=accounts,
-                deps=runtime.snapshots,
+                deps=runtime.built(snapshot_deps),
                 mailer=runtime.mailer(BOT, None),
                 clock=lambda: now,  # the worker's clock, at the simulated hour
             ),

@@ -35,6 +35,8 @@ from urllib.parse import unquote, unquote_plus
 
 from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageStat
 
+from chalicelib.thumbnails.handlers import thumbnail_deps
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from demo import show
 from demo.dns import bot_logs, wrapped
 from demo.environment import REGION
@@ -472,7 +474,7 @@ class ThumbnailsChapter:
     def show_policy() -> None:
         from chalicelib.runtime import current
 
-        policy = current().policies.thumbnails
+        policy = current().policies.of(ThumbnailsPolicy)
         for rule in policy.buckets:
             sizes = ", ".join(f"{s.name} {s.width or '*'}x{s.height or '*'} {s.fit}" for s in rule.sizes)
             show.note(
@@ -515,7 +517,7 @@ class ThumbnailsChapter:
         """`event` to the handler as Lambda would; a classic notification (`Records`), which no EventBridge
         rule delivers and Chalice's CloudWatchEvent cannot hold, straight to the handler's body."""
         from chalicelib.runtime import current
-        from chalicelib.thumbnails import handle_upload
+        from chalicelib.thumbnails.handlers import handle_upload
 
         classic = "Records" in event
         reader = "handle_upload" if classic else FUNCTION
@@ -529,7 +531,9 @@ class ThumbnailsChapter:
         with bot_s3_calls() as calls, bot_logs() as logs:
             if classic:
                 runtime = current()
-                answer = handle_upload(event, policy=runtime.policies.thumbnails, deps=runtime.thumbnails)
+                answer = handle_upload(
+                    event, policy=runtime.policies.of(ThumbnailsPolicy), deps=runtime.built(thumbnail_deps)
+                )
             else:
                 answer = self.stage.invoke(FUNCTION, event)
         elapsed = (time.perf_counter() - started) * 1000

@@ -56,7 +56,7 @@ def test_the_bots_that_work_in_member_accounts_are_the_member_roles() -> None:
 
 @pytest.mark.parametrize("bot", BOTS, ids=lambda bot: bot.name)
 def test_each_bots_module_names_itself_as_the_registry_does(bot: Bot) -> None:
-    assert bot.name == importlib.import_module(bot.module).BOT
+    assert bot.name == importlib.import_module(f"{bot.module}.decisions").BOT
 
 
 def test_function_names_are_unique_across_bots() -> None:

@@ -26,10 +26,13 @@ import pytest
 from chalice.test import Client
 from PIL import Image
 
-from chalicelib import dedupe, sg_guard, snapshots
+from chalicelib import dedupe
 from chalicelib.runtime import current
+from chalicelib.security_groups.handlers import sweep
 from chalicelib.settings import POLICIES_DIR
-from chalicelib.snapshots import WINDOW, Unit
+from chalicelib.snapshots.decisions import WINDOW, Unit
+from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
 from tests.functional.conftest import Estate, LambdaContext, sent_emails, tcp
@@ -350,13 +353,13 @@ def test_snapshot_unit_messages(
         ]
 
     def worker(message: dict[str, Any]) -> Any:  # batch_size=1: one message per invocation
-        policies = runtime.policies.snapshots
-        return snapshots.work_on(
+        policies = runtime.policies.of(SnapshotsPolicy)
+        return work_on(
             [message["body"]],
             policies=policies,
             accounts=runtime.policies.accounts,
-            deps=runtime.snapshots,
-            mailer=runtime.mailer(snapshots.BOT, None),
+            deps=runtime.built(snapshot_deps),
+            mailer=runtime.mailer("snapshots", None),
             once=once,
             clock=lambda: FIRST_RUN + timedelta(minutes=5),
         )
@@ -391,10 +394,10 @@ def test_the_same_sweep_event_twice_reverts_and_reports_once(
     scheduled = load_event("scheduled-event")
 
     def run() -> dict[str, Any]:
-        return sg_guard.sweep(
+        return sweep(
             policies=runtime.policies,
             clients=runtime.clients,
-            mailer=runtime.mailer(sg_guard.BOT, None),
+            mailer=runtime.mailer("security_groups", None),
             at=datetime.fromisoformat(scheduled["time"]),
             once=once,
             event_id=scheduled["id"],
@@ -418,11 +421,11 @@ def test_the_same_snapshot_schedule_twice_takes_and_reports_once(
 
     def run() -> dict[str, Any]:  # the hourly run, at the time of the one scheduled event
         policies = runtime.policies
-        return snapshots.take_snapshots(
-            policies=policies.snapshots,
+        return schedule_snapshots(
+            policies=policies.of(SnapshotsPolicy),
             accounts=policies.accounts,
-            deps=runtime.snapshots,
-            mailer=runtime.mailer(snapshots.BOT, None),
+            deps=runtime.built(snapshot_deps),
+            mailer=runtime.mailer("snapshots", None),
             now=FIRST_RUN,
             once=once,
             event_id=scheduled["id"],

@@ -10,7 +10,8 @@ import pytest
 
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
-from chalicelib.dns import DnsDeps, Registry, ZoneCache, handle_state_change, reconcile
+from chalicelib.dns.executors import Registry
+from chalicelib.dns.handlers import DnsDeps, ZoneCache, dns_deps, handle_state_change, reconcile
 from chalicelib.policy import load_policies
 from chalicelib.runtime import current
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
@@ -169,7 +170,7 @@ def test_a_name_lost_to_a_conflict_gets_no_alias_and_no_reverse_record(network: 
 def test_changes_route53_refuses_are_conflicts_and_leave_no_claim(network: Network, lambdas: Any) -> None:
     # Given Route53 refuses every change (as it does a name taken or changed meanwhile)
     instance = network.launch("app")
-    answer_with_error(current().dns.route53, "ChangeResourceRecordSets", "InvalidChangeBatch", status=400)
+    answer_with_error(current().built(dns_deps).route53, "ChangeResourceRecordSets", "InvalidChangeBatch", status=400)
 
     result = deliver(lambdas, instance, "running")
 

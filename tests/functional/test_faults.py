@@ -29,14 +29,20 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails
 from chalicelib.aws import BOTO_CONFIG, Clients, Target
 from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.dns.executors import Registry
+from chalicelib.dns.handlers import DnsDeps, ZoneCache, handle_state_change, reconcile
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.runtime import current
+from chalicelib.security_groups.handlers import NotificationError, handle_change, sweep
 from chalicelib.settings import EXTERNAL_ID, SNAPSHOT_LEDGER
-from chalicelib.sg_guard import NotificationError
+from chalicelib.snapshots.executors import Ledger
+from chalicelib.snapshots.handlers import SnapshotDeps, schedule_snapshots
+from chalicelib.snapshots.policy import SnapshotsPolicy
+from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional import test_dns
 from tests.functional.conftest import Emitted, Estate, sent_emails, tcp
@@ -93,7 +99,7 @@ def home_session() -> boto3.Session:
     return session
 
 
-def mailer(clients: Clients, bot: str = sg_guard.BOT) -> Mailer:
+def mailer(clients: Clients, bot: str = "security_groups") -> Mailer:
     """The bots' mailer on these clients, without a run-once table (no ledger: every email is sent)."""
     return mailer_for(bot, clients, None)
 
@@ -168,7 +174,7 @@ def test_route53_throttling_is_absorbed_and_every_record_written(
     instance = network.launch("app")
     policies = load_policies(ROOT / "policies")
 
-    result = dns.handle_state_change(state_event(instance, "running"), policies=policies, deps=deps)
+    result = handle_state_change(state_event(instance, "running"), policies=policies, deps=deps)
 
     assert (result["added"], result["conflicts"], result["failures"]) == (3, [], [])
     assert ("app.internal.example.com.", "A") in network.records("internal.example.com")
@@ -186,7 +192,7 @@ def test_ec2_and_ses_throttling_is_absorbed_by_the_guard(estate: Estate) -> None
     clients = fast_clients(faults)
     group, rule, event = open_ssh(estate)
 
-    result = sg_guard.handle_change(
+    result = handle_change(
         event,
         policies=load_policies(ROOT / "policies"),
         clients=clients,
@@ -211,17 +217,17 @@ def test_route53_failing_part_way_fails_the_event_and_the_retry_writes_what_is_m
 
     # When the event is handled, the invocation fails (so Lambda retries it) with one zone written
     with pytest.raises(ClientError, match="InternalError"):
-        dns.handle_state_change(event, policies=policies, deps=deps)
+        handle_state_change(event, policies=policies, deps=deps)
     assert sum(len(network.records(zone)) for zone in network.zones) == 1
 
     # Then the retry writes the two records Route53 never confirmed, and nothing else
-    retried = dns.handle_state_change(event, policies=policies, deps=deps)
+    retried = handle_state_change(event, policies=policies, deps=deps)
     assert (retried["added"], retried["updated"], retried["conflicts"]) == (0, 2, [])
     assert ("app.internal.example.com.", "A") in network.records("internal.example.com")
     assert ("app.example.com.", "A") in network.records("example.com")
     assert len(network.records("10.in-addr.arpa")) == 1
     # And once written, a repeated event only reads again
-    again = dns.handle_state_change(event, policies=policies, deps=deps)
+    again = handle_state_change(event, policies=policies, deps=deps)
     assert (again["added"], again["updated"], again["removed"]) == (0, 0, 0)
     assert faults.injected == ATTEMPTS
 
@@ -234,7 +240,7 @@ def test_a_revoke_that_times_out_is_reported_and_the_other_rules_still_go(estate
     first, second = estate.group(), estate.group()
     rules = {group: estate.authorize(group, [tcp(22)])[0] for group in (first, second)}
 
-    result = sg_guard.sweep(policies=load_policies(ROOT / "policies"), clients=clients, mailer=mailer(clients))
+    result = sweep(policies=load_policies(ROOT / "policies"), clients=clients, mailer=mailer(clients))
 
     # Then the other group's rule is revoked, the unit is not a failed one, and the digest names the rule still open
     remaining = {group: rules[group] in estate.rule_ids(group) for group in (first, second)}
@@ -270,7 +276,7 @@ def test_the_sweep_checks_every_other_account_and_reports_the_one_that_failed(
     [home_rule] = estate.authorize(home_group, [tcp(22)])
     [member_rule] = estate.authorize(member_group, [tcp(3389)], ec2=estate.member_ec2)
 
-    result = sg_guard.sweep(policies=policies, clients=clients, mailer=mailer(clients))
+    result = sweep(policies=policies, clients=clients, mailer=mailer(clients))
 
     # Then every reachable unit was enforced, the throttling absorbed
     assert (result["units"], result["violations"], result["reverted"]) == (4, 2, 2)
@@ -301,14 +307,14 @@ def test_reconcile_updates_every_other_account_and_keeps_the_records_of_the_one_
     home_instances = [network.launch("home-1"), network.launch("home-2")]
     network.launch("member-1", member=True)
     launch_public(account_client("ec2", failing_account, failing_region), "far-away")
-    first = dns.reconcile(policies=policies, deps=dns_deps(fast_clients(Faults())))
+    first = reconcile(policies=policies, deps=dns_deps(fast_clients(Faults())))
     assert (first["added"], first["failures"]) == (3 + 3 + 3 + 1, [])
 
     # When that unit fails (in a new container: no credentials cached), and a home instance has ended
     faults = Faults()
     break_one_unit(faults, kind)
     network.home_ec2.terminate_instances(InstanceIds=home_instances[:1])
-    second = dns.reconcile(policies=policies, deps=dns_deps(fast_clients(faults)))
+    second = reconcile(policies=policies, deps=dns_deps(fast_clients(faults)))
 
     # Then the ended instance lost its records, the unit that could not be read kept its own,
     # and the failure is in the result and the metric (the DNS bot sends no email)
@@ -324,12 +330,10 @@ def test_reconcile_updates_every_other_account_and_keeps_the_records_of_the_one_
     assert faults.injected == per_call
 
 
-def dns_deps(clients: Clients) -> dns.DnsDeps:
+def dns_deps(clients: Clients) -> DnsDeps:
     home = Target(HOME_KEY, REGION)
     route53 = clients.client("route53", home)
-    return dns.DnsDeps(
-        clients, route53, dns.Registry(clients.client("dynamodb", home), "opsbots-dns"), dns.ZoneCache(route53)
-    )
+    return DnsDeps(clients, route53, Registry(clients.client("dynamodb", home), "opsbots-dns"), ZoneCache(route53))
 
 
 def launch_public(ec2: EC2Client, name: str) -> str:
@@ -359,14 +363,14 @@ def test_the_snapshot_run_serves_every_other_account_and_emails_the_one_that_fai
     faults.fail("ec2", "DescribeSnapshots", "timeout", times=1)
     clients = fast_clients(faults)
     home, member = volume(estate.home_ec2, Backup="daily"), volume(estate.member_ec2, Backup="daily")
-    ledger = snapshots.Ledger(clients.client("dynamodb", Target(HOME_KEY, REGION)), os.environ[SNAPSHOT_LEDGER])
-    deps = snapshots.SnapshotDeps(clients, None, None, ledger)
+    ledger = Ledger(clients.client("dynamodb", Target(HOME_KEY, REGION)), os.environ[SNAPSHOT_LEDGER])
+    deps = SnapshotDeps(clients, None, None, ledger)
 
-    result = snapshots.take_snapshots(
-        policies=policies.snapshots,
+    result = schedule_snapshots(
+        policies=policies.of(SnapshotsPolicy),
         accounts=policies.accounts,
         deps=deps,
-        mailer=mailer(clients, snapshots.BOT),
+        mailer=mailer(clients, "snapshots"),
         now=FIRST_RUN,
     )
 
@@ -468,12 +472,12 @@ def test_a_put_failing_on_the_second_size_fails_the_invocation_and_the_retry_wri
     calls: list[str] = []
     s3_of_bot = clients.client("s3", Target(HOME_KEY, REGION))
     s3_of_bot.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
-    policy = load_policies(ROOT / "policies").thumbnails
-    deps = thumbnails.ThumbnailDeps(lambda region: s3_of_bot)
+    policy = load_policies(ROOT / "policies").of(ThumbnailsPolicy)
+    deps = ThumbnailDeps(lambda region: s3_of_bot)
 
     # When the event is handled, the invocation fails (so Lambda retries it) after the first size
     with pytest.raises(s3_of_bot.exceptions.ClientError):
-        thumbnails.handle_upload(event, policy=policy, deps=deps)
+        handle_upload(event, policy=policy, deps=deps)
     small = s3.head_object(Bucket=BUCKET, Key="thumbnails/a/small.webp")
     with pytest.raises(s3.exceptions.ClientError, match="404"):  # the failed put did not happen
         s3.head_object(Bucket=BUCKET, Key="thumbnails/a/large.webp")
@@ -481,12 +485,12 @@ def test_a_put_failing_on_the_second_size_fails_the_invocation_and_the_retry_wri
 
     # Then the retry writes the missing size only: the first is recognised as made from this upload
     calls.clear()
-    retried = thumbnails.handle_upload(event, policy=policy, deps=deps)
+    retried = handle_upload(event, policy=policy, deps=deps)
     assert [made["key"] for made in retried["written"]] == ["thumbnails/a/large.webp"]
     assert retried["current"] == ["thumbnails/a/small.webp"]
     assert calls == ["HeadObject", "HeadObject", "GetObject", "PutObject"]
     assert s3.head_object(Bucket=BUCKET, Key="thumbnails/a/small.webp")["ETag"] == small["ETag"]
     assert s3.head_object(Bucket=BUCKET, Key="thumbnails/a/large.webp")["Metadata"]["opsbots-source-etag"] == etag
     # And a third delivery finds the set complete
-    assert thumbnails.handle_upload(event, policy=policy, deps=deps)["status"] == "up-to-date"
+    assert handle_upload(event, policy=policy, deps=deps)["status"] == "up-to-date"
     assert faults.injected == times

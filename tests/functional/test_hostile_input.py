@@ -20,12 +20,16 @@ from urllib.parse import unquote
 import boto3
 import pytest
 
-from chalicelib import notify, sg_guard
-from chalicelib.events import parse_security_group_change
+from chalicelib import notify
 from chalicelib.observability import metrics
 from chalicelib.policy import load_policies
-from chalicelib.snapshots import UnitResult
-from chalicelib.thumbnails import SOURCE_KEY, ThumbnailDeps, handle_upload, output_key
+from chalicelib.security_groups.decisions import SweepFinding, Verdict, digest_notice, find_violations, violation_notice
+from chalicelib.security_groups.events import parse_security_group_change
+from chalicelib.security_groups.policy import SecurityGroupsPolicy
+from chalicelib.snapshots.executors import UnitResult
+from chalicelib.thumbnails.decisions import SOURCE_KEY, output_key
+from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from tests.conftest import HOME, REGION, ROOT, load_event
 from tests.functional import test_dns
 from tests.functional.conftest import Estate, sent_emails, tcp
@@ -91,8 +95,8 @@ def test_violation_emails_and_digests_escape_descriptions_actors_and_user_agents
     # And the text part, rendered the same way, carries the values as plain text: nothing to interpret
     policies = load_policies(ROOT / "policies")
     change = parse_security_group_change(event)
-    verdict = sg_guard.Verdict("reverted", sg_guard.find_violations(change.permissions, policies.security_groups.rules))
-    rendered = sg_guard.violation_notice(change, verdict, policies.security_groups, "home", 1.0).render()
+    verdict = Verdict("reverted", find_violations(change.permissions, policies.of(SecurityGroupsPolicy).rules))
+    rendered = violation_notice(change, verdict, policies.of(SecurityGroupsPolicy), "home", 1.0).render()
     assert all(value in rendered.text for value in (SCRIPT, IMG, ENTITY))
     assert_escaped(rendered.html, SCRIPT, IMG, ENTITY)
 
@@ -107,14 +111,12 @@ def test_violation_emails_and_digests_escape_descriptions_actors_and_user_agents
 def test_reports_escape_account_names_and_error_messages(template: str) -> None:
     # Account names come from accounts.yml, error messages from AWS (which echo what they were sent)
     policies = load_policies(ROOT / "policies")
-    finding = sg_guard.SweepFinding(
-        "222222222222", SCRIPT, REGION, sg_guard.Verdict("failed"), error=f"AccessDenied: {IMG}"
-    )
+    finding = SweepFinding("222222222222", SCRIPT, REGION, Verdict("failed"), error=f"AccessDenied: {IMG}")
     notices = {
-        "sg_digest": sg_guard.digest_notice([finding], policies.security_groups, datetime(2025, 6, 14, tzinfo=UTC)),
+        "sg_digest": digest_notice([finding], policies.of(SecurityGroupsPolicy), datetime(2025, 6, 14, tzinfo=UTC)),
         "snapshot_failures": notify.notice(
             "snapshot_failures",
-            to=policies.security_groups.notify.email,
+            to=policies.of(SecurityGroupsPolicy).notify.email,
             subject="[opsbots] snapshots",
             facts={"results": [asdict(UnitResult("222222222222", SCRIPT, REGION, failed=[f"daily: {IMG}"]))]},
         ),
@@ -208,7 +210,7 @@ def bucket(estate: Estate) -> S3Client:
 
 
 def test_upload_keys_with_dot_segments_only_ever_write_under_the_output_prefix(bucket: S3Client) -> None:
-    policy = load_policies(ROOT / "policies").thumbnails
+    policy = load_policies(ROOT / "policies").of(ThumbnailsPolicy)
     rule = policy.buckets[0]
     writes: list[str] = []
     bucket.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: writes.append(params["Key"]))

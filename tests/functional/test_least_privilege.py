@@ -62,23 +62,24 @@ from moto.core.models import botocore_stubber
 from moto.ec2.models import ec2_backends
 from PIL import Image
 
-from chalicelib import dns as dns_bot
-from chalicelib import sg_guard, snapshots, triggers
+from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import FUNCTIONS
+from chalicelib.bots import BOT_OF, FUNCTIONS
 from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
+from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
 from chalicelib.settings import POLICIES_DIR, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
-from chalicelib.sg_guard import NotificationError, RevokeRetryError
+from chalicelib.snapshots.decisions import Unit, plan_units
+from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table
 from deploy.scope_to_stack import scope_document
 from tests.conftest import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
 from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
 from tests.functional.faults import ATTEMPTS, Faults
 from tests.network import public_subnet, zones
-from tests.test_packaging import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, XRAY
-from tests.test_packaging import FUNCTIONS as PACKAGED
+from tests.support.iam import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, PACKAGED, XRAY
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -106,25 +107,12 @@ UNJUDGED = {
     "route53": "moto answers every Route53 request with SignatureDoesNotMatch once enforcement is on",
     "sqs.SendMessageBatch": "moto asks for sqs:SendMessageBatch, which IAM does not have: AWS asks for sqs:SendMessage",
 }
-GUARD_IN_MEMBERS = frozenset(
-    {
-        "ec2:DescribeSecurityGroups",
-        "ec2:DescribeSecurityGroupRules",
-        "ec2:GetManagedPrefixListEntries",
-        "ec2:RevokeSecurityGroupIngress",
-        "ec2:RevokeSecurityGroupEgress",
-    }
-)
-SNAPSHOTS_IN_MEMBERS = frozenset(action for action in snapshots.PERMISSIONS if action.startswith("ec2:"))
+GUARD_IN_MEMBERS = MEMBER_ROLE_ACTIONS["security_groups"]
+SNAPSHOTS_IN_MEMBERS = MEMBER_ROLE_ACTIONS["snapshots"]
 # Whose member role each function assumes (None: it works in the home account only).
-BOT_OF: dict[str, MemberBot | None] = {
-    "on_security_group_change": sg_guard.BOT,
-    "sweep_security_groups": sg_guard.BOT,
-    "on_instance_state_change": dns_bot.BOT,
-    "reconcile_dns": dns_bot.BOT,
-    "take_snapshots": snapshots.BOT,
-    "snapshot_worker": snapshots.BOT,
-    "on_image_uploaded": None,
+MEMBER_ROLE_OF: dict[str, MemberBot | None] = {
+    name: bot.name if bot.in_member_accounts else None  # type: ignore[misc]  # test_registry: MemberBot's
+    for name, bot in BOT_OF.items()
 }
 # What each function's scenarios do in the member account, through its bot's member role.
 MEMBER_USE: dict[str, frozenset[str]] = {
@@ -624,7 +612,7 @@ class Iam:
 
     def member_statements(self, function: str) -> list[dict[str, Any]]:
         """What the function's bot's member role grants (nothing, for a function that works at home only)."""
-        bot = BOT_OF[function]
+        bot = MEMBER_ROLE_OF[function]
         return member_statements(self.roles[bot]) if bot else []
 
     def bot(self, function: str, document: Mapping[str, Any] | None = None) -> Bot:
@@ -699,7 +687,9 @@ class Iam:
             used=declared(bot.function),
             member_not_granted=frozenset(),
             member_used=MEMBER_USE[bot.function],
-            member_roles=frozenset({getattr(MemberRoles(), bot_of)} if (bot_of := BOT_OF[bot.function]) else ()),
+            member_roles=frozenset(
+                {getattr(MemberRoles(), bot_of)} if (bot_of := MEMBER_ROLE_OF[bot.function]) else ()
+            ),
             untrusted=(),
             # Named after the function, so a member account's CloudTrail tells the bots apart.
             sessions=frozenset({f"opsbots-{bot.function}"}) if MEMBER_USE[bot.function] else frozenset(),
@@ -1137,11 +1127,11 @@ def test_take_snapshots(
     # When the schedule runs the units itself, in consecutive windows (the handler, to set the clock)
     with enforced():
         results = [
-            snapshots.take_snapshots(
-                policies=runtime.policies.snapshots,
+            schedule_snapshots(
+                policies=runtime.policies.of(SnapshotsPolicy),
                 accounts=runtime.policies.accounts,
-                deps=runtime.snapshots,
-                mailer=runtime.mailer(snapshots.BOT, None),
+                deps=runtime.built(snapshot_deps),
+                mailer=runtime.mailer("snapshots", None),
                 now=window(hour),
             )
             for hour in range(WINDOWS)
@@ -1209,8 +1199,8 @@ def test_snapshot_worker(iam: Iam, chalice: Client, backups: Backups, idempotenc
     bodies: list[str] = []
     for hour in range(WINDOWS):
         accounts = runtime.policies.accounts
-        units = snapshots.plan_units(
-            runtime.policies.snapshots, accounts, units_of(accounts, HOME, snapshots.BOT), window(hour)
+        units = plan_units(
+            runtime.policies.of(SnapshotsPolicy), accounts, units_of(accounts, HOME, "snapshots"), window(hour)
         )
         bodies = [unit.to_message() for unit in units]
         for body in bodies:
@@ -1304,13 +1294,13 @@ def test_every_function_has_its_scenarios() -> None:
 
 def test_each_member_role_grants_exactly_what_its_bots_functions_do_in_member_accounts() -> None:
     for bot, role in member_roles().items():
-        used = frozenset().union(*(MEMBER_USE[function] for function, of in BOT_OF.items() if of == bot))
+        used = frozenset().union(*(MEMBER_USE[function] for function, of in MEMBER_ROLE_OF.items() if of == bot))
 
         assert granted_actions(member_statements(role)) == used, bot
         assert used == MEMBER_ROLE_ACTIONS[bot], bot  # as tests/test_packaging.py has it
 
 
-@pytest.mark.parametrize("function", [function for function, bot in BOT_OF.items() if bot])
+@pytest.mark.parametrize("function", [function for function, bot in MEMBER_ROLE_OF.items() if bot])
 def test_each_member_role_trusts_its_own_bots_functions_only(function: str) -> None:
     # The DNS functions read tags anyone can set: they must reach no role that revokes rules or deletes snapshots.
     principal = home_role_arn(function)
@@ -1321,7 +1311,7 @@ def test_each_member_role_trusts_its_own_bots_functions_only(function: str) -> N
         if trusts(role["AssumeRolePolicyDocument"]["Statement"], principal, context)
     }
 
-    assert trusted_by == {BOT_OF[function]}
+    assert trusted_by == {MEMBER_ROLE_OF[function]}
     # Another role of the same stack is not enough, nor the right role without the ExternalId.
     for stranger in (
         f"arn:aws:iam::{HOME}:role/{STACK}-on_image_uploaded",
@@ -1590,15 +1580,15 @@ def test_an_ec2_condition_moto_ignores_is_checked_from_the_recorded_calls(
 ) -> None:
     bot = iam.bot("snapshot_worker", document)
     runtime = current()
-    units = [snapshots.Unit(HOME, "home", REGION, None, ("daily",), window(hour)) for hour in range(WINDOWS)]
+    units = [Unit(HOME, "home", REGION, None, ("daily",), window(hour)) for hour in range(WINDOWS)]
 
     with enforced():
-        result = snapshots.work_on(
+        result = work_on(
             [unit.to_message() for unit in units],
-            policies=runtime.policies.snapshots,
+            policies=runtime.policies.of(SnapshotsPolicy),
             accounts=runtime.policies.accounts,
-            deps=runtime.snapshots,
-            mailer=runtime.mailer(snapshots.BOT, None),
+            deps=runtime.built(snapshot_deps),
+            mailer=runtime.mailer("snapshots", None),
             clock=lambda: window(WINDOWS),
         )
 

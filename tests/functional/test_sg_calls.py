@@ -7,7 +7,8 @@ from typing import Any
 from chalicelib.aws import Clients
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import load_policies
-from chalicelib.sg_guard import BOT, handle_change
+from chalicelib.security_groups.decisions import BOT
+from chalicelib.security_groups.handlers import handle_change
 from tests.conftest import ROOT, load_event
 from tests.functional.conftest import Estate, counting_clients, tcp
 

@@ -11,8 +11,8 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.policy import PolicyError
 from chalicelib.runtime import current
+from chalicelib.security_groups.handlers import NotificationError
 from chalicelib.settings import EXTERNAL_ID, POLICIES_DIR
-from chalicelib.sg_guard import NotificationError
 from tests.conftest import HOME, MEMBER, REGION, load_event
 from tests.functional.conftest import Estate, sent_emails, tcp
 

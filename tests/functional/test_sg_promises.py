@@ -26,15 +26,18 @@ import boto3
 import pytest
 from chalice.local import LambdaContext as ChaliceContext
 
-from chalicelib import sg_guard, snapshots
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
-from chalicelib.events import Permission
 from chalicelib.outbox import Outbox
 from chalicelib.policy import load_policies
 from chalicelib.runtime import current
+from chalicelib.security_groups.decisions import DIGEST_ROWS, SweepFinding, Verdict, Violation, digest_notice
+from chalicelib.security_groups.events import Permission
+from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
+from chalicelib.security_groups.policy import SecurityGroupsPolicy
 from chalicelib.settings import IDEMPOTENCY_TABLE, POLICIES_DIR
-from chalicelib.sg_guard import NotificationError, RevokeRetryError
+from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table
 from tests.conftest import HOME, REGION, ROOT, load_event
 from tests.functional.conftest import SENDER, Emitted, Estate, LambdaContext, sent_emails, tcp
@@ -132,11 +135,11 @@ def test_a_dedupe_outage_never_stops_a_snapshot(
     runtime = current()
 
     def run() -> dict[str, Any]:
-        return snapshots.take_snapshots(
-            policies=runtime.policies.snapshots,
+        return schedule_snapshots(
+            policies=runtime.policies.of(SnapshotsPolicy),
             accounts=runtime.policies.accounts,
-            deps=runtime.snapshots,
-            mailer=runtime.mailer(snapshots.BOT, None),
+            deps=runtime.built(snapshot_deps),
+            mailer=runtime.mailer("snapshots", None),
             now=FIRST_RUN,
             once=runtime.once(LambdaContext()),
             event_id="f3a8d1c6-2e9b-7b40-5d1e-c8a4f7b2e935",
@@ -337,16 +340,16 @@ def test_an_email_ses_refuses_through_every_lambda_retry_is_sent_by_the_next_swe
 
 def test_a_stored_digest_stays_far_below_the_item_limit(estate: Estate, idempotency_table: str) -> None:
     # Given a digest for 5,000 violations across 10 accounts, each with a 255-character description
-    policy = load_policies(ROOT / "policies").security_groups
+    policy = load_policies(ROOT / "policies").of(SecurityGroupsPolicy)
     findings = [
-        sg_guard.SweepFinding(
+        SweepFinding(
             f"{account:012d}",
             f"account-{account}",
             REGION,
-            sg_guard.Verdict(
+            Verdict(
                 "reverted",
                 tuple(
-                    sg_guard.Violation(
+                    Violation(
                         Permission(
                             f"sg-{account:08x}{rule:09x}",
                             "ingress",
@@ -365,17 +368,17 @@ def test_a_stored_digest_stays_far_below_the_item_limit(estate: Estate, idempote
         )
         for account in range(10)
     ]
-    notice = sg_guard.digest_notice(findings, policy, datetime(2025, 6, 14, 2, tzinfo=UTC))
+    notice = digest_notice(findings, policy, datetime(2025, 6, 14, 2, tzinfo=UTC))
 
     # When it is parked
-    Outbox(the_bots_dynamodb(), idempotency_table).park("sg-sweep:big", notice, sg_guard.BOT)
+    Outbox(the_bots_dynamodb(), idempotency_table).park("sg-sweep:big", notice, "security_groups")
 
     # Then the stored item is a small fraction of 400 KB, and the email lists 500 rules and counts the rest
     [item] = boto3.client("dynamodb").scan(TableName=idempotency_table)["Items"]
     assert len(item["notice"]["B"]) < 40_000
     assert len(zlib.decompress(item["notice"]["B"])) < 400_000
     text = notice.render().text
-    assert text.count("only-web-from-internet -> ") == sg_guard.DIGEST_ROWS
+    assert text.count("only-web-from-internet -> ") == DIGEST_ROWS
     assert "... and 500 more" in text
     assert "5000 violation(s)" in notice.subject
 

@@ -21,7 +21,8 @@ from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
-from chalicelib.snapshots import MANAGED, POLICY, VOLUME, WINDOW, Unit, UnitsNotQueuedError, window_tag
+from chalicelib.snapshots.decisions import MANAGED, POLICY, VOLUME, WINDOW, Unit, window_tag
+from chalicelib.snapshots.handlers import UnitsNotQueuedError
 from tests.conftest import HOME, MEMBER, REGION, load_event
 from tests.functional.conftest import Emitted, Estate
 from tests.functional.faults import Faults, body_names

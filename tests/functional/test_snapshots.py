@@ -13,7 +13,9 @@ from chalice.test import Client
 from chalicelib.aws import Target, tags_of
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
-from chalicelib.snapshots import BOT, MANAGED, POLICY, Unit, take_snapshots, work_on
+from chalicelib.snapshots.decisions import BOT, MANAGED, POLICY, Unit
+from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
+from chalicelib.snapshots.policy import SnapshotsPolicy
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.functional.conftest import Estate, member_client
 from tests.functional.faults import answer_with_error
@@ -37,10 +39,10 @@ def snapshots_of(ec2: EC2Client, volume_id: str | None = None) -> list[dict[str,
 
 def run(now: datetime) -> dict[str, Any]:
     runtime = current()
-    return take_snapshots(
-        policies=runtime.policies.snapshots,
+    return schedule_snapshots(
+        policies=runtime.policies.of(SnapshotsPolicy),
         accounts=runtime.policies.accounts,
-        deps=runtime.snapshots,
+        deps=runtime.built(snapshot_deps),
         mailer=runtime.mailer(BOT, None),
         now=now,
     )
@@ -51,9 +53,9 @@ def work(bodies: list[str], at: datetime = FIRST_RUN) -> dict[str, Any]:
     runtime = current()
     return work_on(
         bodies,
-        policies=runtime.policies.snapshots,
+        policies=runtime.policies.of(SnapshotsPolicy),
         accounts=runtime.policies.accounts,
-        deps=runtime.snapshots,
+        deps=runtime.built(snapshot_deps),
         mailer=runtime.mailer(BOT, None),
         clock=lambda: at,
     )

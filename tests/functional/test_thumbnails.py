@@ -13,16 +13,11 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from chalicelib.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy, load_policies
-from chalicelib.thumbnails import (
-    SOURCE_ETAG,
-    SOURCE_KEY,
-    SOURCE_VERSION,
-    WRITE_ATTEMPTS,
-    ThumbnailDeps,
-    ThumbnailRaceError,
-    handle_upload,
-)
+from chalicelib.policy import load_policies
+from chalicelib.thumbnails.decisions import SOURCE_ETAG, SOURCE_KEY, SOURCE_VERSION, WRITE_ATTEMPTS
+from chalicelib.thumbnails.executors import ThumbnailRaceError
+from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
+from chalicelib.thumbnails.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
 from tests.conftest import HOME, REGION, ROOT, load_event
 from tests.functional.faults import answer_with_error
 
@@ -30,7 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 BUCKET = "photos-upload"
-SHIPPED = load_policies(ROOT / "policies").thumbnails
+SHIPPED = load_policies(ROOT / "policies").of(ThumbnailsPolicy)
 SMALL, LARGE = "thumbnails/summer holiday/été 01/small.webp", "thumbnails/summer holiday/été 01/large.webp"
 PHOTO_KEY = "uploads/summer holiday/été 01.JPG"
 

@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from PIL import Image
 
-from chalicelib import sg_guard, snapshots
 from chalicelib.aws import Clients, Target
-from chalicelib.dns import DnsDeps, Registry, ZoneCache
+from chalicelib.dns.executors import Registry
+from chalicelib.dns.handlers import DnsDeps, ZoneCache
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
-from chalicelib.snapshots import Ledger, SnapshotDeps, Unit
-from chalicelib.thumbnails import ThumbnailDeps
+from chalicelib.snapshots.decisions import Unit
+from chalicelib.snapshots.executors import Ledger
+from chalicelib.snapshots.handlers import SnapshotDeps
+from chalicelib.snapshots.policy import SnapshotsPolicy
+from chalicelib.thumbnails.handlers import ThumbnailDeps
 from demo.environment import create_table
 from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
 from tests.network import public_subnet, zones
@@ -87,7 +90,7 @@ class World:
         return {
             "policies": self.policies,
             "clients": self.clients,
-            "mailer": self.mailer(sg_guard.BOT),
+            "mailer": self.mailer("security_groups"),
         }
 
     def dns_deps(self) -> DnsDeps:
@@ -102,10 +105,10 @@ class World:
     def snapshot_kwargs(self) -> dict[str, Any]:
         """The worker's arguments, its clock at the messages' time."""
         return {
-            "policies": self.policies.snapshots,
+            "policies": self.policies.of(SnapshotsPolicy),
             "accounts": self.policies.accounts,
             "deps": self.snapshot_deps(),
-            "mailer": self.mailer(snapshots.BOT),
+            "mailer": self.mailer("snapshots"),
             "clock": lambda: SNAPSHOT_TIME,
         }
 

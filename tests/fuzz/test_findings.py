@@ -11,12 +11,10 @@ from typing import Any
 import pytest
 
 from chalicelib.cli import main
-from chalicelib.events import (
-    MalformedEventError,
-    parse_object_created,
-    parse_security_group_change,
-    parse_state_change,
-)
+from chalicelib.dns.events import parse_state_change
+from chalicelib.events import MalformedEventError
+from chalicelib.security_groups.events import parse_security_group_change
+from chalicelib.thumbnails.events import parse_object_created
 from tests.conftest import ROOT, load_event
 from tests.fuzz.test_policies import SHIPPED, write_policies
 
@@ -43,7 +41,7 @@ def with_rule(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "event",
     [
-        # Was ValueError from PortRange in sg_guard.port_span: the guard crashed on the event.
+        # Was ValueError from PortRange in port_span (security_groups/decisions.py): the guard crashed on the event.
         pytest.param(with_rule(fromPort=2**70), id="port-beyond-65535"),
         pytest.param(with_rule(toPort=70000), id="to-port-beyond-65535"),
         # Were AWS calls to endpoint "ec2..amazonaws.com" (ValueError: Invalid endpoint) or region "e".

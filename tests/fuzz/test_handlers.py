@@ -16,7 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from chalicelib import dns, sg_guard, snapshots, thumbnails
+from chalicelib.dns.handlers import handle_state_change
+from chalicelib.security_groups.handlers import handle_change
+from chalicelib.snapshots.handlers import work_on
+from chalicelib.thumbnails.handlers import handle_upload
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from tests.conftest import EVENTS, HOME, MEMBER, load_event
 from tests.fuzz import estate
 from tests.fuzz.estate import with_ids
@@ -79,18 +83,18 @@ def test_the_unmutated_samples_do_real_work(
 ) -> None:
     # Given the estate the fuzz targets use
     # When each sample is handled as it is
-    judged = {name: sg_guard.handle_change(with_ids(SAMPLES[name], sg_ids), **world.sg_kwargs()) for name in SG_EVENTS}
-    running = dns.handle_state_change(
+    judged = {name: handle_change(with_ids(SAMPLES[name], sg_ids), **world.sg_kwargs()) for name in SG_EVENTS}
+    running = handle_state_change(
         with_ids(SAMPLES["ec2-state-running"], dns_ids), policies=world.policies, deps=world.dns_deps()
     )
     uploads = [
-        thumbnails.handle_upload(
-            with_ids(SAMPLES[name], upload_ids), policy=world.policies.thumbnails, deps=world.thumbnail_deps()
+        handle_upload(
+            with_ids(SAMPLES[name], upload_ids), policy=world.policies.of(ThumbnailsPolicy), deps=world.thumbnail_deps()
         )
         for name in S3_EVENTS
     ]
     bodies = [json.dumps(message) for message in MESSAGES]
-    taken = snapshots.work_on(bodies, **world.snapshot_kwargs())
+    taken = work_on(bodies, **world.snapshot_kwargs())
     # Then the bots act: rules reverted (home and member), records written, thumbnails rendered, snapshots taken
     assert judged["sg-authorize-ingress-ssh-world"]["status"] == "reverted", judged
     assert judged["sg-authorize-ingress-cross-account"]["status"] == "reverted", judged
@@ -105,26 +109,26 @@ def test_the_unmutated_samples_do_real_work(
 def test_the_security_group_guard_survives_mutated_events(
     world: estate.World, sg_ids: dict[str, str], event: Any
 ) -> None:
-    summary(sg_guard.handle_change(with_ids(event, sg_ids), **world.sg_kwargs()))
+    summary(handle_change(with_ids(event, sg_ids), **world.sg_kwargs()))
 
 
 @FUZZ
 @given(event=mutated_sample(EC2_EVENTS))
 def test_the_dns_bot_survives_mutated_events(world: estate.World, dns_ids: dict[str, str], event: Any) -> None:
-    summary(dns.handle_state_change(with_ids(event, dns_ids), policies=world.policies, deps=world.dns_deps()))
+    summary(handle_state_change(with_ids(event, dns_ids), policies=world.policies, deps=world.dns_deps()))
 
 
 @FUZZ
 @given(event=mutated_sample(S3_EVENTS))
 def test_the_thumbnail_bot_survives_mutated_events(world: estate.World, upload_ids: dict[str, str], event: Any) -> None:
     deps = world.thumbnail_deps()
-    summary(thumbnails.handle_upload(with_ids(event, upload_ids), policy=world.policies.thumbnails, deps=deps))
+    summary(handle_upload(with_ids(event, upload_ids), policy=world.policies.of(ThumbnailsPolicy), deps=deps))
 
 
 @FUZZ
 @given(bodies=st.lists(st.sampled_from(MESSAGES).flatmap(mutated_json), min_size=1, max_size=3))
 def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volumes: None, bodies: list[str]) -> None:
-    summary(snapshots.work_on(bodies, **world.snapshot_kwargs()))
+    summary(work_on(bodies, **world.snapshot_kwargs()))
 
 
 # Found by fuzzing: each of these reached botocore or a time comparison, outside the unit's error handling.
@@ -145,6 +149,6 @@ def test_a_malformed_snapshot_message_is_dropped(world: estate.World, volumes: N
     # Given the home unit's message with one field wrong
     body = json.dumps({**MESSAGES[0], field: value})
     # When the worker receives it
-    result = snapshots.work_on([body], **world.snapshot_kwargs())
+    result = work_on([body], **world.snapshot_kwargs())
     # Then it is dropped as malformed: no unit run, nothing failed
     assert (result["units"], result["failed"]) == (0, []), result

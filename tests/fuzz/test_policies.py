@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from chalicelib.cli import main
-from chalicelib.policy import POLICY_FILES
+from chalicelib.policy import POLICY_FILES, model_of
 from tests.conftest import ROOT
 from tests.fuzz.mutations import ODD_SCALARS, mutated
 
@@ -49,7 +49,7 @@ def _field_names(model: Any, seen: set[Any] | None = None) -> set[str]:
     return set().union(*(_field_names(argument, seen) for argument in get_args(model)))
 
 
-KEYS = sorted(set().union(*(_field_names(model) for model in POLICY_FILES.values())))
+KEYS = sorted(set().union(*(_field_names(model_of(stem)) for stem in POLICY_FILES)))
 SCALARS = ODD_SCALARS.filter(lambda value: not (isinstance(value, str) and len(value) > 200)) | st.sampled_from(
     ["internet", "any", "enforce", "report", "tcp", "22", "20-25", "24h", "0m", "50MB", "eu-west-1", "222222222222"]
 )

@@ -91,7 +91,7 @@ def test_the_security_group_timeline_tells_the_story(demo: subprocess.CompletedP
     "line",
     [
         # 1. the zones in the home account, and a record made by hand
-        "Chapter 2: the DNS bot (chalicelib/dns.py)",
+        "Chapter 2: the DNS bot (chalicelib/dns/)",
         "internal.example.com.  ",
         "private, VPC vpc-",
         "someone creates web.internal.example.com. A 10.9.9.9 by hand",
@@ -131,7 +131,7 @@ def test_the_dns_timeline_tells_the_story(demo: subprocess.CompletedProcess[str]
     "line",
     [
         # 1. the estate, and the policy as shipped
-        "Chapter 3: the snapshot bot (chalicelib/snapshots.py)",
+        "Chapter 3: the snapshot bot (chalicelib/snapshots/)",
         "policy daily: every 24h, volumes tagged Backup=daily",
         "222222222222 (workloads): scratch vol-",
         "someone snapshots web-data by hand in 123456789012: snap-",
@@ -175,7 +175,7 @@ def test_the_snapshot_timeline_tells_the_story(demo: subprocess.CompletedProcess
     "line",
     [
         # 1. the photo, stored sideways, and the event moto's S3 itself sent through EventBridge
-        "Chapter 4: the thumbnail bot (chalicelib/thumbnails.py)",
+        "Chapter 4: the thumbnail bot (chalicelib/thumbnails/)",
         "someone uploads s3://photos-upload/uploads/summer holiday/été 01.JPG: a 4000x3000 JPEG",
         "the event moto's S3 sent through EventBridge to opsbots-demo-s3-events:",
         '"key": "uploads/summer holiday/été 01.JPG"',

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.dns import (
+from chalicelib.dns.decisions import (
     HostedZone,
     Instance,
     OwnedRecord,
@@ -20,7 +20,7 @@ from chalicelib.dns import (
     plan_changes,
     route53_changes,
 )
-from chalicelib.policy import DnsPolicy, DnsZone
+from chalicelib.dns.policy import DnsPolicy, DnsZone
 
 PRIVATE = HostedZone("ZPRIV", "internal.example.com.", private=True, vpc_ids=frozenset({"vpc-1"}))
 PUBLIC = HostedZone("ZPUB", "example.com.", private=False)

@@ -1,4 +1,4 @@
-"""chalicelib.imaging: upright, sRGB, never enlarged thumbnails; anything else is UnusableImageError.
+"""chalicelib.thumbnails.imaging: upright, sRGB, never enlarged thumbnails; anything else is UnusableImageError.
 
 Every input is made here, with Pillow or, for what Pillow will not write (16-bit RGB, bomb headers,
 ICC profiles), with struct and zlib: no binary fixtures.
@@ -27,9 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import ExifTags, Image, ImageCms, JpegImagePlugin
 
-from chalicelib.imaging import Rendered, UnusableImageError, in_child, render
-from chalicelib.policy import ThumbnailSize
-from chalicelib.thumbnails import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
+from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB, OutputFormat, decode_budget
+from chalicelib.thumbnails.imaging import Rendered, UnusableImageError, in_child, render
+from chalicelib.thumbnails.policy import ThumbnailSize
 from demo.icc import D50, SRGB_BLUE, SRGB_GREEN, SRGB_RED, description, icc_profile, rgb_profile, s15fixed16, xyz
 from tests.conftest import ROOT
 
@@ -950,8 +950,8 @@ def peak_growth_mib(path: Path) -> float:
     """How far rendering the file at `path` raises a fresh process's peak RSS (VmHWM), in MiB."""
     script = (
         "import sys\n"
-        "from chalicelib.imaging import render\n"
-        "from chalicelib.policy import ThumbnailSize\n"
+        "from chalicelib.thumbnails.imaging import render\n"
+        "from chalicelib.thumbnails.policy import ThumbnailSize\n"
         "def peak():\n"
         "    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
         "data = open(sys.argv[1], 'rb').read()\n"
@@ -1039,8 +1039,8 @@ def test_damaged_heic_files_that_crash_libheif_are_rejected_and_the_process_live
     heic.write_bytes(phone_picture(Image.frombytes("RGB", (24, 16), rng.randbytes(24 * 16 * 3)), "HEIF", 6))
     script = (
         "import random, sys\n"
-        "from chalicelib.imaging import UnusableImageError, render\n"
-        "from chalicelib.policy import ThumbnailSize\n"
+        "from chalicelib.thumbnails.imaging import UnusableImageError, render\n"
+        "from chalicelib.thumbnails.policy import ThumbnailSize\n"
         "base, outcomes = open(sys.argv[1], 'rb').read(), []\n"
         "for seed in range(230):\n"
         "    rng, data = random.Random(seed), bytearray(base)\n"

@@ -16,10 +16,12 @@ from chalicelib.policy import (
     Policies,
     PolicyError,
     PolicyProblem,
-    PortRange,
     json_schema,
     load_policies,
+    model_of,
 )
+from chalicelib.security_groups.policy import PortRange, SecurityGroupsPolicy
+from chalicelib.thumbnails.policy import ThumbnailsPolicy
 
 SHIPPED = Path(__file__).parents[2] / "policies"
 SG = "policies/security_groups.yml"
@@ -101,7 +103,7 @@ VALID = {
     "snapshots.yml": SNAPSHOTS_YML,
     "thumbnails.yml": THUMBNAILS_YML,
 }
-FILES = "accounts.yml, dns.yml, security_groups.yml, snapshots.yml, thumbnails.yml"
+FILES = ", ".join(f"{stem}.yml" for stem in POLICY_FILES)  # accounts.yml, then each bot's, as registered
 DNS_FIELDS = ("zones", "name_tag", "alias_tag", "reverse", "select_tag")
 UNKNOWN_FIELD = (
     "unknown field; expected one of: name, direction, protocols, ports, except_ports, sources, allowed_sources"
@@ -158,8 +160,8 @@ def test_the_shipped_policies_load() -> None:
     # When it is loaded
     loaded = load_policies(SHIPPED)
     # Then both files are there with the documented defaults
-    assert loaded.security_groups.mode == "enforce"
-    assert [rule.name for rule in loaded.security_groups.rules] == [
+    assert loaded.of(SecurityGroupsPolicy).mode == "enforce"
+    assert [rule.name for rule in loaded.of(SecurityGroupsPolicy).rules] == [
         "no-admin-ports-from-internet",
         "only-web-from-internet",
     ]
@@ -172,7 +174,7 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
     # When they are loaded
     loaded = load_policies("policies")
     # Then every field is read as written
-    rule = loaded.security_groups.rules[1]
+    rule = loaded.of(SecurityGroupsPolicy).rules[1]
     assert rule.ports == (PortRange(22, 22),)
     assert [str(network) for network in rule.allowed_sources] == ["10.0.0.0/8"]
     assert loaded.accounts.defaults.regions == ("eu-west-1",)
@@ -620,7 +622,7 @@ def test_json_schema_describes_each_policy_file(name: str) -> None:
     # When its schema is generated
     schema = json_schema(name)
     # Then it lists the top-level fields and forbids unknown ones
-    assert set(schema["properties"]) == set(POLICY_FILES[name].model_fields)
+    assert set(schema["properties"]) == set(model_of(name).model_fields)
     assert schema["additionalProperties"] is False
 
 
@@ -628,7 +630,7 @@ def test_thumbnail_limits_read_decimal_and_binary_units(policies: Path) -> None:
     # Given the valid documents, whose limit is written 20MiB
     write_policies(policies, thumbs("max_bytes: 20MiB", "max_bytes: 50MB"))
     # When they are loaded
-    loaded = load_policies("policies").thumbnails
+    loaded = load_policies("policies").of(ThumbnailsPolicy)
     # Then 50MB is 50 million bytes, and defaults fill what the file leaves out
     assert loaded.limits.max_bytes == 50_000_000
     assert loaded.buckets[1].destination == "scans-thumbnails"
@@ -639,7 +641,7 @@ def test_thumbnail_limits_read_decimal_and_binary_units(policies: Path) -> None:
 def test_an_empty_thumbnails_policy_makes_no_thumbnails(policies: Path) -> None:
     write_policies(policies, {"thumbnails.yml": "buckets: []\n"})
 
-    loaded = load_policies("policies").thumbnails
+    loaded = load_policies("policies").of(ThumbnailsPolicy)
 
     assert loaded.rule_for("photos-upload", "uploads/a.jpg") is None
     assert loaded.limits.max_pixels == 100_000_000

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.events import GroupSource, Network, Permission, PrefixListSource, Source
-from chalicelib.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy, load_policies
-from chalicelib.sg_guard import (
+from chalicelib.policy import load_policies
+from chalicelib.security_groups.decisions import (
     Failure,
     RevokeResult,
     Verdict,
@@ -26,9 +25,11 @@ from chalicelib.sg_guard import (
     read_exemption,
     risky_entries,
 )
+from chalicelib.security_groups.events import GroupSource, Network, Permission, PrefixListSource, Source
+from chalicelib.security_groups.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
 from tests.conftest import ROOT
 
-POLICY: SecurityGroupsPolicy = load_policies(ROOT / "policies").security_groups
+POLICY: SecurityGroupsPolicy = load_policies(ROOT / "policies").of(SecurityGroupsPolicy)
 ADMIN = "no-admin-ports-from-internet"
 WEB = "only-web-from-internet"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.aws import Target
-from chalicelib.policy import AccountsPolicy, Retention, SnapshotPolicy, SnapshotsPolicy
-from chalicelib.snapshots import (
+from chalicelib.policy import AccountsPolicy
+from chalicelib.snapshots.decisions import (
     MANAGED,
     POLICY,
     Entry,
@@ -28,6 +28,7 @@ from chalicelib.snapshots import (
     volumes_to_take,
     window_start,
 )
+from chalicelib.snapshots.policy import Retention, SnapshotPolicy, SnapshotsPolicy
 
 NOW = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
 DAY = timedelta(days=1)

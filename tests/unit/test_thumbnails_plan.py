@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.events import IgnoredEvent, MalformedEventError, ObjectCreated, parse_object_created
-from chalicelib.policy import ThumbnailBucket, ThumbnailLimits, ThumbnailSize, ThumbnailsPolicy
-from chalicelib.thumbnails import (
+from chalicelib.events import IgnoredEvent, MalformedEventError
+from chalicelib.thumbnails.decisions import (
     DRAFT_GAP,
     SOURCE_ETAG,
     SOURCE_KEY,
@@ -34,6 +33,8 @@ from chalicelib.thumbnails import (
     thumbnail_metadata,
     to_write,
 )
+from chalicelib.thumbnails.events import ObjectCreated, parse_object_created
+from chalicelib.thumbnails.policy import ThumbnailBucket, ThumbnailLimits, ThumbnailSize, ThumbnailsPolicy
 from tests.conftest import load_event
 
 SMALL = ThumbnailSize(name="small", width=256, height=256)

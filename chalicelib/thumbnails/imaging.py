@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from PIL import Image, ImageChops, ImageCms, UnidentifiedImageError
 
-from chalicelib.thumbnails import CONTENT_TYPES, MIB, Dimensions, Fit, OutputFormat, decode_request, fit
+from chalicelib.thumbnails.decisions import CONTENT_TYPES, MIB, Dimensions, Fit, OutputFormat, decode_request, fit
 
 if TYPE_CHECKING:
-    from chalicelib.policy import ThumbnailSize
+    from chalicelib.thumbnails.policy import ThumbnailSize
 
 FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF", "HEIF")
 CASCADE_GAP: Final = 2.0  # the same margin Pillow's thumbnail() keeps between a draft and its target

@@ -1,26 +1,9 @@
-"""DNS bot: Route53 records that follow EC2 instance state, without touching anyone else's records.
-
-Every record opsbots writes is claimed first in a DynamoDB registry (`OPSBOTS_DNS_TABLE`, one item
-per zone/name/type, with its owner instance): the claim is a conditional write, so when two
-instances ask for one name the current owner keeps it, and the records to remove for a terminated
-instance come from the registry rather than from EC2. A name already present in Route53 that the
-registry does not hold belongs to someone else: it is reported as a conflict and never written.
-
-Events only say "something happened to instance X": the bot decides from the instance's current
-state (one describe), so duplicates and out-of-order deliveries converge on the same records.
-
-Three sections: pure planning over frozen dataclasses, executors (EC2, Route53, the registry),
-and the two entry points app.py calls.
-"""
+"""Executors: the only code of this bot that talks to AWS (or, for a dry run, prints)."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,9 +13,24 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from chalicelib.aws import Target, error_code, error_message, tags_of
-from chalicelib.events import SkippedEvent, parse_state_change
-from chalicelib.observability import logger, metrics
-from chalicelib.policy import DnsPolicy, DnsZone, MemberBot
+from chalicelib.dns.decisions import (
+    LIST_ZONES_ABOVE,
+    OWNER_INDEX,
+    PRIMARY_TYPES,
+    RUNNING,
+    TRANSACT_UP_TO,
+    TYPES_AT_A_NAME,
+    Conflict,
+    HostedZone,
+    Instance,
+    OwnedRecord,
+    Plan,
+    Record,
+    account_of,
+    batches,
+    route53_changes,
+)
+from chalicelib.dns.policy import DnsPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -40,291 +38,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef
     from mypy_boto3_route53 import Route53Client
     from mypy_boto3_route53.type_defs import ChangeTypeDef
-
-    from chalicelib.aws import Clients
-    from chalicelib.policy import Policies
-
-PERMISSIONS = (
-    "ec2:DescribeInstances",
-    "route53:ListHostedZones",
-    "route53:GetHostedZone",
-    "route53:ListResourceRecordSets",
-    "route53:ChangeResourceRecordSets",
-    "dynamodb:PutItem",
-    "dynamodb:DeleteItem",
-    "sts:AssumeRole",
-    "sts:GetCallerIdentity",
-)
-EVENT_PERMISSIONS = (*PERMISSIONS, "dynamodb:Query")  # one instance's records, by the owner index
-RECONCILE_PERMISSIONS = (*PERMISSIONS, "dynamodb:Scan")  # the whole registry
-BOT: MemberBot = "dns"  # its role in member accounts
-RUNNING = "running"
-MAX_RECORDS_PER_BATCH = 1000
-# An event's few registry writes go in one transaction: one round trip. Past this many (a reconcile),
-# each is written on its own: a transaction costs two write units per item, and one refused name
-# cancels it whole, so a large one would be resent once per conflict.
-TRANSACT_UP_TO = 25
-# Past this many new names, listing the zones once is cheaper than one look-up per name.
-LIST_ZONES_ABOVE = 20
-TYPES_AT_A_NAME = 20
-ZONE_CACHE_SECONDS = 900
-PRIMARY_TYPES = frozenset({"A", "AAAA"})
-RECONCILE_THREADS = 8
-OWNER_INDEX = "by-owner"
-RecordType = Literal["A", "AAAA", "CNAME", "PTR"]
-_INVALID = re.compile(r"[^a-z0-9-]+")
-
-# ---------------------------------------------------------------------------------------------
-# Plain data and pure planning; no AWS.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostedZone:
-    id: str
-    name: str  # lowercase, with the trailing dot
-    private: bool
-    vpc_ids: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Instance:
-    account_id: str
-    region: str
-    instance_id: str
-    state: str
-    tags: Mapping[str, str]
-    vpc_id: str | None = None
-    private_ipv4: str | None = None
-    public_ipv4: str | None = None
-    ipv6: tuple[str, ...] = ()
-
-    @property
-    def owner(self) -> str:
-        return owner_of(self.account_id, self.region, self.instance_id)
-
-
-@dataclass(frozen=True, order=True)
-class Record:
-    zone_id: str
-    name: str
-    type: RecordType
-    value: str
-    ttl: int
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.zone_id, self.name, self.type)
-
-
-@dataclass(frozen=True, order=True)
-class OwnedRecord:
-    """A registry entry: this record was written by opsbots for this owner.
-
-    `unwritten`: claimed, but Route53 failed (throttled or unavailable past the retries, unreachable)
-    before it confirmed the change, so it may not hold the record; the next plan writes it again.
-    """
-
-    record: Record
-    owner: str
-    unwritten: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Conflict:
-    record: Record
-    owner: str
-    held_by: str  # another instance, or "route53" for a record opsbots did not write
-
-
-@dataclass(frozen=True)
-class Plan:
-    claims: tuple[OwnedRecord, ...] = ()  # names not yet owned: claim, check Route53, then write
-    updates: tuple[tuple[OwnedRecord, OwnedRecord], ...] = ()  # (current, wanted) of an owned name
-    deletes: tuple[OwnedRecord, ...] = ()
-    conflicts: tuple[Conflict, ...] = ()
-    kept: tuple[OwnedRecord, ...] = ()  # owned, wanted and unchanged: nothing to write
-
-    def __bool__(self) -> bool:
-        return bool(self.claims or self.updates or self.deletes)
-
-
-def owner_of(account_id: str, region: str, instance_id: str) -> str:
-    return f"{account_id}/{region}/{instance_id}"
-
-
-def account_of(owner: str) -> str:
-    return owner.split("/", 1)[0]
-
-
-def dns_label(value: str) -> str | None:
-    """A tag value as one DNS label (dots too become '-': a tag can never leave its zone)."""
-    label = _INVALID.sub("-", value.strip().lower()).strip("-")[:63].strip("-")
-    return label or None
-
-
-def record_names(instance: Instance, policy: DnsPolicy) -> tuple[str | None, tuple[str, ...]]:
-    """The instance's own label (None if its tag cannot be made valid) and its alias labels."""
-    tag = instance.tags.get(policy.name_tag)
-    name = dns_label(tag) if tag else instance.instance_id
-    raw_aliases = instance.tags.get(policy.alias_tag, "") if policy.alias_tag else ""
-    aliases = (dns_label(alias) for alias in raw_aliases.split(","))
-    return name, tuple(sorted({alias for alias in aliases if alias and alias != name}))
-
-
-def selected(instance: Instance, policy: DnsPolicy) -> bool:
-    return policy.select_tag is None or policy.select_tag in instance.tags
-
-
-def _address(instance: Instance, kind: str) -> tuple[RecordType, str] | None:
-    if kind == "private" and instance.private_ipv4:
-        return "A", instance.private_ipv4
-    if kind == "public" and instance.public_ipv4:
-        return "A", instance.public_ipv4
-    if kind == "ipv6" and instance.ipv6:
-        return "AAAA", instance.ipv6[0]
-    return None
-
-
-def zone_for(config: DnsZone, zones: Sequence[HostedZone]) -> HostedZone | None:
-    """The hosted zone a configured zone means: split horizon is resolved by the kind of address."""
-    name = config.zone.lower().rstrip(".") + "."
-    candidates = [zone for zone in zones if zone.name == name]
-    wanted_private = config.address == "private"
-    return next((zone for zone in candidates if zone.private == wanted_private), None) or (
-        candidates[0] if config.address == "ipv6" and candidates else None
-    )
-
-
-def reverse_zone(address: str, zones: Sequence[HostedZone]) -> tuple[HostedZone, str] | None:
-    """The longest hosted zone holding the address's PTR name, and that name."""
-    pointer = ipaddress.ip_address(address).reverse_pointer + "."
-    holding = [zone for zone in zones if pointer.endswith("." + zone.name) or pointer == zone.name]
-    return (max(holding, key=lambda zone: len(zone.name)), pointer) if holding else None
-
-
-def desired_records(
-    instance: Instance, policy: DnsPolicy, zones: Sequence[HostedZone], account: str
-) -> tuple[tuple[Record, ...], tuple[str, ...]]:
-    """The records a running instance of `account` ("home" or a member's id) should have, and why any
-    expected one cannot be made. A zone names only the accounts it admits (`accounts:`; by default every
-    account in a private zone, the home account only in a public one)."""
-    if instance.state != RUNNING or not selected(instance, policy):
-        return (), ()
-    name, aliases = record_names(instance, policy)
-    if name is None:
-        return (), (f"tag {policy.name_tag}={instance.tags.get(policy.name_tag)!r} cannot be made a DNS name",)
-    records: list[Record] = []
-    skipped: list[str] = []
-    for config in policy.zones:
-        address = _address(instance, config.address)
-        zone = zone_for(config, zones)
-        if address is None:
-            continue
-        if zone is None or (zone.private and instance.vpc_id not in zone.vpc_ids):
-            skipped.append(f"no {config.address} hosted zone {config.zone} for {instance.vpc_id or 'this instance'}")
-            continue
-        if not config.admits(account, zone.private):
-            skipped.append(f"account {account} may not have names in {config.zone} (its accounts:)")
-            continue
-        fqdn = f"{name}.{zone.name}"
-        records.append(Record(zone.id, fqdn, address[0], address[1], config.ttl))
-        records.extend(Record(zone.id, f"{alias}.{zone.name}", "CNAME", fqdn, config.ttl) for alias in aliases)
-        if policy.reverse and (found := reverse_zone(address[1], zones)):
-            records.append(Record(found[0].id, found[1], "PTR", fqdn, config.ttl))
-    return tuple(_first_per_key(records)), tuple(skipped)
-
-
-def _first_per_key(records: Iterable[Record]) -> Iterator[Record]:
-    seen: set[tuple[str, str, str]] = set()
-    for record in records:
-        if record.key not in seen:
-            seen.add(record.key)
-            yield record
-
-
-def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in_scope: Callable[[str], bool]) -> Plan:
-    """What to write so that Route53 holds `wanted`, touching only `owned` records of in-scope owners.
-
-    `wanted` holds every record every in-scope running instance should have; `owned` is the registry.
-    A name owned by someone else stays theirs (a conflict), and when two instances want one free
-    name the smaller owner id wins, so the outcome does not depend on the order of events.
-    """
-    owned_by_key = {entry.record.key: entry for entry in owned}
-    wanted_by_key: dict[tuple[str, str, str], list[OwnedRecord]] = defaultdict(list)
-    for entry in wanted:
-        wanted_by_key[entry.record.key].append(entry)
-    claims: list[OwnedRecord] = []
-    updates: list[tuple[OwnedRecord, OwnedRecord]] = []
-    kept: list[OwnedRecord] = []
-    conflicts: list[Conflict] = []
-    for key, candidates in sorted(wanted_by_key.items()):
-        current = owned_by_key.get(key)
-        keeper = next((c for c in candidates if current and c.owner == current.owner), None)
-        if current is None:
-            keeper = min(candidates, key=lambda entry: entry.owner)
-            claims.append(keeper)
-        elif keeper is None and in_scope(current.owner):
-            # The holder no longer wants the name: hand it over in one compare-and-swap, but only within its
-            # account: another account's instance never inherits a name (it is a conflict instead).
-            same_account = [c for c in candidates if account_of(c.owner) == account_of(current.owner)]
-            keeper = min(same_account, key=lambda entry: entry.owner) if same_account else None
-        if current is not None and keeper is not None:
-            unchanged = keeper == current and not current.unwritten
-            (kept.append(current) if unchanged else updates.append((current, keeper)))
-        holder = keeper.owner if keeper else current.owner if current else ""
-        conflicts.extend(Conflict(c.record, c.owner, holder) for c in candidates if c is not keeper)
-    handed_over = {current.record.key for current, _ in updates}
-    deletes = [
-        entry
-        for key, entry in sorted(owned_by_key.items())
-        if in_scope(entry.owner)
-        and key not in handed_over
-        and not any(c.owner == entry.owner for c in wanted_by_key.get(key, ()))
-    ]
-    return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts), tuple(kept))
-
-
-def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:
-    """Route53 changes per zone: UPSERT what opsbots owns or has just claimed, DELETE with exact values."""
-    changes: dict[str, list[ChangeTypeDef]] = defaultdict(list)
-    for entry in (*plan.claims, *(wanted for _, wanted in plan.updates)):
-        changes[entry.record.zone_id].append(_change("UPSERT", entry.record))
-    for entry in plan.deletes:
-        changes[entry.record.zone_id].append(_change("DELETE", entry.record))
-    return dict(changes)
-
-
-def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDef:
-    return {
-        "Action": action,
-        "ResourceRecordSet": {
-            "Name": record.name,
-            "Type": record.type,
-            "TTL": record.ttl,
-            "ResourceRecords": [{"Value": record.value}],
-        },
-    }
-
-
-def _weight(change: ChangeTypeDef) -> int:
-    # Route53 counts an UPSERT twice towards a batch's 1,000 ResourceRecord elements.
-    values = len(change["ResourceRecordSet"].get("ResourceRecords", []))
-    return values * (2 if change["Action"] == "UPSERT" else 1)
-
-
-def batches(changes: Sequence[ChangeTypeDef], limit: int = MAX_RECORDS_PER_BATCH) -> Iterator[list[ChangeTypeDef]]:
-    """As few change batches as Route53 allows: at most `limit` ResourceRecord elements each."""
-    batch: list[ChangeTypeDef] = []
-    weight = 0
-    for change in changes:
-        if batch and weight + _weight(change) > limit:
-            yield batch
-            batch, weight = [], 0
-        batch.append(change)
-        weight += _weight(change)
-    if batch:
-        yield batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,111 +542,3 @@ def _send(
 def _conflict_text(conflict: Conflict) -> str:
     record = conflict.record
     return f"{record.name} {record.type} wanted by {conflict.owner} is held by {conflict.held_by}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points for app.py.
-# ---------------------------------------------------------------------------------------------
-
-
-class ZoneCache:
-    """Hosted zones of the home account, listed again after ZONE_CACHE_SECONDS (they rarely change)."""
-
-    def __init__(self, route53: Route53Client, clock: Callable[[], float] = time.monotonic) -> None:
-        self._route53 = route53
-        self._clock = clock
-        self._zones: tuple[HostedZone, ...] | None = None
-        self._listed_at = 0.0
-
-    def get(self) -> tuple[HostedZone, ...]:
-        if self._zones is None or self._clock() - self._listed_at > ZONE_CACHE_SECONDS:
-            self._zones = hosted_zones(self._route53)
-            self._listed_at = self._clock()
-        return self._zones
-
-
-@dataclass(frozen=True)
-class DnsDeps:
-    clients: Clients
-    route53: Route53Client
-    registry: Registry
-    zones: ZoneCache
-
-
-def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
-    """Make one instance's records match its current state."""
-    try:
-        change = parse_state_change(raw)
-    except SkippedEvent as skipped:
-        return skipped.report()
-    target = deps.clients.target_for(change.account_id, change.region, policies.accounts, BOT)
-    if target is None:
-        logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
-        metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
-        return {"event_id": change.event_id, "status": "unmanaged-account"}
-    instance = describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
-    owner = owner_of(change.account_id, change.region, change.instance_id)
-    wanted: tuple[Record, ...] = ()
-    if instance is not None and instance.state == RUNNING:
-        wanted, reasons = desired_records(instance, policies.dns, deps.zones.get(), _account_key(target))
-        for reason in reasons:
-            logger.warning("record skipped", extra={"instance": owner, "reason": reason})
-    plan = plan_changes((OwnedRecord(r, owner) for r in wanted), deps.registry.owned_by(owner), owner.__eq__)
-    outcome = apply(plan, route53=deps.route53, registry=deps.registry)
-    _report(outcome)
-    state = instance.state if instance else "gone"
-    logger.info(
-        "dns updated", extra={"instance": owner, "state": state, "event_state": change.state, **outcome.as_dict()}
-    )
-    return {"event_id": change.event_id, "instance": owner, "state": state, **outcome.as_dict()}
-
-
-def _account_key(target: Target) -> str:
-    """How policies name an account: "home" for the functions' own, else its id."""
-    return "home" if target.role_arn is None else target.account_id
-
-
-def _report(outcome: Outcome) -> None:
-    metrics.add_metric(name="RecordsAdded", unit="Count", value=outcome.added)
-    metrics.add_metric(name="RecordsUpdated", unit="Count", value=outcome.updated)
-    metrics.add_metric(name="RecordsRemoved", unit="Count", value=outcome.removed)
-    metrics.add_metric(name="RecordConflicts", unit="Count", value=len(outcome.conflicts))
-    for conflict in outcome.conflicts:
-        logger.warning("dns conflict: name left to its holder", extra={"conflict": conflict})
-    for skipped in outcome.skipped:
-        logger.info("dns record skipped: it would point at a name the instance lost", extra={"record": skipped})
-
-
-def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
-    """Make Route53 match the running instances of every account and region; failed units keep their records."""
-    targets = [target for target, _ in deps.clients.units(policies.accounts, BOT)]
-
-    def scan(target: Target) -> tuple[Target, tuple[Instance, ...] | str]:
-        try:
-            return target, running_instances(deps.clients.client("ec2", target), target, policies.dns)
-        except (ClientError, BotoCoreError) as error:
-            return target, f"{type(error).__name__}: {error}"
-
-    with ThreadPoolExecutor(max_workers=RECONCILE_THREADS) as pool:
-        scanned = list(pool.map(scan, targets))
-    zones = deps.zones.get()
-    failed = {(t.account_id, t.region) for t, found in scanned if isinstance(found, str)}
-    wanted: list[OwnedRecord] = []
-    for target, found in scanned:
-        for instance in found if not isinstance(found, str) else ():
-            records, _skipped = desired_records(instance, policies.dns, zones, _account_key(target))
-            wanted.extend(OwnedRecord(record, instance.owner) for record in records)
-
-    def in_scope(owner: str) -> bool:
-        """Reached, or no longer managed at all (an account or region taken out of accounts.yml): its records
-        go. Only a unit that failed to answer keeps them, until it answers again."""
-        account_id, region, _ = owner.split("/", 2)
-        return (account_id, region) not in failed
-
-    plan = plan_changes(wanted, deps.registry.everything(), in_scope)
-    outcome = apply(plan, route53=deps.route53, registry=deps.registry)
-    outcome.failures = [f"{t.account_id}/{t.region}: {found}" for t, found in scanned if isinstance(found, str)]
-    _report(outcome)
-    metrics.add_metric(name="ReconcileFailures", unit="Count", value=len(outcome.failures))
-    logger.info("dns reconciled", extra={"units": len(targets), **outcome.as_dict()})
-    return {"units": len(targets), **outcome.as_dict()}

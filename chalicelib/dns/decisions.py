@@ -1,0 +1,286 @@
+"""Plain data and pure decisions; no AWS."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from chalicelib.dns.policy import DnsPolicy, DnsZone
+from chalicelib.policy import MemberBot
+
+if TYPE_CHECKING:
+    from mypy_boto3_route53.type_defs import ChangeTypeDef
+
+
+BOT: MemberBot = "dns"  # its role in member accounts
+RUNNING = "running"
+MAX_RECORDS_PER_BATCH = 1000
+# An event's few registry writes go in one transaction: one round trip. Past this many (a reconcile),
+# each is written on its own: a transaction costs two write units per item, and one refused name
+# cancels it whole, so a large one would be resent once per conflict.
+TRANSACT_UP_TO = 25
+# Past this many new names, listing the zones once is cheaper than one look-up per name.
+LIST_ZONES_ABOVE = 20
+TYPES_AT_A_NAME = 20
+ZONE_CACHE_SECONDS = 900
+PRIMARY_TYPES = frozenset({"A", "AAAA"})
+RECONCILE_THREADS = 8
+OWNER_INDEX = "by-owner"
+RecordType = Literal["A", "AAAA", "CNAME", "PTR"]
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+# ---------------------------------------------------------------------------------------------
+# Plain data and pure planning; no AWS.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostedZone:
+    id: str
+    name: str  # lowercase, with the trailing dot
+    private: bool
+    vpc_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Instance:
+    account_id: str
+    region: str
+    instance_id: str
+    state: str
+    tags: Mapping[str, str]
+    vpc_id: str | None = None
+    private_ipv4: str | None = None
+    public_ipv4: str | None = None
+    ipv6: tuple[str, ...] = ()
+
+    @property
+    def owner(self) -> str:
+        return owner_of(self.account_id, self.region, self.instance_id)
+
+
+@dataclass(frozen=True, order=True)
+class Record:
+    zone_id: str
+    name: str
+    type: RecordType
+    value: str
+    ttl: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.zone_id, self.name, self.type)
+
+
+@dataclass(frozen=True, order=True)
+class OwnedRecord:
+    """A registry entry: this record was written by opsbots for this owner.
+
+    `unwritten`: claimed, but Route53 failed (throttled or unavailable past the retries, unreachable)
+    before it confirmed the change, so it may not hold the record; the next plan writes it again.
+    """
+
+    record: Record
+    owner: str
+    unwritten: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    record: Record
+    owner: str
+    held_by: str  # another instance, or "route53" for a record opsbots did not write
+
+
+@dataclass(frozen=True)
+class Plan:
+    claims: tuple[OwnedRecord, ...] = ()  # names not yet owned: claim, check Route53, then write
+    updates: tuple[tuple[OwnedRecord, OwnedRecord], ...] = ()  # (current, wanted) of an owned name
+    deletes: tuple[OwnedRecord, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    kept: tuple[OwnedRecord, ...] = ()  # owned, wanted and unchanged: nothing to write
+
+    def __bool__(self) -> bool:
+        return bool(self.claims or self.updates or self.deletes)
+
+
+def owner_of(account_id: str, region: str, instance_id: str) -> str:
+    return f"{account_id}/{region}/{instance_id}"
+
+
+def account_of(owner: str) -> str:
+    return owner.split("/", 1)[0]
+
+
+def dns_label(value: str) -> str | None:
+    """A tag value as one DNS label (dots too become '-': a tag can never leave its zone)."""
+    label = _INVALID.sub("-", value.strip().lower()).strip("-")[:63].strip("-")
+    return label or None
+
+
+def record_names(instance: Instance, policy: DnsPolicy) -> tuple[str | None, tuple[str, ...]]:
+    """The instance's own label (None if its tag cannot be made valid) and its alias labels."""
+    tag = instance.tags.get(policy.name_tag)
+    name = dns_label(tag) if tag else instance.instance_id
+    raw_aliases = instance.tags.get(policy.alias_tag, "") if policy.alias_tag else ""
+    aliases = (dns_label(alias) for alias in raw_aliases.split(","))
+    return name, tuple(sorted({alias for alias in aliases if alias and alias != name}))
+
+
+def selected(instance: Instance, policy: DnsPolicy) -> bool:
+    return policy.select_tag is None or policy.select_tag in instance.tags
+
+
+def _address(instance: Instance, kind: str) -> tuple[RecordType, str] | None:
+    if kind == "private" and instance.private_ipv4:
+        return "A", instance.private_ipv4
+    if kind == "public" and instance.public_ipv4:
+        return "A", instance.public_ipv4
+    if kind == "ipv6" and instance.ipv6:
+        return "AAAA", instance.ipv6[0]
+    return None
+
+
+def zone_for(config: DnsZone, zones: Sequence[HostedZone]) -> HostedZone | None:
+    """The hosted zone a configured zone means: split horizon is resolved by the kind of address."""
+    name = config.zone.lower().rstrip(".") + "."
+    candidates = [zone for zone in zones if zone.name == name]
+    wanted_private = config.address == "private"
+    return next((zone for zone in candidates if zone.private == wanted_private), None) or (
+        candidates[0] if config.address == "ipv6" and candidates else None
+    )
+
+
+def reverse_zone(address: str, zones: Sequence[HostedZone]) -> tuple[HostedZone, str] | None:
+    """The longest hosted zone holding the address's PTR name, and that name."""
+    pointer = ipaddress.ip_address(address).reverse_pointer + "."
+    holding = [zone for zone in zones if pointer.endswith("." + zone.name) or pointer == zone.name]
+    return (max(holding, key=lambda zone: len(zone.name)), pointer) if holding else None
+
+
+def desired_records(
+    instance: Instance, policy: DnsPolicy, zones: Sequence[HostedZone], account: str
+) -> tuple[tuple[Record, ...], tuple[str, ...]]:
+    """The records a running instance of `account` ("home" or a member's id) should have, and why any
+    expected one cannot be made. A zone names only the accounts it admits (`accounts:`; by default every
+    account in a private zone, the home account only in a public one)."""
+    if instance.state != RUNNING or not selected(instance, policy):
+        return (), ()
+    name, aliases = record_names(instance, policy)
+    if name is None:
+        return (), (f"tag {policy.name_tag}={instance.tags.get(policy.name_tag)!r} cannot be made a DNS name",)
+    records: list[Record] = []
+    skipped: list[str] = []
+    for config in policy.zones:
+        address = _address(instance, config.address)
+        zone = zone_for(config, zones)
+        if address is None:
+            continue
+        if zone is None or (zone.private and instance.vpc_id not in zone.vpc_ids):
+            skipped.append(f"no {config.address} hosted zone {config.zone} for {instance.vpc_id or 'this instance'}")
+            continue
+        if not config.admits(account, zone.private):
+            skipped.append(f"account {account} may not have names in {config.zone} (its accounts:)")
+            continue
+        fqdn = f"{name}.{zone.name}"
+        records.append(Record(zone.id, fqdn, address[0], address[1], config.ttl))
+        records.extend(Record(zone.id, f"{alias}.{zone.name}", "CNAME", fqdn, config.ttl) for alias in aliases)
+        if policy.reverse and (found := reverse_zone(address[1], zones)):
+            records.append(Record(found[0].id, found[1], "PTR", fqdn, config.ttl))
+    return tuple(_first_per_key(records)), tuple(skipped)
+
+
+def _first_per_key(records: Iterable[Record]) -> Iterator[Record]:
+    seen: set[tuple[str, str, str]] = set()
+    for record in records:
+        if record.key not in seen:
+            seen.add(record.key)
+            yield record
+
+
+def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in_scope: Callable[[str], bool]) -> Plan:
+    """What to write so that Route53 holds `wanted`, touching only `owned` records of in-scope owners.
+
+    `wanted` holds every record every in-scope running instance should have; `owned` is the registry.
+    A name owned by someone else stays theirs (a conflict), and when two instances want one free
+    name the smaller owner id wins, so the outcome does not depend on the order of events.
+    """
+    owned_by_key = {entry.record.key: entry for entry in owned}
+    wanted_by_key: dict[tuple[str, str, str], list[OwnedRecord]] = defaultdict(list)
+    for entry in wanted:
+        wanted_by_key[entry.record.key].append(entry)
+    claims: list[OwnedRecord] = []
+    updates: list[tuple[OwnedRecord, OwnedRecord]] = []
+    kept: list[OwnedRecord] = []
+    conflicts: list[Conflict] = []
+    for key, candidates in sorted(wanted_by_key.items()):
+        current = owned_by_key.get(key)
+        keeper = next((c for c in candidates if current and c.owner == current.owner), None)
+        if current is None:
+            keeper = min(candidates, key=lambda entry: entry.owner)
+            claims.append(keeper)
+        elif keeper is None and in_scope(current.owner):
+            # The holder no longer wants the name: hand it over in one compare-and-swap, but only within its
+            # account: another account's instance never inherits a name (it is a conflict instead).
+            same_account = [c for c in candidates if account_of(c.owner) == account_of(current.owner)]
+            keeper = min(same_account, key=lambda entry: entry.owner) if same_account else None
+        if current is not None and keeper is not None:
+            unchanged = keeper == current and not current.unwritten
+            (kept.append(current) if unchanged else updates.append((current, keeper)))
+        holder = keeper.owner if keeper else current.owner if current else ""
+        conflicts.extend(Conflict(c.record, c.owner, holder) for c in candidates if c is not keeper)
+    handed_over = {current.record.key for current, _ in updates}
+    deletes = [
+        entry
+        for key, entry in sorted(owned_by_key.items())
+        if in_scope(entry.owner)
+        and key not in handed_over
+        and not any(c.owner == entry.owner for c in wanted_by_key.get(key, ()))
+    ]
+    return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts), tuple(kept))
+
+
+def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:
+    """Route53 changes per zone: UPSERT what opsbots owns or has just claimed, DELETE with exact values."""
+    changes: dict[str, list[ChangeTypeDef]] = defaultdict(list)
+    for entry in (*plan.claims, *(wanted for _, wanted in plan.updates)):
+        changes[entry.record.zone_id].append(_change("UPSERT", entry.record))
+    for entry in plan.deletes:
+        changes[entry.record.zone_id].append(_change("DELETE", entry.record))
+    return dict(changes)
+
+
+def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDef:
+    return {
+        "Action": action,
+        "ResourceRecordSet": {
+            "Name": record.name,
+            "Type": record.type,
+            "TTL": record.ttl,
+            "ResourceRecords": [{"Value": record.value}],
+        },
+    }
+
+
+def _weight(change: ChangeTypeDef) -> int:
+    # Route53 counts an UPSERT twice towards a batch's 1,000 ResourceRecord elements.
+    values = len(change["ResourceRecordSet"].get("ResourceRecords", []))
+    return values * (2 if change["Action"] == "UPSERT" else 1)
+
+
+def batches(changes: Sequence[ChangeTypeDef], limit: int = MAX_RECORDS_PER_BATCH) -> Iterator[list[ChangeTypeDef]]:
+    """As few change batches as Route53 allows: at most `limit` ResourceRecord elements each."""
+    batch: list[ChangeTypeDef] = []
+    weight = 0
+    for change in changes:
+        if batch and weight + _weight(change) > limit:
+            yield batch
+            batch, weight = [], 0
+        batch.append(change)
+        weight += _weight(change)
+    if batch:
+        yield batch
