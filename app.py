@@ -12,10 +12,11 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSourceHandler, Rate, SQSEvent
 
+from chalicelib.bots import FUNCTIONS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import answer_when_off, current
 from chalicelib.settings import Settings
-from chalicelib.triggers import SECURITY_GROUP_CALLS, SNAPSHOT_QUEUE_NAME, LenientCloudWatchEvent
+from chalicelib.triggers import SNAPSHOT_QUEUE_NAME, LenientCloudWatchEvent
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -23,13 +24,7 @@ for wrapper in handler_wrappers(Settings.from_environ()):
 app.register_middleware(answer_when_off)  # inside the wrappers: logged with the invocation's context
 
 
-@app.on_cw_event(
-    {
-        "source": ["aws.ec2"],
-        "detail-type": ["AWS API Call via CloudTrail"],
-        "detail": {"eventSource": ["ec2.amazonaws.com"], "eventName": sorted(SECURITY_GROUP_CALLS)},
-    }
-)
+@app.on_cw_event(FUNCTIONS["on_security_group_change"].event_pattern)
 def on_security_group_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.security_groups import handlers
 
@@ -43,7 +38,7 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     return handlers.sweep_security_groups(event, current().acting_as("sweep_security_groups"))
 
 
-@app.on_cw_event({"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]})
+@app.on_cw_event(FUNCTIONS["on_instance_state_change"].event_pattern)
 def on_instance_state_change(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.dns import handlers
 
@@ -71,7 +66,7 @@ def snapshot_worker(event: SQSEvent) -> dict[str, Any]:
     return handlers.snapshot_worker(event, current().acting_as("snapshot_worker"))
 
 
-@app.on_cw_event({"source": ["aws.s3"], "detail-type": ["Object Created"]})
+@app.on_cw_event(FUNCTIONS["on_image_uploaded"].event_pattern)
 def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.thumbnails import handlers
 

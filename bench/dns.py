@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_route53 import Route53Client
 
+TITLE = "DNS"  # its heading in bench/results/latest.md
+
 TABLE = "opsbots-dns"
 PEER_TABLE = "DDNS"  # the table aws-lambda-ddns-function keeps instances in
 SELECT_TAG = "opsbots:dns"

@@ -29,6 +29,8 @@ from typing import Any
 from bench.common import RESULTS, ROOT, peer_has, peer_python, ratio, run_worker
 from bench.machine import publish
 
+TITLE = "Deployment size"  # its heading in bench/results/latest.md
+
 STAGE = "prod"
 
 

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagSpecificationTypeDef
     from mypy_boto3_sts import STSClient
 
+TITLE = "Snapshots"  # its heading in bench/results/latest.md
+
 RESULTS = Path(__file__).resolve().parent / "results" / "snapshots.md"
 MEMBERS = tuple(f"2000000000{n:02d}" for n in range(1, 11))
 REGIONS = ("eu-west-1", "us-east-1")

@@ -16,6 +16,7 @@ thumbnail section, which exits 1 on a missed target or a wrong thumbnail size.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -27,16 +28,11 @@ from pathlib import Path
 
 from bench.common import RESULTS, ROOT, peer_python
 from bench.machine import header
+from chalicelib.bots import BOTS
 
-# (module, title): the issue's order.
-SECTIONS: tuple[tuple[str, str], ...] = (
-    ("coldstart", "1. Cold start"),
-    ("sg_event", "2. Security-group event"),
-    ("snapshots", "3. Snapshots"),
-    ("dns", "4. DNS"),
-    ("thumbnails", "5. Thumbnails"),
-    ("package_size", "6. Deployment size"),
-)
+# The sections: the cold start, one per bot (bench/<bot>.py, against the peer its users would pick, as the
+# registry lists the bots), and the deployment's size.
+MODULES = ("coldstart", *(bot.name for bot in BOTS), "package_size")
 PEER_PACKAGES = ("c7n", "pyvips", "boto3")
 # What the suite passes to a section beyond --out, to keep `make bench` under 10 minutes on 2 CPUs.
 ARGUMENTS: dict[str, tuple[str, ...]] = {"thumbnails": ("--rounds", "1")}
@@ -57,6 +53,14 @@ class Section:
         lines = self.body.splitlines()
         marks = ("Targets at", "Result (")
         return [line for line in lines if "(met)" in line or "MISSED" in line or line.startswith(marks)]
+
+
+def sections() -> list[tuple[str, str]]:
+    """(module, numbered title) of every section; each module's title is its TITLE."""
+    return [
+        (module, f"{number}. {importlib.import_module(f'bench.{module}').TITLE}")
+        for number, module in enumerate(MODULES, 1)
+    ]
 
 
 def run_section(module: str, title: str, out: Path, *, quiet: bool = False) -> Section:
@@ -135,20 +139,20 @@ def run_all(chosen: Sequence[tuple[str, str]], results: Path) -> list[Section]:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
-    chosen = [(module, title) for module, title in SECTIONS if not arguments.only or module in arguments.only]
+    chosen = [(module, title) for module, title in sections() if not arguments.only or module in arguments.only]
     load = os.getloadavg()
     started = time.perf_counter()
-    sections = run_all(chosen, arguments.results)
-    text = latest(sections, time.perf_counter() - started, load)
+    ran = run_all(chosen, arguments.results)
+    text = latest(ran, time.perf_counter() - started, load)
     (arguments.results / "latest.md").write_text(text)
     print("\n" + text)
     print(f"written to {arguments.results / 'latest.md'}")
-    return 1 if any(section.exit_code for section in sections) else 0
+    return 1 if any(section.exit_code for section in ran) else 0
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="*", choices=[module for module, _ in SECTIONS], help="run only these")
+    parser.add_argument("--only", nargs="*", choices=MODULES, help="run only these")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the results files go")
     return parser
 

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import PIL.Image
 
+TITLE = "Thumbnails"  # its heading in bench/results/latest.md
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = ROOT / "bench" / "results" / "thumbnails.md"
 WIDTH, HEIGHT = 6000, 4000  # 24 MP, 3:2 like most camera sensors

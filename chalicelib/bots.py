@@ -1,16 +1,26 @@
 """The bots, declared once: what each is called, which Lambda functions it runs, how they are sized and
 what they may call.
 
-Plain data, no imports beyond the standard library, so app.py, the CLI, the tests, the demo and the
-bench can all read it for the price of a dataclass. Lists that used to be kept by hand in each of
-them are derived from it; tests/test_registry.py checks it against what it cannot generate: app.py's
-handlers, .chalice/config.json, and the policy models.
+Plain data, no imports beyond the standard library and chalicelib/triggers.py, so app.py, the CLI,
+the tests, the demo and the bench can all read it for the price of a dataclass. Lists that used to
+be kept by hand in each of them are derived from it; tests/test_registry.py checks it against what
+it cannot generate: app.py's handlers, .chalice/config.json, the IAM files and the policy models.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from chalicelib.triggers import (
+    INSTANCE_STATE_CHANGE,
+    OBJECT_CREATED,
+    S3_NOTIFICATION,
+    SCHEDULED,
+    SECURITY_GROUP_CHANGE,
+    matches,
+)
 
 Trigger = Literal["event", "schedule", "queue"]
 
@@ -25,6 +35,24 @@ class Function:
     timeout_s: int  # lambda_timeout
     calls: tuple[str, ...]  # the IAM actions its bot's code calls at home (the platform's are added by role: below)
     once_per_delivery: bool = False  # uses the run-once table: its emails and scheduled runs happen once
+    # An event function's patterns (chalicelib/triggers.py): its EventBridge rule (app.py's), then any other
+    # shape of event its handler reads. `opsbots simulate` finds the functions an event wakes by them.
+    patterns: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    # The environment variables naming its bot's own resources, each with the resource in deploy/resources.json
+    # it names (deploy/wire_functions.py sets them in the packaged template; the handler reads Settings).
+    resources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def event_pattern(self) -> dict[str, Any]:
+        """Its EventBridge rule's pattern, as Chalice's `on_cw_event` takes it."""
+        if not self.patterns:
+            raise ValueError(f"{self.name} is woken by a {self.trigger}, not by an event pattern")
+        return dict(self.patterns[0])
+
+    def wakes_on(self, event: object) -> bool:
+        """Whether this function would be invoked with `event` (a schedule: with any "Scheduled Event")."""
+        patterns = (SCHEDULED,) if self.trigger == "schedule" else self.patterns
+        return any(matches(pattern, event) for pattern in patterns)
 
     @property
     def logical_id(self) -> str:
@@ -58,6 +86,11 @@ class Bot:
     def policy_file(self) -> str:
         return f"{self.name}.yml"
 
+
+# The environment variables naming the bots' own resources (what each function gets: its `resources`).
+DNS_TABLE: Final = "OPSBOTS_DNS_TABLE"  # the DNS bot's registry: what it owns
+SNAPSHOT_LEDGER: Final = "OPSBOTS_SNAPSHOT_LEDGER"  # the snapshot bot's ledger: what it owns
+SNAPSHOT_QUEUE: Final = "OPSBOTS_SNAPSHOT_QUEUE"  # where the hourly run queues its units (else it runs them)
 
 # What each bot's code calls. Every function is also granted what the platform needs, by what it is
 # (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
@@ -106,7 +139,15 @@ BOTS: Final = (
         "security_groups",
         "SecurityGroupsPolicy",
         (
-            Function("on_security_group_change", "event", 256, 30, _GUARD, once_per_delivery=True),
+            Function(
+                "on_security_group_change",
+                "event",
+                256,
+                30,
+                _GUARD,
+                once_per_delivery=True,
+                patterns=(SECURITY_GROUP_CHANGE,),
+            ),
             Function("sweep_security_groups", "schedule", 512, 300, _GUARD, once_per_delivery=True),
         ),
         emails=True,
@@ -116,8 +157,23 @@ BOTS: Final = (
         "dns",
         "DnsPolicy",
         (
-            Function("on_instance_state_change", "event", 256, 30, (*_DNS, "dynamodb:Query")),  # by the owner index
-            Function("reconcile_dns", "schedule", 1024, 600, (*_DNS, "dynamodb:Scan")),  # the whole registry
+            Function(  # dynamodb:Query: the instance's records, by the owner index
+                "on_instance_state_change",
+                "event",
+                256,
+                30,
+                (*_DNS, "dynamodb:Query"),  # the instance's records, by the owner index
+                patterns=(INSTANCE_STATE_CHANGE,),
+                resources={DNS_TABLE: "DnsRegistryTable"},
+            ),
+            Function(
+                "reconcile_dns",
+                "schedule",
+                1024,
+                600,
+                (*_DNS, "dynamodb:Scan"),  # the whole registry
+                resources={DNS_TABLE: "DnsRegistryTable"},
+            ),
         ),
         emails=False,
         member_calls=("ec2:DescribeInstances",),  # it reads tags anyone can set: it changes nothing there
@@ -126,8 +182,24 @@ BOTS: Final = (
         "snapshots",
         "SnapshotsPolicy",
         (
-            Function("take_snapshots", "schedule", 512, 900, (*_SNAPSHOTS, "sqs:SendMessage"), once_per_delivery=True),
-            Function("snapshot_worker", "queue", 512, 900, _SNAPSHOTS, once_per_delivery=True),
+            Function(
+                "take_snapshots",
+                "schedule",
+                512,
+                900,
+                (*_SNAPSHOTS, "sqs:SendMessage"),
+                once_per_delivery=True,
+                resources={SNAPSHOT_QUEUE: "SnapshotQueue", SNAPSHOT_LEDGER: "SnapshotLedgerTable"},
+            ),
+            Function(
+                "snapshot_worker",
+                "queue",
+                512,
+                900,
+                _SNAPSHOTS,
+                once_per_delivery=True,
+                resources={SNAPSHOT_LEDGER: "SnapshotLedgerTable"},
+            ),
         ),
         emails=True,
         member_calls=_SNAPSHOT_EC2,
@@ -135,7 +207,16 @@ BOTS: Final = (
     Bot(
         "thumbnails",
         "ThumbnailsPolicy",
-        (Function("on_image_uploaded", "event", 1769, 60, ("s3:GetObject", "s3:PutObject", "s3:ListBucket")),),
+        (
+            Function(
+                "on_image_uploaded",
+                "event",
+                1769,
+                60,
+                ("s3:GetObject", "s3:PutObject", "s3:ListBucket"),
+                patterns=(OBJECT_CREATED, S3_NOTIFICATION),
+            ),
+        ),
         emails=False,
     ),
 )

@@ -110,6 +110,10 @@ class StrictModel(BaseModel):
     # Built on first use, not at import: each Lambda function needs only some models (cold start).
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
+    def summary(self) -> str:
+        """What a policy file holds, in a few words, for `opsbots validate`."""
+        return "valid"
+
 
 class EmailSettings(StrictModel):
     """Who sends the bots' email and who receives it."""

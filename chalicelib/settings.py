@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chalicelib.bots import FUNCTIONS
+
 POLICIES_DIR = "OPSBOTS_POLICIES"
 EXTERNAL_ID = "OPSBOTS_EXTERNAL_ID"
 IDEMPOTENCY_TABLE = "OPSBOTS_IDEMPOTENCY_TABLE"
-DNS_TABLE = "OPSBOTS_DNS_TABLE"
-SNAPSHOT_QUEUE = "OPSBOTS_SNAPSHOT_QUEUE"
-SNAPSHOT_LEDGER = "OPSBOTS_SNAPSHOT_LEDGER"
 TRACING = "OPSBOTS_TRACING"
-VARIABLES = (POLICIES_DIR, EXTERNAL_ID, IDEMPOTENCY_TABLE, DNS_TABLE, SNAPSHOT_QUEUE, SNAPSHOT_LEDGER, TRACING)
+# Those that name a bot's own resources (a table, a queue) are declared with its functions in the registry.
+RESOURCE_VARIABLES = tuple(sorted({variable for function in FUNCTIONS.values() for variable in function.resources}))
+VARIABLES = (POLICIES_DIR, EXTERNAL_ID, IDEMPOTENCY_TABLE, TRACING, *RESOURCE_VARIABLES)
 FUNCTION_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda: the function's memory in MB
 
 # `vendor/policies` lands at the root of the deployment zip, beside app.py; in a checkout the
@@ -31,11 +32,9 @@ class Settings:
     policies_dir: Path
     external_id: str | None
     idempotency_table: str | None
-    dns_table: str | None
-    snapshot_queue: str | None
-    snapshot_ledger: str | None
     tracing: bool
     function_memory_mb: int | None  # None off Lambda
+    resources: Mapping[str, str]  # the bots' resources that are set: variable -> name (a table, a queue URL)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -44,12 +43,14 @@ class Settings:
             policies_dir=Path(environ.get(POLICIES_DIR) or SHIPPED_POLICIES),
             external_id=environ.get(EXTERNAL_ID) or None,
             idempotency_table=environ.get(IDEMPOTENCY_TABLE) or None,
-            dns_table=environ.get(DNS_TABLE) or None,
-            snapshot_queue=environ.get(SNAPSHOT_QUEUE) or None,
-            snapshot_ledger=environ.get(SNAPSHOT_LEDGER) or None,
             tracing=environ.get(TRACING, "").lower() in {"1", "true", "yes"},
             function_memory_mb=int(memory) if (memory := environ.get(FUNCTION_MEMORY, "")).isdigit() else None,
+            resources={variable: value for variable in RESOURCE_VARIABLES if (value := environ.get(variable))},
         )
+
+    def resource(self, variable: str) -> str | None:
+        """The name of a bot's resource its function's environment gives (chalicelib/bots.py), or None."""
+        return self.resources.get(variable)
 
 
 class BotOffError(Exception):

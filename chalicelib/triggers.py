@@ -1,4 +1,4 @@
-"""What wakes each bot: the CloudTrail calls, the queue, and the envelope of every EventBridge event.
+"""What wakes each bot: the event patterns, the queue, and the envelope of every EventBridge event.
 
 app.py reads only this module (and the runtime) when it is imported; each bot's own module is
 imported by its handler on first use, so a Lambda function loads the bot it runs and no other
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 # Every call that can widen what a security group lets through. ModifyManagedPrefixList changes no group,
 # but a group rule that references the list opens to whatever the list gains, and no group event says so.
@@ -22,6 +22,38 @@ SECURITY_GROUP_CALLS = frozenset(
     }
 )
 SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
+
+# The EventBridge patterns of the event-driven functions (chalicelib/bots.py names which is whose).
+SECURITY_GROUP_CHANGE: Final[Mapping[str, Any]] = {
+    "source": ["aws.ec2"],
+    "detail-type": ["AWS API Call via CloudTrail"],
+    "detail": {"eventSource": ["ec2.amazonaws.com"], "eventName": sorted(SECURITY_GROUP_CALLS)},
+}
+INSTANCE_STATE_CHANGE: Final[Mapping[str, Any]] = {
+    "source": ["aws.ec2"],
+    "detail-type": ["EC2 Instance State-change Notification"],
+}
+OBJECT_CREATED: Final[Mapping[str, Any]] = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
+# S3's classic notification, for a bucket that invokes the function itself rather than through EventBridge.
+S3_NOTIFICATION: Final[Mapping[str, Any]] = {"Records": {"eventSource": ["aws:s3"]}}
+SCHEDULED: Final[Mapping[str, Any]] = {"source": ["aws.events"], "detail-type": ["Scheduled Event"]}
+
+
+def matches(pattern: Mapping[str, Any], event: object) -> bool:
+    """Whether `event` matches `pattern` as EventBridge matches a rule's: the exact-value lists and nested
+    fields these patterns use, where a list in the event matches if any of its items does."""
+    if isinstance(event, list):
+        return any(matches(pattern, item) for item in event)
+    if not isinstance(event, Mapping):
+        return False
+    for field, wanted in pattern.items():
+        value = event.get(field)
+        if isinstance(wanted, Mapping):
+            if not matches(wanted, value):
+                return False
+        elif not any(item in wanted for item in (value if isinstance(value, list) else [value])):
+            return False
+    return True
 
 
 class LenientCloudWatchEvent:

@@ -1,10 +1,13 @@
-"""`python -m demo [CHAPTER ...]`: play every chapter (or the named ones); exit 0 only if all passed."""
+"""`python -m demo [CHAPTER ...] [--report PATH]`: play every chapter (or the named ones); exit 0 only if all
+passed. `--report PATH` also writes what the demo observed as JSON (demo/show.py's `Report`): every chapter,
+scene and check, each check with its key, verdict and the state facts it was decided on."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from demo import environment
 
@@ -23,27 +26,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown chapter(s): {', '.join(sorted(unknown))}; known: {', '.join(c.name for c in CHAPTERS)}")
         return 2
     chosen = [chapter for chapter in CHAPTERS if not arguments.chapters or chapter.name in arguments.chapters]
+    report = show.new_report()
     started = time.monotonic()
     print("opsbots demo: the bots against moto's HTTP server, nothing leaves this machine")
-    with environment.moto_server() as endpoint:
-        the_stage = stage.build(endpoint)
-        stage.introduce(the_stage)
-        results = {}
-        for number, chapter in enumerate(chosen, 1):
-            show.chapter(number, chapter.title)
-            results[chapter.name] = chapter.play(the_stage)
-    elapsed = time.monotonic() - started
+    try:
+        with environment.moto_server() as endpoint:
+            report.endpoint = endpoint
+            the_stage = stage.build(endpoint)
+            stage.introduce(the_stage)
+            for number, chapter in enumerate(chosen, 1):
+                record = show.chapter(number, chapter.title, name=chapter.name, bot=chapter.bot)
+                record.passed = chapter.play(the_stage)
+    finally:  # a run cut short by an error still leaves its report
+        elapsed = time.monotonic() - started
+        report.elapsed_seconds = round(elapsed, 1)
+        if arguments.report:
+            report.write(arguments.report)
     print(f"\n{'═' * show.WIDTH}")
-    for name, passed in results.items():
-        print(f"{show.PASS if passed else show.FAIL} chapter {name}: {'passed' if passed else 'FAILED'}")
-    passed = all(results.values())
-    print(f"{'all checks passed' if passed else 'SOME CHECKS FAILED'} in {elapsed:.1f} s")
-    return 0 if passed else 1
+    for chapter_record in report.chapters:
+        passed = bool(chapter_record.passed)
+        print(f"{show.PASS if passed else show.FAIL} chapter {chapter_record.name}: {'passed' if passed else 'FAILED'}")
+    print(f"{'all checks passed' if report.passed else 'SOME CHECKS FAILED'} in {elapsed:.1f} s")
+    return 0 if report.passed else 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("chapters", nargs="*", metavar="CHAPTER", help="chapters to play (default: all)")
+    parser.add_argument(
+        "--report", type=Path, metavar="PATH", help="also write what the demo observed, as JSON, to PATH"
+    )
     return parser
 
 

@@ -56,6 +56,7 @@ class RecordSet:
     type: str
     values: tuple[str, ...]
     ttl: int
+    zone: str = field(default="", compare=False)  # the hosted zone's name
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,6 +85,10 @@ class Machine:
     @property
     def owner(self) -> str:
         return f"{MEMBER}/{REGION}/{self.id}"
+
+    @property
+    def facts(self) -> dict[str, object]:
+        return {"name": self.name, "id": self.id, "private_ip": self.private_ip, "public_ip": self.public_ip}
 
     @property
     def reverse(self) -> str:
@@ -165,6 +170,11 @@ def wrapped(text: str, indent: str = "  ") -> str:
     return textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
 
 
+def answer_facts(answer: Mapping[str, Any]) -> dict[str, object]:
+    """What a DNS handler answered, but the event id: counts, skipped, conflicts and failures."""
+    return {key: value for key, value in answer.items() if key != "event_id"}
+
+
 def calls_text(calls: Counter[str]) -> str:
     return ", ".join(f"{call} ({count})" if count > 1 else call for call, count in sorted(calls.items())) or "none"
 
@@ -177,6 +187,7 @@ class DnsChapter:
     subnet: str = ""
     machines: dict[str, Machine] = field(default_factory=dict)  # by Name tag
     first_running: dict[str, Any] | None = None  # scene 2's event, delivered again in scene 4
+    last_logs: list[dict[str, Any]] = field(default_factory=list)  # what the bot logged in the last delivery
 
     def play(self) -> bool:
         scenes: Sequence[tuple[str, Callable[[], bool]]] = (
@@ -188,7 +199,7 @@ class DnsChapter:
             ("the hourly reconcile finds an instance no event told it about", self.reconcile),
             ("a member-account instance with a public address asks for a public name", self.public_name),
         )
-        return show.play_scenes(scenes)
+        return show.play_scenes("dns", scenes)
 
     # ----- moto's state -------------------------------------------------------------------------
 
@@ -209,7 +220,7 @@ class DnsChapter:
                     if rrset["Name"] == zone and rrset["Type"] in {"NS", "SOA"}:
                         continue
                     values = tuple(sorted(r["Value"] for r in rrset.get("ResourceRecords", [])))
-                    record = RecordSet(rrset["Name"], rrset["Type"], values, rrset.get("TTL", 0))
+                    record = RecordSet(rrset["Name"], rrset["Type"], values, rrset.get("TTL", 0), zone)
                     found[record.key] = record
         return found
 
@@ -233,6 +244,28 @@ class DnsChapter:
             for item in page.get("Items", [])
             if "owner" not in item
         }
+
+    def record_facts(self, records: Mapping[tuple[str, str], RecordSet]) -> dict[str, dict[str, object]]:
+        """The records as the report states them: by zone, then by "name TYPE", their values and ttl."""
+        found: dict[str, dict[str, object]] = {zone: {} for zone in self.zones}
+        for record in sorted(records.values()):
+            found.setdefault(record.zone, {})[f"{record.name} {record.type}"] = {
+                "values": record.values,
+                "ttl": record.ttl,
+            }
+        return found
+
+    def registry_facts(self, claims: set[Claim] | None = None) -> dict[str, list[tuple[str, str, str]]]:
+        """The registry as the report states it: by instance name, the (name, type, value) claimed for it."""
+        found: dict[str, list[tuple[str, str, str]]] = {}
+        for claim in sorted(self.registry() if claims is None else claims):
+            instance = claim.owner.rsplit("/", 1)[-1]
+            name = next((m.name for m in self.machines.values() if m.id == instance), claim.owner)
+            found.setdefault(name, []).append((claim.name, claim.type, claim.value))
+        return found
+
+    def log_facts(self) -> list[dict[str, object]]:
+        return [{key: entry.get(key) for key in ("level", "message", "reason")} for entry in self.last_logs]
 
     def claims_of(self, machine: Machine) -> set[tuple[str, str, str]]:
         return {(c.name, c.type, c.value) for c in self.registry() if c.owner == machine.owner}
@@ -290,6 +323,7 @@ class DnsChapter:
         show.step(wrapped(f"{source} invokes {function}: {what} (event {event['id'][:8]}…, time {event['time']})"))
         with bot_calls(function) as calls, bot_logs() as logs:
             answer = self.stage.invoke(function, event)
+        self.last_logs = logs
         shown = {k: v for k, v in answer.items() if k not in {"event_id", "conflicts"}}
         show.step(wrapped(f"{function} answered {shown}"))
         for conflict in answer.get("conflicts", []):
@@ -357,18 +391,34 @@ class DnsChapter:
         show.step(f"someone creates {name} {kind} {value} by hand (UPSERT, ttl 300)")
         records = self.show_records()
 
+        key = "dns.estate"
         checks = show.Checks()
         checks.that(
             sorted(zone["Name"] for zone in listed) == sorted(self.zones),
             f"three hosted zones: {', '.join(self.zones)}",
             f"{[zone['Name'] for zone in listed]}",
+            key=f"{key}.zones",
+            facts={
+                "zones": {
+                    zone["Name"]: "private" if zone.get("Config", {}).get("PrivateZone") else "public"
+                    for zone in listed
+                }
+            },
         )
         checks.that(
             records.get(MANUAL[:2]) == RecordSet(name, kind, (value,), 300) and len(records) == 1,
             f"the record made by hand is the only record: {name} {kind} {value}",
             f"{list(records.values())}",
+            key=f"{key}.only_the_manual_record",
+            facts={"records": self.record_facts(records)},
         )
-        checks.that(not self.registry(), f"the registry {DNS_TABLE} is empty")
+        registry = self.registry()
+        checks.that(
+            not registry,
+            f"the registry {DNS_TABLE} is empty",
+            key=f"{key}.registry_empty",
+            facts={"registry": self.registry_facts(registry)},
+        )
         return checks.ok
 
     def first_instance(self) -> bool:
@@ -382,28 +432,54 @@ class DnsChapter:
         records = self.show_records()
         wanted = self.expected(app1, ["api"])
 
+        key = "dns.first_instance"
         checks = show.Checks()
         checks.that(
             (answer.get("state"), answer.get("added"), answer.get("conflicts")) == ("running", len(wanted), []),
             f"the handler found app-1 running and added {len(wanted)} records, no conflict",
             f"{answer}",
+            key=f"{key}.added",
+            facts={"instance": app1.facts, "answer": answer_facts(answer)},
         )
         for name, kind, value in sorted(wanted):
-            checks.that(self.holds(records, {(name, kind, value)}), f"{kind} {name} → {value}")
+            found = records.get((name, kind))
+            checks.that(
+                self.holds(records, {(name, kind, value)}),
+                f"{kind} {name} → {value}",
+                key=f"{key}.record_{kind.lower()}",
+                facts={
+                    "record": f"{name} {kind}",
+                    "wanted": {"values": [value], "ttl": TTL},
+                    "found": None if found is None else {"values": found.values, "ttl": found.ttl},
+                },
+            )
         public = self.public(records)
-        checks.that(not public, f"nothing in {PUBLIC_ZONE}", f"{public}")
+        checks.that(
+            not public,
+            f"nothing in {PUBLIC_ZONE}",
+            f"{public}",
+            key=f"{key}.nothing_public",
+            facts={"records": self.record_facts(records)},
+        )
         checks.that(
             self.claims_of(app1) == wanted,
             f"the registry holds exactly those {len(wanted)} for {app1.owner}",
             f"{self.claims_of(app1)}",
+            key=f"{key}.registry",
+            facts={"owner": app1.owner, "registry": self.registry_facts()},
         )
         checks.that(
-            records.get(MANUAL[:2]) == RecordSet(*MANUAL[:2], (MANUAL[2],), 300), "the record made by hand is unchanged"
+            records.get(MANUAL[:2]) == RecordSet(*MANUAL[:2], (MANUAL[2],), 300),
+            "the record made by hand is unchanged",
+            key=f"{key}.manual_record_unchanged",
+            facts={"records": self.record_facts(records)},
         )
         checks.that(
             calls["route53:ChangeResourceRecordSets"] == 2,
             "one Route53 change batch per zone written (internal.example.com, 10.in-addr.arpa)",
             f"{calls_text(calls)}",
+            key=f"{key}.one_batch_per_zone",
+            facts={"aws_calls": dict(calls)},
         )
         self.first_running = event
         return checks.ok
@@ -417,27 +493,42 @@ class DnsChapter:
         records = self.show_records()
         name, kind, value = MANUAL
 
+        key = "dns.conflict"
+        registry = self.registry()
         checks = show.Checks()
         checks.that(
             records.get((name, kind)) == before[(name, kind)],
             f"the record made by hand survives unchanged: {name} {kind} {value}",
             f"{records.get((name, kind))}",
+            key=f"{key}.manual_record_survives",
+            facts={"instance": web.facts, "records": self.record_facts(records)},
         )
         conflicts = answer.get("conflicts", [])
         checks.that(
             len(conflicts) == 1 and conflicts[0].startswith(f"{name} A wanted by {web.owner} is held by"),
             f"the handler reports the conflict on {name}",
             f"{conflicts}",
+            key=f"{key}.reported",
+            facts={"answer": answer_facts(answer), "bot_logs": self.log_facts()},
         )
         checks.that(
-            not any(c.name == name for c in self.registry()),
+            not any(c.name == name for c in registry),
             f"the registry does not claim {name} for anyone",
-            f"{[c for c in self.registry() if c.name == name]}",
+            f"{[c for c in registry if c.name == name]}",
+            key=f"{key}.name_not_claimed",
+            facts={"registry": self.registry_facts(registry)},
         )
         checks.that(
-            {c for c in self.registry() if c.owner != web.owner} == registry_before
-            and all(records.get(key) == record for key, record in before.items()),
+            {c for c in registry if c.owner != web.owner} == registry_before
+            and all(records.get(name_type) == record for name_type, record in before.items()),
             "app-1's records and claims are untouched",
+            key=f"{key}.others_untouched",
+            facts={
+                "registry_before": self.registry_facts(registry_before),
+                "registry": self.registry_facts(registry),
+                "records_before": self.record_facts(before),
+                "records": self.record_facts(records),
+            },
         )
         written = sorted(self.claims_of(web))
         if written:
@@ -449,9 +540,10 @@ class DnsChapter:
         return checks.ok
 
     def duplicates(self) -> bool:
+        key = "dns.duplicates"
         checks = show.Checks()
         if self.first_running is None:
-            return checks.that(False, "scene 2 left an event to deliver again")
+            return checks.that(False, "scene 2 left an event to deliver again", key=f"{key}.first_event")
         app1 = self.machines["app-1"]
         before, registry_before = self.records(), self.registry()
         again, again_calls = self.deliver(
@@ -473,10 +565,19 @@ class DnsChapter:
                 counts == ("running", 0, 0, 0) and not WRITES & set(calls),
                 f"{label}: decided from app-1's current state (running): nothing added, changed or removed",
                 f"{answer}; calls {calls_text(calls)}",
+                key=f"{key}.{label}_changes_nothing",
+                facts={"answer": answer_facts(answer), "writes": sorted(WRITES & set(calls))},
             )
         checks.that(
             after_again == before == after_late and registry_again == registry_before == registry_late,
             "every record and registry item is exactly as before",
+            key=f"{key}.state_as_before",
+            facts={
+                "records_changed": not after_again == before == after_late,
+                "registry_changed": not registry_again == registry_before == registry_late,
+                "records": self.record_facts(after_late),
+                "registry": self.registry_facts(registry_late),
+            },
         )
         return checks.ok
 
@@ -502,11 +603,14 @@ class DnsChapter:
         after_end = self.records()
         show.step(f"Route53 {'unchanged' if after_end == after_stop else 'CHANGED'} by the terminated event")
 
+        key = "dns.stop_and_terminate"
         checks = show.Checks()
         checks.that(
             (stopped_state, stopped.get("state"), stopped.get("removed")) == ("stopped", "stopped", len(app1_wanted)),
             f"the handler found app-1 stopped and removed its {len(app1_wanted)} records",
             f"{stopped}",
+            key=f"{key}.stopped_removed",
+            facts={"ec2_state": stopped_state, "answer": answer_facts(stopped)},
         )
         reserved = sorted(self.reserved())
         show.step(
@@ -515,17 +619,27 @@ class DnsChapter:
             + show.columns([[name, kind, account] for name, kind, account in reserved])
         )
         leftovers = [key for key in after_stop if key in {(name, kind) for name, kind, _ in app1_wanted}]
-        checks.that(not leftovers and not claims_after_stop, "app-1's records and claims are gone", f"{leftovers}")
+        checks.that(
+            not leftovers and not claims_after_stop,
+            "app-1's records and claims are gone",
+            f"{leftovers}",
+            key=f"{key}.records_and_claims_gone",
+            facts={"leftover_records": leftovers, "claims": claims_after_stop},
+        )
         checks.that(
             {(name, kind) for name, kind, account in reserved if account == MEMBER}
             >= {(name, kind) for name, kind, _ in app1_wanted},
             f"and its {len(app1_wanted)} names stay reserved for account {MEMBER}",
             f"{reserved}",
+            key=f"{key}.names_reserved",
+            facts={"reserved": reserved},
         )
         checks.that(
             after_stop == others,
             f"everything else is untouched: the record made by hand, web's {self._list(self.claims_of(web))}",
             f"{sorted(set(others.items()) ^ set(after_stop.items()))}",
+            key=f"{key}.others_untouched",
+            facts={"records": self.record_facts(after_stop), "registry": self.registry_facts()},
         )
         checks.that(
             (ended_state, ended.get("state"), ended.get("removed"), ended.get("added")) == ("terminated",) * 2 + (0, 0)
@@ -533,6 +647,13 @@ class DnsChapter:
             and not WRITES & set(ended_calls),
             "terminated: nothing left to remove, nothing else touched",
             f"{ended}; calls {calls_text(ended_calls)}",
+            key=f"{key}.terminated_changes_nothing",
+            facts={
+                "ec2_state": ended_state,
+                "answer": answer_facts(ended),
+                "writes": sorted(WRITES & set(ended_calls)),
+                "records_changed": after_end != after_stop,
+            },
         )
         return checks.ok
 
@@ -556,18 +677,34 @@ class DnsChapter:
             f"Route53 holds {len(records)} record(s), {len(registry)} of them in the registry"
         )
 
+        key = "dns.reconcile"
         checks = show.Checks()
         checks.that(
             (answer.get("units"), answer.get("added"), answer.get("removed"), answer.get("failures"))
             == (2, len(wanted), 0, []),
             f"the reconcile reached both accounts and added db-1's {len(wanted)} records, removed none",
             f"{answer}",
+            key=f"{key}.counts",
+            facts={"answer": answer_facts(answer)},
         )
-        checks.that(self.holds(records, wanted), f"db-1's records are there: {self._list(wanted)}")
-        checks.that(self.claims_of(db) == wanted, "and the registry claims them for db-1", f"{self.claims_of(db)}")
+        checks.that(
+            self.holds(records, wanted),
+            f"db-1's records are there: {self._list(wanted)}",
+            key=f"{key}.records",
+            facts={"instance": db.facts, "records": self.record_facts(records)},
+        )
+        checks.that(
+            self.claims_of(db) == wanted,
+            "and the registry claims them for db-1",
+            f"{self.claims_of(db)}",
+            key=f"{key}.registry",
+            facts={"owner": db.owner, "registry": self.registry_facts(registry)},
+        )
         checks.that(
             not any(batch.private_ip in r.values or r.name.startswith("batch-7.") for r in records.values()),
             f"no record for batch-7 (no {SELECT_TAG} tag)",
+            key=f"{key}.untagged_ignored",
+            facts={"instance": batch.facts, "records": self.record_facts(records)},
         )
         web = self.machines["web"]
         conflicts = answer.get("conflicts", [])
@@ -575,11 +712,18 @@ class DnsChapter:
             [c.split(" wanted by ")[0] for c in conflicts] == [f"{MANUAL[0]} A"],
             f"the conflict on {MANUAL[0]} is reported again, and it is the only one",
             f"{conflicts}",
+            key=f"{key}.conflict_again",
+            facts={"conflicts": conflicts, "web": web.facts},
         )
         checks.that(
-            all(records.get(key) == record for key, record in before.items())
+            all(records.get(name_type) == record for name_type, record in before.items())
             and {c for c in registry if c.owner != db.owner} == registry_before,
             f"the record made by hand and web's records ({self._list(self.claims_of(web))}) are untouched",
+            key=f"{key}.others_untouched",
+            facts={
+                "records_before": self.record_facts(before),
+                "registry_before": self.registry_facts(registry_before),
+            },
         )
         return checks.ok
 
@@ -603,27 +747,36 @@ class DnsChapter:
         records = self.show_records()
         wanted = self.expected(login, ["sso"])
 
+        key = "dns.public_name"
         checks = show.Checks()
         checks.that(
             (answer.get("added"), answer.get("conflicts")) == (len(wanted), []),
             f"login gets its {len(wanted)} private names ({self._list(wanted)})",
             f"{answer}",
+            key=f"{key}.private_names_added",
+            facts={"instance": login.facts, "answer": answer_facts(answer)},
         )
         checks.that(
             self.holds(records, wanted) and self.claims_of(login) == wanted,
             "in Route53 and in the registry",
             f"{self.claims_of(login)}",
+            key=f"{key}.in_route53_and_registry",
+            facts={"records": self.record_facts(records), "registry": self.registry_facts()},
         )
         public = self.public(records)
         checks.that(
             not public and not any(public_ip in r.values for r in records.values() if public_ip),
             f"nothing in {PUBLIC_ZONE}: it lists no accounts:, so it names the home account's instances only",
             f"{public}",
+            key=f"{key}.nothing_public",
+            facts={"public_ip": public_ip, "records": self.record_facts(records), "bot_logs": self.log_facts()},
         )
         checks.that(
             calls["route53:ChangeResourceRecordSets"] == 2,
             "Route53 changed in the two private zones only",
             f"{calls_text(calls)}",
+            key=f"{key}.private_zones_only",
+            facts={"aws_calls": dict(calls)},
         )
         return checks.ok
 

@@ -78,6 +78,24 @@ def exposure_in(body: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def revoked_in(body: str) -> list[str]:
+    """The rule ids an email says were revoked ("- revoked sgr-...")."""
+    return re.findall(r"revoked (sgr-[0-9a-f]+)", body)
+
+
+def rule_facts(rules: Mapping[str, SecurityGroupRuleTypeDef]) -> dict[str, str]:
+    """Rules as the report states them: by rule id, what each allows."""
+    return {rule_id: describe(rule) for rule_id, rule in rules.items()}
+
+
+def email_facts(emails: Sequence[Message]) -> list[dict[str, object]]:
+    """Who each email went to, from whom, and its subject."""
+    return [
+        {"from": email.source, "to": email.destinations.get("ToAddresses", []), "subject": email.subject}
+        for email in emails
+    ]
+
+
 def policy_rules_in(subject: str) -> str:
     """The policy rules the bot names at the end of a violation subject ("... — rule-a, rule-b")."""
     return subject.rsplit(" — ", 1)[-1] if " — " in subject else "(none named)"
@@ -127,7 +145,7 @@ class SecurityGroupsChapter:
             ("a compliant change: SMTP egress to the internet", self.compliant_egress),
             ("the hourly sweep finds RDP opened with no event", self.sweep),
         )
-        return show.play_scenes(scenes)
+        return show.play_scenes("sg", scenes)
 
     # ----- helpers ------------------------------------------------------------------------------
 
@@ -224,34 +242,61 @@ class SecurityGroupsChapter:
             f"\n{measured:.2f} s measured by the demo, from the authorize call to the rule found gone"
         )
 
+        key = "sg.ssh_to_the_world"
         checks = show.Checks()
-        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"answer {answer}")
-        checks.that(rule not in remaining, f"{rule} (tcp 22 from 0.0.0.0/0) no longer exists in moto")
-        self._check_one_email(checks, emails)
+        checks.that(
+            answer.get("status") == "reverted",
+            "the handler reverted the change",
+            f"answer {answer}",
+            key=f"{key}.reverted",
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+        checks.that(
+            rule not in remaining,
+            f"{rule} (tcp 22 from 0.0.0.0/0) no longer exists in moto",
+            key=f"{key}.revoked",
+            facts={"group": group, "rule": rule, "rules_left": rule_facts(remaining)},
+        )
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         body = emails[0].body if emails else ""
-        facts = (home.id, REGION, group, "alice.devops", "tcp 22", "0.0.0.0/0", ADMIN_PORTS, f"revoked {rule}")
-        missing = [fact for fact in facts if fact not in body]
-        checks.that(not missing, "the email says who, what, where, which policy rule and what was done", f"{missing}")
+        wanted = (home.id, REGION, group, "alice.devops", "tcp 22", "0.0.0.0/0", ADMIN_PORTS, f"revoked {rule}")
+        missing = [fact for fact in wanted if fact not in body]
+        checks.that(
+            not missing,
+            "the email says who, what, where, which policy rule and what was done",
+            f"{missing}",
+            key=f"{key}.email_says_it_all",
+            facts={"looked_for": wanted, "missing": missing, "revoked_in_email": revoked_in(body)},
+        )
         checks.that(
             exposure is not None and 0 <= exposure < MAX_EXPOSURE_SECONDS,
             f"exposure under {MAX_EXPOSURE_SECONDS:.0f} s",
             f"{exposure}",
+            key=f"{key}.exposure",
+            facts={
+                "reported_seconds": exposure,
+                "measured_seconds": round(measured, 2),
+                "limit_seconds": MAX_EXPOSURE_SECONDS,
+            },
         )
         self.first_delivery = (event, answer)
         return checks.ok
 
-    def _check_one_email(self, checks: show.Checks, emails: list[Message]) -> None:
+    def _check_one_email(self, checks: show.Checks, emails: list[Message], *, key: str) -> None:
         to = [email.destinations.get("ToAddresses") for email in emails]
         checks.that(
             to == [[RECIPIENT]] and emails[0].source == SENDER,
             f"exactly one email, from {SENDER} to {RECIPIENT}",
             f"{len(emails)} sent, to {to}",
+            key=key,
+            facts={"emails": email_facts(emails)},
         )
 
     def redelivery(self) -> bool:
+        key = "sg.redelivery"
         checks = show.Checks()
         if self.first_delivery is None:
-            return checks.that(False, "scene 1 left an event to deliver again")
+            return checks.that(False, "scene 1 left an event to deliver again", key=f"{key}.first_event")
         event, first_answer = self.first_delivery
         sent_before, records_before = len(self.stage.emails()), self.idempotency_records()
         show.step(f"the email ledger (table {IDEMPOTENCY_TABLE}): {', '.join(records_before)}")
@@ -266,17 +311,32 @@ class SecurityGroupsChapter:
             (answer.get("status"), first_answer.get("email"), answer.get("email")) == ("reverted", "sent", "duplicate"),
             "the second delivery still ends reverted, and the ledger knows its email went out",
             f"{answer}",
+            key=f"{key}.reverted_once_emailed",
+            facts={
+                "first": {"status": first_answer.get("status"), "email": first_answer.get("email")},
+                "second": {"status": answer.get("status"), "email": answer.get("email")},
+            },
         )
         checks.that(
             calls == ["DescribeSecurityGroups", "RevokeSecurityGroupIngress"],
             "the revoke ran again, unguarded, and was a no-op: the rule was already gone",
             f"{calls}",
+            key=f"{key}.revoke_ran_again",
+            facts={"ec2_calls": calls},
         )
-        checks.that(not emails, "no second email", f"{len(emails)} sent")
+        checks.that(
+            not emails,
+            "no second email",
+            f"{len(emails)} sent",
+            key=f"{key}.no_second_email",
+            facts={"emails": email_facts(emails)},
+        )
         checks.that(
             records == records_before and len(records) == 1,
             "the ledger is unchanged: one conditional write per event and outcome",
             f"{records_before} -> {records}",
+            key=f"{key}.ledger_unchanged",
+            facts={"ledger_before": records_before, "ledger_after": records},
         )
         return checks.ok
 
@@ -308,15 +368,29 @@ class SecurityGroupsChapter:
             create_table(dynamodb, "IdempotencyTable")
             show.step(f"the table {IDEMPOTENCY_TABLE} is created again")
 
+        key = "sg.table_unavailable"
         checks = show.Checks()
-        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"{answer}")
-        checks.that(rule not in remaining, f"{rule} is gone: the revoke never waits on bookkeeping")
-        self._check_one_email(checks, emails)
+        checks.that(
+            answer.get("status") == "reverted",
+            "the handler reverted the change",
+            f"{answer}",
+            key=f"{key}.reverted",
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+        checks.that(
+            rule not in remaining,
+            f"{rule} is gone: the revoke never waits on bookkeeping",
+            key=f"{key}.revoked",
+            facts={"group": group, "rule": rule, "rules_left": rule_facts(remaining)},
+        )
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         messages = [entry.get("message") for entry in logs]
         checks.that(
             "the email ledger is unavailable: sending without it (at least once)" in messages,
             "the outage is logged (and counted as DedupeUnavailable): at least once, never not at all",
             f"{messages}",
+            key=f"{key}.outage_logged",
+            facts={"bot_logs": [{"level": entry.get("level"), "message": entry.get("message")} for entry in logs]},
         )
         return checks.ok
 
@@ -372,15 +446,40 @@ class SecurityGroupsChapter:
         emails = self.new_emails(sent_before)
 
         kept = [rule_id for rule_id in real.values() if rule_id != ssh]
+        outcome = {
+            "requested": {rule_id: describe(before[rule_id]) for rule_id in real.values()},
+            "kept": [rule_id for rule_id in real.values() if rule_id in after],
+            "revoked": [rule_id for rule_id in real.values() if rule_id not in after],
+        }
+        key = "sg.multi_permission_call"
         checks = show.Checks()
-        checks.that(answer.get("status") == "reverted", "the handler reverted the offending entry", f"{answer}")
-        checks.that(ssh not in after, f"the SSH entry {ssh} is gone")
-        checks.that(all(rule_id in after for rule_id in kept), "the other four entries stay", f"left: {list(after)}")
-        self._check_one_email(checks, emails)
+        checks.that(
+            answer.get("status") == "reverted",
+            "the handler reverted the offending entry",
+            f"{answer}",
+            key=f"{key}.reverted",
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+        checks.that(
+            ssh not in after,
+            f"the SSH entry {ssh} is gone",
+            key=f"{key}.ssh_revoked",
+            facts={"ssh_rule": ssh, **outcome},
+        )
+        checks.that(
+            all(rule_id in after for rule_id in kept),
+            "the other four entries stay",
+            f"left: {list(after)}",
+            key=f"{key}.others_stay",
+            facts={"ssh_rule": ssh, **outcome},
+        )
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         body = emails[0].body if emails else ""
         checks.that(
             "1 rule(s) broke the policy" in body and f"revoked {ssh}" in body,
             "the email reports that one rule and only that one",
+            key=f"{key}.email_names_one_rule",
+            facts={"says_one_rule_broke": "1 rule(s) broke the policy" in body, "revoked_in_email": revoked_in(body)},
         )
         self.untouched += tuple((home.ec2, rule_id) for rule_id in kept)
         return checks.ok
@@ -410,18 +509,42 @@ class SecurityGroupsChapter:
         show.step(f"describe_security_group_rules in {member.id}: {rule} {state}")
         emails = self.new_emails(sent_before)
 
+        key = "sg.cross_account"
         checks = show.Checks()
-        checks.that(answer.get("status") == "reverted", "the handler reverted the change", f"{answer}")
-        checks.that(rule not in remaining, f"{rule} no longer exists in account {member.id}")
+        checks.that(
+            answer.get("status") == "reverted",
+            "the handler reverted the change",
+            f"{answer}",
+            key=f"{key}.reverted",
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+        checks.that(
+            rule not in remaining,
+            f"{rule} no longer exists in account {member.id}",
+            key=f"{key}.revoked",
+            facts={"account": member.id, "group": group, "rule": rule, "rules_left": rule_facts(remaining)},
+        )
         checks.that(
             [(r.role_arn, r.external_id) for r in assumed] == [(MEMBER_ROLES["security_groups"], EXTERNAL_ID)],
             f"the bot reached {member.id} through its own {MEMBER_ROLES['security_groups'].split(':')[-1]} with the "
             "ExternalId",
             f"{[(r.role_arn, r.external_id) for r in assumed]}",
+            key=f"{key}.member_role",
+            facts={
+                "assumed": [
+                    {"role_arn": r.role_arn, "external_id": r.external_id, "session_name": r.session_name}
+                    for r in assumed
+                ]
+            },
         )
-        self._check_one_email(checks, emails)
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         subject = emails[0].subject if emails else ""
-        checks.that(f"{member.id} ({member.name})" in subject, f"the email names the member account {member}")
+        checks.that(
+            f"{member.id} ({member.name})" in subject,
+            f"the email names the member account {member}",
+            key=f"{key}.email_names_account",
+            facts={"subject": subject},
+        )
         return checks.ok
 
     def exemption(self) -> bool:
@@ -450,6 +573,7 @@ class SecurityGroupsChapter:
         )
         emails = self.new_emails(sent_before)
 
+        key = "sg.exemption"
         checks = show.Checks()
         subjects = [email.subject for email in emails]
         bodies = " ".join(email.body for email in emails)
@@ -457,20 +581,38 @@ class SecurityGroupsChapter:
             (answers[vendor].get("status"), kept) == ("exempt", True),
             f"the exemption until {until} keeps {opened[vendor]} open",
             f"{answers[vendor]}",
+            key=f"{key}.exempt_rule_kept",
+            facts={"status": answers[vendor].get("status"), "rule": opened[vendor], "rule_exists": kept},
         )
         checks.that(
             len(emails) == 2 and "kept (exempt)" in subjects[0] and f"exempt until {until}" in bodies,
             "and security is still told: one email saying it was kept, and until when",
             f"{subjects}",
+            key=f"{key}.kept_is_emailed",
+            facts={
+                "emails": email_facts(emails),
+                "exempt_until": until,
+                "says_until": f"exempt until {until}" in bodies,
+            },
         )
         checks.that(
             (answers[legacy].get("status"), gone) == ("reverted", True),
             f"9999-12-31 exempts nothing: {opened[legacy]} is revoked",
             f"{answers[legacy]}",
+            key=f"{key}.far_tag_ignored",
+            facts={"status": answers[legacy].get("status"), "rule": opened[legacy], "rule_exists": not gone},
         )
+        ignored = [
+            line.removeprefix("- ")
+            for email in emails
+            for line in show.html_as_text(email.body).splitlines()
+            if " ignored: " in line
+        ]
         checks.that(
             "ignored: more than max_exemption_days (90) from now" in bodies,
             "and its email says why the tag was ignored",
+            key=f"{key}.ignored_tag_explained",
+            facts={"ignored_in_emails": ignored},
         )
         self.untouched += ((home.ec2, opened[vendor]),)
         return checks.ok
@@ -509,15 +651,37 @@ class SecurityGroupsChapter:
         )
         emails = self.new_emails(sent_before)
 
+        key = "sg.prefix_list"
         checks = show.Checks()
-        checks.that(answer.get("status") == "reverted", "the edit of the list was judged and reverted", f"{answer}")
-        checks.that(ssh_gone, f"SSH from the list ({ssh}) is revoked: the list now holds the internet")
-        checks.that(web_kept, f"HTTPS from the list ({web}) stays: the web port may face the internet")
-        self._check_one_email(checks, emails)
+        checks.that(
+            answer.get("status") == "reverted",
+            "the edit of the list was judged and reverted",
+            f"{answer}",
+            key=f"{key}.reverted",
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+        checks.that(
+            ssh_gone,
+            f"SSH from the list ({ssh}) is revoked: the list now holds the internet",
+            key=f"{key}.ssh_revoked",
+            facts={"prefix_list": offices, "rule": ssh, "rule_exists": not ssh_gone},
+        )
+        checks.that(
+            web_kept,
+            f"HTTPS from the list ({web}) stays: the web port may face the internet",
+            key=f"{key}.https_stays",
+            facts={"prefix_list": offices, "rule": web, "rule_exists": web_kept},
+        )
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         body = emails[0].body if emails else ""
         checks.that(
             f"prefix list {offices} gained 0.0.0.0/0" in body and f"revoked {ssh}" in body,
             "the email names the cause (the list's new entry) and the rule revoked",
+            key=f"{key}.email_names_cause",
+            facts={
+                "says_cause": f"prefix list {offices} gained 0.0.0.0/0" in body,
+                "revoked_in_email": revoked_in(body),
+            },
         )
         self.untouched += ((ec2, web),)
         return checks.ok
@@ -539,11 +703,31 @@ class SecurityGroupsChapter:
         emails = self.new_emails(sent_before)
         show.step(f"EC2 calls made by the bot: {', '.join(calls) or 'none'}; emails: {len(emails)}")
 
+        key = "sg.compliant_egress"
         checks = show.Checks()
-        checks.that(answer.get("status") == "compliant", "the handler found it compliant", f"{answer}")
-        checks.that(rule in remaining, f"{rule} is still there")
-        checks.that(not emails, "no email", f"{len(emails)} sent")
-        checks.that(not calls, "judged from the event alone: no EC2 call", f"{calls}")
+        checks.that(
+            answer.get("status") == "compliant",
+            "the handler found it compliant",
+            f"{answer}",
+            key=f"{key}.compliant",
+            facts={"status": answer.get("status")},
+        )
+        checks.that(
+            rule in remaining,
+            f"{rule} is still there",
+            key=f"{key}.rule_stays",
+            facts={"rule": rule, "rules": rule_facts(remaining)},
+        )
+        checks.that(
+            not emails, "no email", f"{len(emails)} sent", key=f"{key}.no_email", facts={"emails": email_facts(emails)}
+        )
+        checks.that(
+            not calls,
+            "judged from the event alone: no EC2 call",
+            f"{calls}",
+            key=f"{key}.no_ec2_call",
+            facts={"ec2_calls": calls},
+        )
         self.untouched += ((home.ec2, rule),)
         return checks.ok
 
@@ -568,20 +752,37 @@ class SecurityGroupsChapter:
         show.step(f"describe_security_group_rules, both accounts: removed {', '.join(sorted(removed)) or 'nothing'}")
         emails = self.new_emails(sent_before)
 
+        key = "sg.sweep"
         checks = show.Checks()
         checks.that(
             (answer.get("violations"), answer.get("reverted"), answer.get("failed_units")) == (1, 1, []),
             "the sweep found one violation, reverted it, and reached every account",
             f"{answer}",
+            key=f"{key}.one_violation_reverted",
+            facts={name: answer.get(name) for name in ("units", "violations", "reverted", "failed_units", "kept")},
         )
-        checks.that(removed == {rdp}, f"{rdp} (RDP) is gone, and nothing else in either account", f"{removed}")
         checks.that(
-            all(rule_id in rules_of(ec2) for ec2, rule_id in self.untouched),
-            "the compliant rules of the earlier scenes are untouched",
+            removed == {rdp},
+            f"{rdp} (RDP) is gone, and nothing else in either account",
+            f"{removed}",
+            key=f"{key}.only_rdp_removed",
+            facts={"rdp_rule": rdp, "removed": removed},
         )
-        self._check_one_email(checks, emails)
+        missing = [rule_id for ec2, rule_id in self.untouched if rule_id not in rules_of(ec2)]
+        checks.that(
+            not missing,
+            "the compliant rules of the earlier scenes are untouched",
+            key=f"{key}.earlier_rules_untouched",
+            facts={"watched": [rule_id for _, rule_id in self.untouched], "missing": missing},
+        )
+        self._check_one_email(checks, emails, key=f"{key}.one_email")
         subject = emails[0].subject if emails else ""
-        checks.that("sweep: 1 violation(s)" in subject, "it is the sweep's digest, reporting one violation")
+        checks.that(
+            "sweep: 1 violation(s)" in subject,
+            "it is the sweep's digest, reporting one violation",
+            key=f"{key}.digest",
+            facts={"subject": subject},
+        )
         return checks.ok
 
 

@@ -1,15 +1,22 @@
-"""How the demo talks: a timeline of steps, checks marked ✔/✘, and emails rendered as text."""
+"""How the demo talks: a timeline of steps, checks marked ✔/✘, and emails rendered as text.
+
+What it observed is also kept as data, in the current `Report`: every chapter and scene, each check
+under a stable key with its verdict and the state facts it was decided on. `python -m demo --report
+PATH` writes it as JSON; tests assert on it, not on the wording of the timeline.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from html import unescape
 from html.parser import HTMLParser
+from pathlib import Path
 
 PASS = "✔"
 FAIL = "✘"
@@ -23,12 +30,22 @@ def clock(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).strftime("%H:%M:%S.%f")[:-3]
 
 
-def chapter(number: int, title: str) -> None:
+def chapter(number: int, title: str, *, name: str = "", bot: str = "") -> ChapterRecord:
+    """Print the chapter's heading; its record, which the scenes played next go into, is returned."""
     print(f"\n{'═' * WIDTH}\nChapter {number}: {title}\n{'═' * WIDTH}")
+    record = ChapterRecord(number, name, bot, title)
+    _current.chapters.append(record)
+    return record
 
 
-def scene(number: int, title: str) -> None:
+def scene(number: int, title: str, *, key: str) -> SceneRecord:
+    """Print the scene's heading; its record, which the checks made next go into, is returned."""
     print(f"\n  Scene {number}: {title}\n  {'─' * (len(title) + 10)}")
+    if not _current.chapters:
+        raise RuntimeError(f"scene {key!r} played outside any chapter: call show.chapter first")
+    record = SceneRecord(number, key, title)
+    _current.chapters[-1].scenes.append(record)
+    return record
 
 
 def step(text: str, moment: datetime | None = None) -> None:
@@ -62,14 +79,125 @@ def columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
     )
 
 
+# ----- the report: what the demo observed, as data ---------------------------------------------------------
+
+KEY = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")  # dotted snake_case: "sg.ssh_to_the_world.revoked"
+
+
+@dataclass
+class CheckRecord:
+    key: str  # stable: "<scene key>.<what>", unique in the report
+    passed: bool
+    claim: str  # the line printed after ✔/✘
+    facts: dict[str, object]  # the state the verdict was decided on, as JSON values
+    otherwise: str = ""  # what was found instead, for a failed check
+
+
+@dataclass
+class SceneRecord:
+    number: int
+    key: str  # "<chapter prefix>.<scene>", the prefix of every check key in the scene
+    title: str
+    checks: list[CheckRecord] = field(default_factory=list)
+    passed: bool | None = None  # None: not played to its verdict
+
+
+@dataclass
+class ChapterRecord:
+    number: int
+    name: str  # what `python -m demo NAME` selects
+    bot: str
+    title: str
+    scenes: list[SceneRecord] = field(default_factory=list)
+    passed: bool | None = None
+
+
+@dataclass
+class Report:
+    """Every chapter, scene and check of one run; a check key may appear once only."""
+
+    chapters: list[ChapterRecord] = field(default_factory=list)
+    endpoint: str = ""
+    elapsed_seconds: float | None = None
+
+    def keys(self) -> list[str]:
+        return [check.key for chapter in self.chapters for scene in chapter.scenes for check in scene.checks]
+
+    def add(self, check: CheckRecord) -> None:
+        if not self.chapters or not self.chapters[-1].scenes:
+            raise RuntimeError(f"check {check.key!r} made outside any scene")
+        scene = self.chapters[-1].scenes[-1]
+        if not KEY.fullmatch(check.key) or not check.key.startswith(f"{scene.key}."):
+            raise ValueError(f"check key {check.key!r}: want dotted snake_case under the scene's {scene.key!r}")
+        if check.key in self.keys():
+            raise ValueError(f"duplicate check key {check.key!r}: every check needs a key of its own")
+        scene.checks.append(check)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.chapters) and all(chapter.passed for chapter in self.chapters)
+
+    def as_json(self) -> dict[str, object]:
+        checks = [check for chapter in self.chapters for scene in chapter.scenes for check in scene.checks]
+        return {
+            "passed": self.passed,
+            "checks": len(checks),
+            "failed": [check.key for check in checks if not check.passed],
+            "elapsed_seconds": self.elapsed_seconds,
+            "endpoint": self.endpoint,
+            "chapters": [asdict(chapter) for chapter in self.chapters],
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+_current = Report()
+
+
+def new_report() -> Report:
+    """Start an empty report: the chapters, scenes and checks from here on go into it."""
+    global _current
+    _current = Report()
+    return _current
+
+
+def plain(value: object) -> object:
+    """`value` as JSON values: mappings with string keys, lists (a set sorted), numbers, strings, None."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError(f"a fact's mapping needs string keys: {list(value)!r}")
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted((plain(item) for item in value), key=lambda item: json.dumps(item, sort_keys=True))
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"not a JSON fact: {type(value).__name__} {value!r}")
+
+
 @dataclass
 class Checks:
-    """The checks of one scene; `ok` is the scene's verdict."""
+    """The checks of one scene; `ok` is the scene's verdict. Each goes into the report under its `key`, with
+    the `facts` it was decided on."""
 
     failures: list[str] = field(default_factory=list)
     count: int = 0
 
-    def that(self, passed: bool, claim: str, otherwise: str = "") -> bool:
+    def that(
+        self,
+        passed: bool,
+        claim: str,
+        otherwise: str = "",
+        *,
+        key: str,
+        facts: Mapping[str, object] | None = None,
+    ) -> bool:
+        found = {name: plain(value) for name, value in (facts or {}).items()}
+        _current.add(CheckRecord(key, bool(passed), claim, found, "" if passed else otherwise))
         self.count += 1
         print(f"{MARGIN}{PASS if passed else FAIL} {claim}" + ("" if passed or not otherwise else f" — {otherwise}"))
         if not passed:
@@ -152,15 +280,25 @@ def html_as_text(html: str) -> str:
     return parser.text()
 
 
-def play_scenes(scenes: Sequence[tuple[str, Callable[[], bool]]]) -> bool:
-    """Play every scene in order; a scene that crashes fails, and the next ones still play."""
+def play_scenes(prefix: str, scenes: Sequence[tuple[str, Callable[[], bool]]]) -> bool:
+    """Play every scene in order; a scene that crashes fails, and the next ones still play.
+
+    A scene's key is `prefix` and the name of its method ("sg.ssh_to_the_world"): its checks' keys begin with it.
+    """
     results = []
     for number, (title, play) in enumerate(scenes, 1):
-        scene(number, title)
+        record = scene(number, title, key=f"{prefix}.{getattr(play, '__name__', f'scene_{number}')}")
         try:
-            results.append(play())
+            passed = play()
         except Exception as error:
             traceback.print_exc()
-            Checks().that(False, f"scene {number} ran to the end", f"{type(error).__name__}: {error}")
-            results.append(False)
+            Checks().that(
+                False,
+                f"scene {number} ran to the end",
+                f"{type(error).__name__}: {error}",
+                key=f"{record.key}.ran_to_the_end",
+            )
+            passed = False
+        record.passed = passed
+        results.append(passed)
     return all(results)

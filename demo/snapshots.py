@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,7 @@ class Held:
     region: str
     volume: str
     tags: Mapping[str, str]
+    volume_id: str = ""  # as DescribeSnapshots states it, whatever the tags say
 
     @property
     def ours(self) -> bool:
@@ -221,7 +222,7 @@ class SnapshotsChapter:
             ("the schedule is down from 00:00 to 10:00 UTC: the 10:00 run still takes the day's", self.late_run),
         )
         try:
-            return show.play_scenes(scenes)
+            return show.play_scenes("snap", scenes)
         finally:
             use_policies(None)
 
@@ -244,7 +245,9 @@ class SnapshotsChapter:
                 for raw in (snapshot for page in pages for snapshot in page["Snapshots"]):
                     tags = tags_of(raw.get("Tags"))
                     volume = tags.get(VOLUME) or raw.get("VolumeId", "")
-                    held[raw["SnapshotId"]] = Held(raw["SnapshotId"], account, region, volume, tags)
+                    held[raw["SnapshotId"]] = Held(
+                        raw["SnapshotId"], account, region, volume, tags, raw.get("VolumeId", "")
+                    )
         return held
 
     @property
@@ -319,6 +322,34 @@ class SnapshotsChapter:
         copied = {held.copy_of for held in state.values() if held.ours and held.region == DR_REGION}
         return set(newest) == {disk.id for disk in self.tagged} and all(h.id in copied for h in newest.values())
 
+    # ----- the report's facts -------------------------------------------------------------------
+
+    def by_hand_facts(self, state: State) -> dict[str, object]:
+        """Each account's snapshot made by hand: whether moto still holds it, and any opsbots tag it carries."""
+        return {
+            account: {
+                "snapshot": key,
+                "present": key in state,
+                "opsbots_tags": sorted(tag for tag in state[key].tags if tag.startswith("opsbots:"))
+                if key in state
+                else [],
+            }
+            for account, key in self.by_hand.items()
+        }
+
+    def counts_of(self, state: State, region: str = REGION) -> dict[str, int]:
+        """By volume name, how many of the bot's snapshots (in the DR region: copies) moto holds."""
+        return {self.name(volume): len(windows) for volume, windows in sorted(self.windows_of(state, region).items())}
+
+    def untagged_count(self, state: State) -> int:
+        untagged = {disk.id for disk in self.disks if not disk.tagged}
+        return sum(held.volume in untagged or held.volume_id in untagged for held in state.values())
+
+    @staticmethod
+    def run_facts(run: Run) -> dict[str, object]:
+        """The bot's answer and what moto's state says each account's run did."""
+        return {"answer": dict(run.answer), "tallies": {a: asdict(tally) for a, tally in run.tallies.items()}}
+
     def table(self, runs: Sequence[Run], first: str = "day") -> str:
         rows = [["", "", *(str(self.account(account)) for account in TAGGED)]]
         rows.append([first, "UTC", *[" ".join(COUNTED)] * len(TAGGED)])
@@ -350,8 +381,21 @@ class SnapshotsChapter:
                 "alone: moto's DescribeSnapshots even ignores OwnerIds"
             )
         )
+        state = self.state()
         checks = show.Checks()
-        checks.that(self.survivors(self.state()), "the snapshots made by hand carry no opsbots tag")
+        checks.that(
+            self.survivors(state),
+            "the snapshots made by hand carry no opsbots tag",
+            key="snap.estate.by_hand_untagged",
+            facts={
+                "volumes": {
+                    account: [disk.name for disk in self.disks if disk.account == account and disk.tagged]
+                    for account in TAGGED
+                },
+                "untagged": [disk.name for disk in self.disks if not disk.tagged],
+                "by_hand": self.by_hand_facts(state),
+            },
+        )
         return checks.ok
 
     def create_volume(self, account: str, name: str, *, tagged: bool) -> Disk:
@@ -380,23 +424,57 @@ class SnapshotsChapter:
         for held in taken:
             tags = ", ".join(f"{k}={v}" for k, v in sorted(held.tags.items()))
             show.note(wrapped(f"{held.account} {self.name(held.volume)}: {held.id} {tags}", "    "))
+        key = "snap.first_run"
         checks = show.Checks()
-        checks.that(run.answer.get("units") == 2 and run.answer.get("failed") == [], "both accounts ran, no failure")
+        checks.that(
+            run.answer.get("units") == 2 and run.answer.get("failed") == [],
+            "both accounts ran, no failure",
+            key=f"{key}.both_accounts_ran",
+            facts=self.run_facts(run),
+        )
         checks.that(
             sorted(h.volume for h in taken) == sorted(d.id for d in self.tagged)
             and all(h.source and h.window in hours and h.volume for h in taken),
             f"each of the {len(self.tagged)} tagged volumes has one snapshot, tagged {MANAGED}=true, "
             f"{POLICY}={POLICY_NAME}, {WINDOW}=<today 00:00>, {VOLUME}=<its volume>, and recorded in the ledger",
+            key=f"{key}.one_per_volume",
+            facts={
+                "window": sorted(hours),
+                "taken": [
+                    {
+                        "account": h.account,
+                        "volume": self.name(h.volume),
+                        "volume_id": h.volume_id,
+                        "region": h.region,
+                        "tags": h.tags,
+                    }
+                    for h in taken
+                ],
+            },
         )
         checks.that(
             all(h.tags.get("Name") == self.name(h.volume) for h in taken),
             "each carries its volume's own tags too (copy_tags: true)",
+            key=f"{key}.volume_tags_copied",
+            facts={"name_tags": {self.name(h.volume): h.tags.get("Name") for h in taken}},
         )
-        checks.that(self.untouched(run.after), f"no snapshot of {UNTAGGED}, the volume without the tag")
-        checks.that(self.survivors(run.after), "the snapshots made by hand in both accounts are untouched")
+        checks.that(
+            self.untouched(run.after),
+            f"no snapshot of {UNTAGGED}, the volume without the tag",
+            key=f"{key}.untagged_untouched",
+            facts={"snapshots_of_untagged": self.untagged_count(run.after)},
+        )
+        checks.that(
+            self.survivors(run.after),
+            "the snapshots made by hand in both accounts are untouched",
+            key=f"{key}.by_hand_untouched",
+            facts={"by_hand": self.by_hand_facts(run.after)},
+        )
         checks.that(
             run.answer.get("copied") == 0,
             f"nothing copied to {DR_REGION} yet: the next run copies what this one took, once completed",
+            key=f"{key}.nothing_copied_yet",
+            facts={**self.run_facts(run), "copies_in_dr": self.counts_of(run.after, DR_REGION)},
         )
         return checks.ok
 
@@ -420,41 +498,75 @@ class SnapshotsChapter:
                 state = runs[-1].after
         show.step(f"{len(runs)} runs; what each did per account, read from moto's state\n{self.table(runs)}")
         show.note(f"pruned: the {DR_REGION} copies beyond each volume's newest {dr}")
-        claims: Sequence[tuple[str, Callable[[int, Run], bool]]] = (
-            (f"on all {len(runs)} runs the bot's counts match moto's state", lambda _, r: r.total.matches(r.answer)),
+        last = runs[-1].after
+        claims: Sequence[tuple[str, str, Callable[[int, Run], bool], Mapping[str, object]]] = (
             (
-                "every 02:00 run took nothing: a second run in the same window finds every volume done",
-                lambda i, r: i % 2 == 0 or (r.total.taken, r.total.present) == (0, len(self.tagged)),
+                "counts_match",
+                f"on all {len(runs)} runs the bot's counts match moto's state",
+                lambda _, r: r.total.matches(r.answer),
+                {
+                    "runs": [
+                        {"day": i // 2 + 1, "utc": f"{run.now:%H:%M}", **self.run_facts(run)}
+                        for i, run in enumerate(runs)
+                    ]
+                },
             ),
             (
+                "second_run_takes_nothing",
+                "every 02:00 run took nothing: a second run in the same window finds every volume done",
+                lambda i, r: i % 2 == 0 or (r.total.taken, r.total.present) == (0, len(self.tagged)),
+                {"taken_at_02": [run.total.taken for run in runs[1::2]]},
+            ),
+            (
+                "never_too_few",
                 f"no volume ever had fewer than min({keep}, windows so far) snapshots in {REGION}",
                 # windows so far: the handler's hour, then one per day up to run i's
                 lambda i, r: min(map(len, self.windows_of(r.after).values())) >= min(keep, 2 + i // 2),
+                {"keep": keep, "snapshots_at_the_end": self.counts_of(last)},
             ),
             (
+                "nothing_pruned_in_region",
                 f"nothing pruned in {REGION}: retention lets go only beyond the newest {keep} AND {age}",
                 lambda _, r: all(k in r.after for k, h in r.before.items() if h.region == REGION),
+                {"snapshots_at_the_end": self.counts_of(last)},
             ),
             (
+                "newest_copied",
                 f"after every 02:00 run, each volume's newest snapshot has a copy in {DR_REGION} tagged {COPY_OF}",
                 lambda i, r: i % 2 == 0 or self.copied_newest(r.after),
+                {"copies_at_the_end": self.counts_of(last, DR_REGION)},
             ),
             (
+                "dr_keeps_copies",
                 f"{DR_REGION} keeps {dr} copies per volume ({dr + 1} from a 02:00 copy until the next run prunes)",
                 lambda i, r: (
                     i < 2 * dr or all(dr <= len(w) <= dr + 1 for w in self.windows_of(r.after, DR_REGION).values())
                 ),
+                {"keep": dr, "copies_at_the_end": self.counts_of(last, DR_REGION)},
             ),
             (
+                "by_hand_survive",
                 f"the snapshots made by hand in both accounts survived all {len(runs)} runs",
                 lambda _, r: self.survivors(r.after),
+                {"by_hand": self.by_hand_facts(last)},
             ),
-            (f"{UNTAGGED} (no Backup tag) was never snapshotted", lambda _, r: self.untouched(r.after)),
+            (
+                "untagged_never",
+                f"{UNTAGGED} (no Backup tag) was never snapshotted",
+                lambda _, r: self.untouched(r.after),
+                {"snapshots_of_untagged": self.untagged_count(last)},
+            ),
         )
         checks = show.Checks()
-        for claim, holds in claims:
+        for name, claim, holds, facts in claims:
             failed = [run.label for i, run in enumerate(runs) if not holds(i, run)]
-            checks.that(not failed, claim, "not at " + ", ".join(failed))
+            checks.that(
+                not failed,
+                claim,
+                "not at " + ", ".join(failed),
+                key=f"snap.days.{name}",
+                facts={"runs_failing": failed, **facts},
+            )
         return checks.ok
 
     def short_retention(self) -> bool:
@@ -474,18 +586,43 @@ class SnapshotsChapter:
         for volume, windows in sorted(kept.items(), key=lambda item: self.name(item[0])):
             show.note(f"  {self.name(volume):<10} keeps {', '.join(windows)}")
         dr = copy_retention(daily_policy())
+        key = "snap.short_retention"
         checks = show.Checks()
-        checks.that(run.total.matches(run.answer), "the bot's counts match moto's state")
-        checks.that(run.total.taken == 0, "nothing taken: every volume is done for this window")
+        checks.that(
+            run.total.matches(run.answer),
+            "the bot's counts match moto's state",
+            key=f"{key}.counts_match",
+            facts=self.run_facts(run),
+        )
+        checks.that(
+            run.total.taken == 0,
+            "nothing taken: every volume is done for this window",
+            key=f"{key}.nothing_taken",
+            facts={"taken": run.total.taken},
+        )
         checks.that(
             all(windows == newest for windows in kept.values()),
             f"each volume keeps exactly its newest {SHORT_COUNT} snapshots in {REGION}, pruned down from {DAYS + 1}",
+            key=f"{key}.newest_kept",
+            facts={
+                "snapshots_before": self.counts_of(run.before),
+                "snapshots_after": self.counts_of(run.after),
+                "newest_windows": newest,
+                "kept_windows": {self.name(volume): windows for volume, windows in sorted(kept.items())},
+            },
         )
         checks.that(
             all(len(windows) == dr for windows in self.windows_of(run.after, DR_REGION).values()),
             f"{DR_REGION} keeps {dr} copies per volume (copy_to has a retention of its own)",
+            key=f"{key}.dr_keeps_copies",
+            facts={"keep": dr, "copies": self.counts_of(run.after, DR_REGION)},
         )
-        checks.that(self.survivors(run.after), "the snapshots made by hand survive: retention considers only opsbots'")
+        checks.that(
+            self.survivors(run.after),
+            "the snapshots made by hand survive: retention considers only opsbots'",
+            key=f"{key}.by_hand_survive",
+            facts={"by_hand": self.by_hand_facts(run.after)},
+        )
         return checks.ok
 
     def spoofed_golden(self) -> bool:
@@ -511,10 +648,27 @@ class SnapshotsChapter:
                 "by its own roles), not by tags: a tagged snapshot the ledger does not hold is foreign"
             )
         )
+        key = "snap.spoofed_golden"
         checks = show.Checks()
-        checks.that(golden in run.after, f"{golden}, the golden snapshot, is still there")
-        checks.that(run.answer.get("foreign") == 1, "the run reports one foreign snapshot", f"{run.answer}")
-        checks.that(run.total.matches(run.answer), "the bot's counts match moto's state: it pruned none of it")
+        checks.that(
+            golden in run.after,
+            f"{golden}, the golden snapshot, is still there",
+            key=f"{key}.golden_kept",
+            facts={"golden": golden, "by_hand": self.by_hand_facts(run.after)},
+        )
+        checks.that(
+            run.answer.get("foreign") == 1,
+            "the run reports one foreign snapshot",
+            f"{run.answer}",
+            key=f"{key}.foreign_reported",
+            facts={"answer": dict(run.answer)},
+        )
+        checks.that(
+            run.total.matches(run.answer),
+            "the bot's counts match moto's state: it pruned none of it",
+            key=f"{key}.counts_match",
+            facts=self.run_facts(run),
+        )
         return checks.ok
 
     def late_run(self) -> bool:
@@ -528,12 +682,24 @@ class SnapshotsChapter:
         run = self.scheduled(now)
         show.step(f"take_snapshots answered {answer_text(run.answer)}\n{self.table([run])}")
         window = window_tag(window_start(now, daily_policy().every))
+        key = "snap.late_run"
         checks = show.Checks()
-        checks.that(run.total.matches(run.answer), "the bot's counts match moto's state")
         checks.that(
-            run.total.taken == len(self.tagged)
-            and all(window in windows for windows in self.windows_of(run.after).values()),
+            run.total.matches(run.answer),
+            "the bot's counts match moto's state",
+            key=f"{key}.counts_match",
+            facts=self.run_facts(run),
+        )
+        windows_after = self.windows_of(run.after)
+        checks.that(
+            run.total.taken == len(self.tagged) and all(window in windows for windows in windows_after.values()),
             f"each of the {len(self.tagged)} tagged volumes got the day's snapshot ({WINDOW}={window}) at 10:00",
+            key=f"{key}.day_snapshot_taken",
+            facts={
+                "window": window,
+                "taken": run.total.taken,
+                "has_the_window": {self.name(volume): window in windows for volume, windows in windows_after.items()},
+            },
         )
         return checks.ok
 
@@ -573,18 +739,33 @@ class SnapshotsChapter:
                 f"found the first one's snapshots completed and copied them to {DR_REGION}"
             )
         )
+        key = "snap.duplicate_message"
+        windows_after = self.windows_of(run.after)
         checks = show.Checks()
         checks.that(
             (run.answer.get("units"), run.answer.get("taken"), run.answer.get("present"))
             == (2, len(members), len(members)),
             f"the first delivery took {len(members)} snapshots, the second found those {len(members)} done "
             "and took nothing",
+            key=f"{key}.taken_once",
+            facts={"member_volumes": len(members), **self.run_facts(run)},
         )
         checks.that(
-            taken == sorted(members) and all(self.windows_of(run.after)[v].count(window) == 1 for v in members),
+            taken == sorted(members) and all(windows_after[v].count(window) == 1 for v in members),
             f"moto holds exactly one snapshot per member volume for the window {window}",
+            key=f"{key}.one_per_volume",
+            facts={
+                "window": window,
+                "taken": sorted(self.name(volume) for volume in taken),
+                "in_the_window": {self.name(v): windows_after[v].count(window) for v in members},
+            },
         )
-        checks.that(self.survivors(run.after), "the snapshots made by hand survive")
+        checks.that(
+            self.survivors(run.after),
+            "the snapshots made by hand survive",
+            key=f"{key}.by_hand_survive",
+            facts={"by_hand": self.by_hand_facts(run.after)},
+        )
         return checks.ok
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from chalice.test import Client
 
-from chalicelib import settings
+from chalicelib import bots, settings
 from demo import show
 from demo.environment import HOME, MEMBER, REGION, create_table
 
@@ -121,8 +121,8 @@ def build(endpoint: str) -> Stage:
         {
             settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE,
             settings.EXTERNAL_ID: EXTERNAL_ID,
-            settings.DNS_TABLE: DNS_TABLE,
-            settings.SNAPSHOT_LEDGER: SNAPSHOT_LEDGER,
+            bots.DNS_TABLE: DNS_TABLE,
+            bots.SNAPSHOT_LEDGER: SNAPSHOT_LEDGER,
         }
     )
 

@@ -267,6 +267,20 @@ class Stored:
     def state(self) -> tuple[str, str, datetime]:
         return self.etag, self.version, self.last_modified
 
+    @property
+    def facts(self) -> dict[str, object]:
+        """The thumbnail as the report states it: what Pillow reads in it, and what S3 holds about it."""
+        return {
+            "key": self.key,
+            "format": self.picture.format,
+            "width": self.picture.width,
+            "height": self.picture.height,
+            "mode": self.picture.mode,
+            "content_type": self.content_type,
+            "bytes": len(self.body),
+            "metadata": self.metadata,
+        }
+
     def names_source(self, uploaded: Uploaded) -> bool:
         return (
             unquote(self.metadata.get(SOURCE_KEY, "")) == uploaded.key
@@ -295,6 +309,11 @@ class Delivery:
     def made(self, *operations: str) -> list[str]:
         """The keys of the calls of these operations, in order."""
         return [key for operation, key in self.calls if operation in operations]
+
+    @property
+    def facts(self) -> dict[str, object]:
+        """The answer's status and reason, and the bot's S3 calls as (operation, key)."""
+        return {"status": self.status, "reason": self.reason, "s3_calls": self.calls}
 
     @property
     def operations(self) -> str:
@@ -380,7 +399,7 @@ class ThumbnailsChapter:
             ("the bot's own writes come back as events", self.recursion),
             ("a key with '+' and spaces, used exactly as stored", self.plus_key),
         )
-        return show.play_scenes(scenes)
+        return show.play_scenes("thumb", scenes)
 
     # ----- moto's state -----------------------------------------------------------------------------------
 
@@ -562,16 +581,25 @@ class ThumbnailsChapter:
     # ----- checks -----------------------------------------------------------------------------------------
 
     def check_written(
-        self, checks: show.Checks, uploaded: Uploaded, upright: tuple[int, int], delivery: Delivery
+        self, checks: show.Checks, uploaded: Uploaded, upright: tuple[int, int], delivery: Delivery, *, key: str
     ) -> dict[str, Stored]:
-        """What every upload that gets thumbnails must show in moto; returns the thumbnails by size name."""
+        """What every upload that gets thumbnails must show in moto; returns the thumbnails by size name.
+        Its checks' keys are `key` + ".written", ".exactly_these", ".size_<name>", ...."""
         wanted = thumbnail_keys(uploaded.key)
-        checks.that(delivery.status == "written", "the handler wrote thumbnails", f"{delivery.answer}")
+        checks.that(
+            delivery.status == "written",
+            "the handler wrote thumbnails",
+            f"{delivery.answer}",
+            key=f"{key}.written",
+            facts={"upload": {"key": uploaded.key, "bytes": uploaded.size}, **delivery.facts},
+        )
         thumbs = self.show_thumbnails(uploaded)
         checks.that(
             {size: thumb.key for size, thumb in thumbs.items()} == wanted,
             f"exactly {len(wanted)}: {', '.join(key.rpartition('/')[2] for key in wanted.values())}",
             f"{[thumb.key for thumb in thumbs.values()]}",
+            key=f"{key}.exactly_these",
+            facts={"wanted": wanted, "held": {size: thumb.key for size, thumb in thumbs.items()}},
         )
         for size, thumb in thumbs.items():
             expected = contained(upright, BOXES.get(size, (None, None)))
@@ -582,29 +610,51 @@ class ThumbnailsChapter:
                 f"{size}: a WebP {expected[0]}x{expected[1]}, {box_text(BOXES.get(size, (None, None)))}, "
                 f"ContentType {CONTENT_TYPE}",
                 f"{thumb.picture.format} {thumb.dimensions}, {thumb.content_type}",
+                key=f"{key}.size_{size}",
+                facts={"expected": {"width": expected[0], "height": expected[1]}, "thumbnail": thumb.facts},
             )
         checks.that(
             bool(thumbs) and all(thumb.names_source(uploaded) for thumb in thumbs.values()),
             "their metadata names the upload: its key (percent-encoded), ETag and version",
             f"{[dict(thumb.metadata) for thumb in thumbs.values()]}",
+            key=f"{key}.metadata_names_upload",
+            facts={
+                "upload": {"key": uploaded.key, "etag": uploaded.etag, "version": uploaded.version},
+                "metadata": {size: thumb.metadata for size, thumb in thumbs.items()},
+            },
         )
         held = sorted((thumb.key, thumb.dimensions, len(thumb.body)) for thumb in thumbs.values())
         answered = sorted((w["key"], w["dimensions"], w["bytes"]) for w in delivery.answer.get("written", []))
         checks.that(
-            held == answered, "the handler's answer (keys, dimensions, bytes) is what moto holds", f"{answered}"
+            held == answered,
+            "the handler's answer (keys, dimensions, bytes) is what moto holds",
+            f"{answered}",
+            key=f"{key}.answer_is_moto_state",
+            facts={"held": held, "answered": answered},
         )
         checks.that(
             delivery.made("GetObject") == [uploaded.key] and sorted(delivery.made(*WRITES)) == sorted(wanted.values()),
             f"the bot downloaded {uploaded.key.rpartition('/')[2]} once and wrote those {len(wanted)} only",
             f"{delivery.calls}",
+            key=f"{key}.one_download_two_writes",
+            facts={"downloads": delivery.made("GetObject"), "writes": delivery.made(*WRITES)},
         )
         return thumbs
 
-    def nothing_written(self, checks: show.Checks, delivery: Delivery, before: set[tuple[str, str]]) -> None:
+    def nothing_written(
+        self, checks: show.Checks, delivery: Delivery, before: set[tuple[str, str]], *, key: str
+    ) -> None:
+        new_versions = self.versions() - before
         checks.that(
-            not delivery.made(*WRITES) and self.versions() == before and not delivery.emitted,
+            not delivery.made(*WRITES) and not new_versions and not delivery.emitted,
             f"nothing written: no write call, no new object version under {OUTPUT_PREFIX}, no event from S3",
             f"writes {delivery.made(*WRITES)}, {len(delivery.emitted)} event(s) from S3",
+            key=key,
+            facts={
+                "writes": delivery.made(*WRITES),
+                "new_versions": [version_key for version_key, _ in sorted(new_versions)],
+                "events_from_s3": len(delivery.emitted),
+            },
         )
 
     # ----- scenes -----------------------------------------------------------------------------------------
@@ -618,28 +668,40 @@ class ThumbnailsChapter:
             f"a {PHOTO_STORED[0]}x{PHOTO_STORED[1]} JPEG made with Pillow, the sky along its left edge, "
             "EXIF Orientation 6 (shown turned 90° clockwise: 3000x4000, sky on top) and a GPS position",
         )
+        key = "thumb.photo"
         checks = show.Checks()
         sent = self.sent_for(PHOTO)
         event = self.event_for(PHOTO, explain=True)
         if "etag" not in sent["detail"]["object"]:
             before = self.versions()
             verbatim = self.deliver(sent, "moto's event verbatim")
+            new_versions = self.versions() - before
             checks.that(
-                verbatim.status == "malformed" and not verbatim.calls and self.versions() == before,
+                verbatim.status == "malformed" and not verbatim.calls and not new_versions,
                 "moto's event as sent is refused as malformed (no object.etag): no S3 call, nothing written",
                 f"{verbatim.answer}",
+                key=f"{key}.moto_event_refused",
+                facts={
+                    "event_object_fields": sorted(sent["detail"]["object"]),
+                    **verbatim.facts,
+                    "new_versions": len(new_versions),
+                },
             )
         delivery = self.deliver(event, "the photo's event, in AWS's shape")
         self.first_event = event
-        thumbs = self.check_written(checks, uploaded, (PHOTO_STORED[1], PHOTO_STORED[0]), delivery)
+        thumbs = self.check_written(checks, uploaded, (PHOTO_STORED[1], PHOTO_STORED[0]), delivery, key=key)
         checks.that(
             len(thumbs) == len(BOXES) and all(sky_on_top(thumb.picture) for thumb in thumbs.values()),
             "both are portrait with the sky on top: the EXIF rotation was applied, clockwise",
+            key=f"{key}.upright",
+            facts={"sky_on_top": {size: sky_on_top(thumb.picture) for size, thumb in thumbs.items()}},
         )
         checks.that(
             all(not thumb.picture.getexif() for thumb in thumbs.values()),
             "no EXIF in either: no Orientation to turn them a second time, no GPS position",
             f"{[dict(thumb.picture.getexif()) for thumb in thumbs.values()]}",
+            key=f"{key}.no_exif",
+            facts={"exif_tags": {size: len(thumb.picture.getexif()) for size, thumb in thumbs.items()}},
         )
         show.note(
             f"render (decode once, resize to {len(BOXES)} sizes, encode WebP): {delivery.answer.get('render_ms')} ms "
@@ -658,11 +720,14 @@ class ThumbnailsChapter:
             "ICC profile",
         )
         delivery = self.deliver(self.event_for(HEIC), "the HEIC")
+        key = "thumb.iphone"
         checks = show.Checks()
-        thumbs = self.check_written(checks, uploaded, (HEIC_STORED[1], HEIC_STORED[0]), delivery)
+        thumbs = self.check_written(checks, uploaded, (HEIC_STORED[1], HEIC_STORED[0]), delivery, key=key)
         checks.that(
             len(thumbs) == len(BOXES) and all(sky_on_top(thumb.picture) for thumb in thumbs.values()),
             "both are portrait with the sky on top: the container's rotation was applied, once",
+            key=f"{key}.upright",
+            facts={"sky_on_top": {size: sky_on_top(thumb.picture) for size, thumb in thumbs.items()}},
         )
         expected = in_srgb(sun, DISPLAY_P3)
         seen = {size: sun_centre(thumb.picture) for size, thumb in thumbs.items()}
@@ -676,10 +741,23 @@ class ThumbnailsChapter:
             bool(seen) and all(distance(colour, expected) <= 10 < distance(colour, sun) for colour in seen.values()),
             f"the sun is sRGB {expected} in both (within 10), not the P3 values {sun}: the profile was applied",
             f"{seen}",
+            key=f"{key}.colours_in_srgb",
+            facts={
+                "sun_in_p3": sun,
+                "sun_in_srgb": expected,
+                "seen": seen,
+                "distance_to_srgb": {size: distance(colour, expected) for size, colour in seen.items()},
+                "distance_to_p3": {size: distance(colour, sun) for size, colour in seen.items()},
+            },
         )
         checks.that(
             all("icc_profile" not in thumb.picture.info and not thumb.picture.getexif() for thumb in thumbs.values()),
             "neither carries a profile or EXIF: plain sRGB, nothing to turn them twice",
+            key=f"{key}.no_profile_no_exif",
+            facts={
+                "icc_profile": {size: "icc_profile" in thumb.picture.info for size, thumb in thumbs.items()},
+                "exif_tags": {size: len(thumb.picture.getexif()) for size, thumb in thumbs.items()},
+            },
         )
         return checks.ok
 
@@ -688,19 +766,26 @@ class ThumbnailsChapter:
             LOGO, logo_png(), "image/png", f"a {LOGO_SIZE[0]}x{LOGO_SIZE[1]} RGBA PNG, a badge on a transparent ground"
         )
         delivery = self.deliver(self.event_for(LOGO), "the logo")
+        key = "thumb.transparent"
         checks = show.Checks()
-        thumbs = self.check_written(checks, uploaded, LOGO_SIZE, delivery)
+        thumbs = self.check_written(checks, uploaded, LOGO_SIZE, delivery, key=key)
         checks.that(
             len(thumbs) == len(BOXES) and all(alpha_kept(thumb.picture) for thumb in thumbs.values()),
             "both keep the alpha channel (RGBA): the corner pixel is transparent, the badge's centre opaque",
             f"{[(thumb.picture.mode, thumb.picture.getpixel((0, 0))) for thumb in thumbs.values()]}",
+            key=f"{key}.alpha_kept",
+            facts={
+                size: {"mode": thumb.picture.mode, "alpha_kept": alpha_kept(thumb.picture)}
+                for size, thumb in thumbs.items()
+            },
         )
         return checks.ok
 
     def duplicate(self) -> bool:
+        key = "thumb.duplicate"
         checks = show.Checks()
         if self.first_event is None:
-            return checks.that(False, "scene 1 left an event to deliver again")
+            return checks.that(False, "scene 1 left an event to deliver again", key=f"{key}.first_event")
         wanted = list(thumbnail_keys(PHOTO).values())
         before = {key: self.stored(key).state for key in wanted}
         versions = self.versions()
@@ -711,14 +796,24 @@ class ThumbnailsChapter:
             delivery.status == "up-to-date" and sorted(delivery.answer.get("current", [])) == sorted(wanted),
             "the handler found both thumbnails up to date",
             f"{delivery.answer}",
+            key=f"{key}.up_to_date",
+            facts={"status": delivery.status, "current": delivery.answer.get("current", []), "wanted": wanted},
         )
         checks.that(
             not delivery.made("GetObject") and sorted(delivery.made("HeadObject")) == sorted(wanted),
             "no download: one HeadObject per thumbnail, whose metadata names this ETag",
             f"{delivery.operations}",
+            key=f"{key}.no_download",
+            facts={"s3_calls": delivery.calls},
         )
-        checks.that(after == before, "both keep their ETag, version and LastModified", f"{before} → {after}")
-        self.nothing_written(checks, delivery, versions)
+        checks.that(
+            after == before,
+            "both keep their ETag, version and LastModified",
+            f"{before} → {after}",
+            key=f"{key}.thumbnails_unchanged",
+            facts={"before": before, "after": after},
+        )
+        self.nothing_written(checks, delivery, versions, key=f"{key}.nothing_written")
         return checks.ok
 
     def corrupt(self) -> bool:
@@ -728,28 +823,40 @@ class ThumbnailsChapter:
             (TRUNCATED, photo[: len(photo) // 3], "the photo's first third", "truncated"),
         )
         checks = show.Checks()
-        for key, body, what, reason in cases:
+        for upload, body, what, reason in cases:
+            key = f"thumb.corrupt.{upload.rpartition('/')[2].removesuffix('.jpg')}"
             versions = self.versions()
-            self.upload(key, body, "image/jpeg", what)
-            delivery = self.deliver(self.event_for(key), what)
+            self.upload(upload, body, "image/jpeg", what)
+            delivery = self.deliver(self.event_for(upload), what)
             checks.that(
                 delivery.status == "rejected" and reason in delivery.reason,
-                f"{key.rpartition('/')[2]}: rejected, the reason says {reason!r}",
+                f"{upload.rpartition('/')[2]}: rejected, the reason says {reason!r}",
                 f"{delivery.answer}",
+                key=f"{key}.rejected",
+                facts={"upload": upload, "status": delivery.status, "reason": delivery.reason},
             )
             checks.that(
-                delivery.made("GetObject") == [key] and [e.get("level") for e in delivery.logs] == ["WARNING"],
+                delivery.made("GetObject") == [upload] and [e.get("level") for e in delivery.logs] == ["WARNING"],
                 "downloaded once, then refused with a WARNING in the bot's log, no retry",
                 f"{delivery.operations}; logs {delivery.logs}",
+                key=f"{key}.one_download_one_warning",
+                facts={
+                    "downloads": delivery.made("GetObject"),
+                    "bot_logs": [{"level": e.get("level"), "message": e.get("message")} for e in delivery.logs],
+                },
             )
-            self.nothing_written(checks, delivery, versions)
+            self.nothing_written(checks, delivery, versions, key=f"{key}.nothing_written")
+        outputs = [name for name in self.keys() if "/broken/" in name or "/truncated/" in name]
         checks.that(
-            not [key for key in self.keys() if "/broken/" in key or "/truncated/" in key],
+            not outputs,
             f"nothing under {OUTPUT_PREFIX}broken/ or {OUTPUT_PREFIX}truncated/",
+            key="thumb.corrupt.no_output",
+            facts={"thumbnails": self.keys()},
         )
         return checks.ok
 
     def recursion(self) -> bool:
+        key = "thumb.recursion"
         checks = show.Checks()
         small = thumbnail_keys(PHOTO)["small"]
         versions = self.versions()
@@ -758,9 +865,17 @@ class ThumbnailsChapter:
             delivery.status == "ignored" and "output prefix" in delivery.reason,
             f"ignored: the key is under the output prefix {OUTPUT_PREFIX}",
             f"{delivery.answer}",
+            key=f"{key}.output_ignored",
+            facts={"key": small, **delivery.facts},
         )
-        checks.that(not delivery.calls, "the bot made no S3 call at all", f"{delivery.operations}")
-        self.nothing_written(checks, delivery, versions)
+        checks.that(
+            not delivery.calls,
+            "the bot made no S3 call at all",
+            f"{delivery.operations}",
+            key=f"{key}.output_no_s3_call",
+            facts={"s3_calls": delivery.calls},
+        )
+        self.nothing_written(checks, delivery, versions, key=f"{key}.output_nothing_written")
 
         self.s3.copy_object(Bucket=BUCKET, Key=COPIED, CopySource={"Bucket": BUCKET, "Key": small})
         self.drain()
@@ -777,8 +892,10 @@ class ThumbnailsChapter:
             delivery.status == "ignored" and "metadata" in delivery.reason,
             "ignored: it carries opsbots' thumbnail metadata, so it is a thumbnail wherever it lies",
             f"{delivery.answer}",
+            key=f"{key}.copy_ignored",
+            facts={"key": COPIED, "metadata": copied.metadata, **delivery.facts},
         )
-        self.nothing_written(checks, delivery, versions)
+        self.nothing_written(checks, delivery, versions, key=f"{key}.copy_nothing_written")
         return checks.ok
 
     def classic_notifications(self, prefix: str) -> str:
@@ -821,20 +938,31 @@ class ThumbnailsChapter:
             show.note("(moto encodes '/' in classic keys too, as %2F; AWS leaves '/' as it is)")
         delivery = self.deliver(event, "the notes")
 
+        key = "thumb.plus_key"
         checks = show.Checks()
         checks.that(
             eventbridge_key == PLUS and classic_key != PLUS and unquote_plus(classic_key) == PLUS,
             "S3 sent the key raw to EventBridge, form-encoded in the classic notification",
             f"{eventbridge_key!r}, {classic_key!r}",
+            key=f"{key}.keys_as_sent",
+            facts={"eventbridge_key": eventbridge_key, "classic_key": classic_key},
         )
         checks.that(
             delivery.made("GetObject") == [PLUS],
             f"the bot read {PLUS!r} exactly as stored, undecoded",
             f"{delivery.calls}",
+            key=f"{key}.read_as_stored",
+            facts={"downloads": delivery.made("GetObject")},
         )
-        self.check_written(checks, uploaded, NOTES_SIZE, delivery)
-        mangled = [key for key in self.keys() if "c   notes" in key or "a b photo" in key]
-        checks.that(not mangled, "nothing under a decoded name ('c   notes', 'a b photo')", f"{mangled}")
+        self.check_written(checks, uploaded, NOTES_SIZE, delivery, key=key)
+        mangled = [name for name in self.keys() if "c   notes" in name or "a b photo" in name]
+        checks.that(
+            not mangled,
+            "nothing under a decoded name ('c   notes', 'a b photo')",
+            f"{mangled}",
+            key=f"{key}.no_decoded_name",
+            facts={"thumbnails": self.keys()},
+        )
         if records:
             versions = self.versions()
             again = self.deliver(records[0], "the classic notification of the same upload")
@@ -842,8 +970,10 @@ class ThumbnailsChapter:
                 again.status == "up-to-date" and not again.made("GetObject"),
                 "the classic key, decoded once by the bot, is the same object: up-to-date, no download",
                 f"{again.answer}",
+                key=f"{key}.classic_up_to_date",
+                facts=again.facts,
             )
-            self.nothing_written(checks, again, versions)
+            self.nothing_written(checks, again, versions, key=f"{key}.classic_nothing_written")
         return checks.ok
 
 

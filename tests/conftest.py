@@ -1,88 +1,34 @@
-"""Shared test set-up: fake credentials before anything imports boto3, moto, sample events.
-
-No test may reach AWS: the credentials are fake, `AWS_ENDPOINT_URL` is cleared (integration
-tests set it to their own moto server), and profile files are pointed at nothing.
-"""
+"""Shared test set-up: the fake AWS (tests/support/aws.py) before anything imports boto3 or moto, Hypothesis
+profiles, and the fixtures every suite uses."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from chalicelib import settings as opsbots_settings  # names only: nothing is read from the environment here
+import pytest
+from hypothesis import HealthCheck, settings
 
-TEST_EXTERNAL_ID = "test-external-id"
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_REGION": "eu-west-1",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
-    opsbots_settings.EXTERNAL_ID: TEST_EXTERNAL_ID,
-}
-for variable in ("AWS_ENDPOINT_URL", "AWS_PROFILE", *opsbots_settings.VARIABLES):
-    os.environ.pop(variable, None)
-os.environ.update(FAKE_AWS)
-
-import threading  # noqa: E402
-
-import pytest  # noqa: E402 - the environment above must be set first
-from hypothesis import HealthCheck, settings  # noqa: E402
-from moto.core.models import botocore_stubber  # noqa: E402
-
-MOTO_LOCK = threading.RLock()  # held while in-process moto serves a request
+from tests.support import aws  # first of ours: importing it makes the environment fake
 
 
-def _one_request_at_a_time() -> None:
-    """Make in-process moto serve one request at a time.
+def pytest_configure() -> None:
+    """Serialise in-process moto, and choose the Hypothesis profile.
 
-    AWS serves concurrent calls safely; moto's in-process backends are plain dicts, so a snapshot unit's ledger
-    Query iterating the table while another unit's BatchWriteItem adds to it raises "dictionary changed size
-    during iteration": flaky, not a bug of the bots. Their thread pools stay as deployed; only the fake is
-    serialised. Re-entrant, as a moto handler may call moto. tests/functional/test_least_privilege.py sets
-    moto's IAM verdict for each request under the same lock."""
-    serve = botocore_stubber.process_request
-
-    def serialised(request: Any) -> Any:
-        with MOTO_LOCK:
-            return serve(request)
-
-    botocore_stubber.process_request = serialised  # type: ignore[method-assign]
-
-
-_one_request_at_a_time()
-
-# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE; without it Hypothesis keeps its own `default` (or `ci`
-# when it detects CI): 100 examples per property test, the seven fuzz targets in tests/fuzz included (~700
-# examples, mostly against moto, in `make test`). `fuzz` is `make fuzz`: 2,000 examples per test (14,000 over
-# the fuzz targets), no deadline, and no complaint that generating examples is slow.
-settings.register_profile(
-    "fuzz", max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
-if os.environ.get("HYPOTHESIS_PROFILE"):
-    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
-
-ROOT = Path(__file__).resolve().parents[1]
-EVENTS = Path(__file__).resolve().parent / "events"
-SAMPLE_HOME = "111111111111"
-HOME = "123456789012"  # moto's default account: the Lambda's own account in these tests
-MEMBER = "222222222222"
-REGION = "eu-west-1"
-
-
-def load_event(name: str, **replacements: str) -> dict[str, Any]:
-    """A sample event, with the sample home account made ours and any ids swapped for real ones."""
-    text = (EVENTS / f"{name}.json").read_text()
-    for old, new in {SAMPLE_HOME: HOME, **replacements}.items():
-        text = text.replace(old, new)
-    event: dict[str, Any] = json.loads(text)
-    return event
+    Hypothesis profiles, chosen with HYPOTHESIS_PROFILE; without it Hypothesis keeps its own `default` (or `ci`
+    when it detects CI): 100 examples per property test, the seven fuzz targets in tests/fuzz included (~700
+    examples, mostly against moto, in `make test`). `fuzz` is `make fuzz`: 2,000 examples per test (14,000 over
+    the fuzz targets), no deadline, and no complaint that generating examples is slow."""
+    aws.serve_one_request_at_a_time()
+    settings.register_profile(
+        "fuzz",
+        max_examples=2_000,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    if os.environ.get("HYPOTHESIS_PROFILE"):
+        settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture
@@ -90,7 +36,7 @@ def policies_dir(tmp_path: Path) -> Path:
     """A writable copy of the shipped policies, for tests that change them."""
     target = tmp_path / "policies"
     target.mkdir()
-    for source in (ROOT / "policies").glob("*.yml"):
+    for source in (aws.ROOT / "policies").glob("*.yml"):
         (target / source.name).write_text(source.read_text())
     return target
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from chalicelib.bots import BOTS as REGISTERED
-from tests.conftest import ROOT
+from chalicelib.bots import Bot
+from tests.support.aws import ROOT
 
 BOTS = tuple(bot.module for bot in REGISTERED)
 # The heavy imports: pydantic's event and policy models, YAML, Jinja2, Pillow.
@@ -45,3 +46,28 @@ def test_a_bot_loads_no_other_bot_and_never_pillow(bot: str) -> None:
 
     assert bots_in(loaded) == {bot}
     assert "PIL" not in loaded  # only the thumbnail bot's render step imports Pillow
+
+
+# What `import app` loads of ours: the wiring, the runtime and what every function shares. Nothing else.
+APP_LOADS = {
+    f"chalicelib.{name}"
+    for name in ("aws", "bots", "dedupe", "notify", "observability", "outbox", "runtime", "settings", "triggers")
+} | {"chalicelib"}
+
+
+@pytest.mark.parametrize("bot", REGISTERED, ids=lambda bot: bot.name)
+def test_each_function_loads_its_own_bot_and_the_shared_parts_only(bot: Bot) -> None:
+    # What a function's first event adds: its bot's policy, events, decisions, executors and handlers, and the
+    # shared policy loading and event envelope; never its dry run (the CLI's) nor another bot's anything.
+    own = {"", ".policy", ".decisions", ".executors", ".handlers"}
+    has_events = (ROOT / "chalicelib" / bot.name / "events.py").is_file()
+    shared = {"chalicelib.policy", "chalicelib.names"} | ({"chalicelib.events"} if has_events else set())
+    expected = APP_LOADS | shared | {bot.module + part for part in own | ({".events"} if has_events else set())}
+
+    loaded = {name for name in loaded_by(f"import app, {bot.module}.handlers") if name.startswith("chalicelib")}
+
+    assert loaded == expected
+
+
+def test_the_app_loads_exactly_the_wiring_and_the_shared_parts() -> None:
+    assert {name for name in loaded_by("import app") if name.startswith("chalicelib")} == APP_LOADS

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 
 from chalicelib import outbox, triggers
-from chalicelib.bots import BOTS
+from chalicelib.bots import BOTS, DNS_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
-from chalicelib.settings import DNS_TABLE, IDEMPOTENCY_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, TRACING
+from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
-from tests.conftest import FAKE_AWS, ROOT
+from tests.support.aws import FAKE_AWS, ROOT
 from tests.support.iam import (
     ASYNC_FUNCTIONS,
     DRAIN,

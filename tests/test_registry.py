@@ -1,4 +1,4 @@
-"""chalicelib/bots.py against what it cannot generate: app.py's handlers, .chalice/config.json, the policy models.
+"""chalicelib/bots.py against what it cannot generate: app.py's wiring, .chalice/config.json, the bots' packages.
 
 The registry is the one list of bots and functions; every other list is derived from it or checked
 here, so a fifth bot cannot be wired in one place and forgotten in another.
@@ -7,15 +7,16 @@ here, so a fifth bot cannot be wired in one place and forgotten in another.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from typing import get_args
 
 import pytest
 from chalice.config import Config
 
-from chalicelib.bots import BOTS, FUNCTIONS, Bot
+from chalicelib.bots import BOT_OF, BOTS, FUNCTIONS, Bot, Function
 from chalicelib.policy import ACCOUNTS, POLICY_FILES, MemberBot
-from tests.conftest import ROOT
+from tests.support.aws import ROOT
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 
@@ -67,3 +68,39 @@ def test_every_bot_has_a_demo_chapter() -> None:
     from demo.chapters import CHAPTERS
 
     assert sorted(chapter.bot for chapter in CHAPTERS) == sorted(bot.name for bot in BOTS)
+
+
+def test_app_wires_each_function_to_its_declared_trigger() -> None:
+    from chalice.app import CloudWatchEventConfig, ScheduledEventConfig, SQSEventConfig
+
+    from app import app
+
+    kinds = {CloudWatchEventConfig: "event", ScheduledEventConfig: "schedule", SQSEventConfig: "queue"}
+    wired = {source.name: source for source in app.event_sources}
+    for name, function in FUNCTIONS.items():
+        assert kinds[type(wired[name])] == function.trigger, name
+        if function.trigger == "event":
+            assert wired[name].event_pattern == function.event_pattern, name
+
+
+@pytest.mark.parametrize("bot", BOTS, ids=lambda bot: bot.name)
+def test_each_bot_is_one_package_of_the_same_shape(bot: Bot) -> None:
+    # docs/adding-a-bot.md: its policy, decisions, executors, handlers and dry run, each in its place
+    for part in ("policy", "decisions", "executors", "handlers", "dry_run"):
+        importlib.import_module(f"{bot.module}.{part}")
+    handlers = importlib.import_module(f"{bot.module}.handlers")
+    for function in bot.functions:  # what app.py hands each event to, with the runtime
+        assert list(inspect.signature(getattr(handlers, function.name)).parameters) == ["event", "runtime"]
+
+
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS.values() if f.trigger != "queue"], ids=lambda f: f.name)
+def test_every_function_an_event_or_schedule_wakes_has_a_dry_run(function: Function) -> None:
+    # `opsbots simulate` hands an event to each function it wakes, as chalicelib/<bot>/dry_run.py shows it
+    dry_run = importlib.import_module(f"{BOT_OF[function.name].module}.dry_run")
+    assert list(inspect.signature(getattr(dry_run, function.name)).parameters) == ["raw", "run"]
+
+
+def test_every_resource_a_function_names_is_declared_for_the_stack() -> None:
+    declared = json.loads((ROOT / "deploy" / "resources.json").read_text())["Resources"]
+    for function in FUNCTIONS.values():
+        assert set(function.resources.values()) <= set(declared), function.name

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from chalicelib.dns.policy import DnsPolicy, DnsZone
 from chalicelib.policy import MemberBot
@@ -242,6 +242,120 @@ def plan_changes(wanted: Iterable[OwnedRecord], owned: Iterable[OwnedRecord], in
         and not any(c.owner == entry.owner for c in wanted_by_key.get(key, ()))
     ]
     return Plan(tuple(claims), tuple(updates), tuple(deletes), tuple(conflicts), tuple(kept))
+
+
+# ----- claim, then check: which claims the instance keeps, decided from the registry's and Route53's answers
+
+
+class NameHolders(Protocol):
+    """Route53, asked whether it already holds a record at a record's name (one the registry does not own)."""
+
+    def hold(self, record: Record) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """What becomes of the names a plan claims once the registry and Route53 have answered."""
+
+    granted: tuple[OwnedRecord, ...]  # claimed and free in Route53: to be written
+    given_back: tuple[OwnedRecord, ...]  # claimed, but not to be kept: the registry item is withdrawn
+    conflicts: tuple[Conflict, ...]
+    skipped: tuple[OwnedRecord, ...]  # a CNAME or PTR pointing at a name the instance does not hold
+    held: frozenset[tuple[str, str]]  # (owner, name) of every name held after these claims
+
+
+def points_into(entry: OwnedRecord, names: Set[tuple[str, str]]) -> bool:
+    """A CNAME or PTR is written only if its owner holds the name it points at; a primary always may be."""
+    return entry.record.type in PRIMARY_TYPES or (entry.owner, entry.record.value) in names
+
+
+def to_claim(
+    claims: Sequence[OwnedRecord], held: Set[tuple[str, str]]
+) -> tuple[tuple[OwnedRecord, ...], tuple[OwnedRecord, ...]]:
+    """The claims worth asking the registry for, and those pointing at a name their owner will not hold.
+
+    `held` is (owner, name) of the primary names the registry already holds for their owners.
+    """
+    could_hold = set(held) | {
+        (entry.owner, entry.record.name) for entry in claims if entry.record.type in PRIMARY_TYPES
+    }
+    asked: list[OwnedRecord] = []
+    pointing_elsewhere: list[OwnedRecord] = []
+    for entry in claims:
+        (asked if points_into(entry, could_hold) else pointing_elsewhere).append(entry)
+    return tuple(asked), tuple(pointing_elsewhere)
+
+
+def settle_claims(
+    asked: Iterable[OwnedRecord],
+    refused: Mapping[tuple[str, str, str], str],
+    held: Set[tuple[str, str]],
+    route53: NameHolders,
+) -> ClaimVerdict:
+    """Decide each claim from the registry's answer (`refused`: key -> the holder that kept it), then Route53's.
+
+    Primaries first, so an alias or PTR is kept only if the name it points at was granted. Route53 is asked
+    only about claims the registry granted, after the claim: no other invocation can write the name
+    meanwhile, so a record found there is someone else's (a conflict), never one of ours half-written.
+    """
+    held_now = set(held)
+    granted: list[OwnedRecord] = []
+    given_back: list[OwnedRecord] = []
+    conflicts: list[Conflict] = []
+    skipped: list[OwnedRecord] = []
+    for entry in sorted(asked, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
+        holder = refused.get(entry.record.key)
+        if holder is not None:
+            conflicts.append(Conflict(entry.record, entry.owner, holder))
+        elif not points_into(entry, held_now):
+            given_back.append(entry)  # the name it points at went to someone else
+            skipped.append(entry)
+        elif route53.hold(entry.record):
+            given_back.append(entry)
+            conflicts.append(Conflict(entry.record, entry.owner, "a record opsbots did not write"))
+        else:
+            granted.append(entry)
+            held_now.add((entry.owner, entry.record.name))
+    return ClaimVerdict(tuple(granted), tuple(given_back), tuple(conflicts), tuple(skipped), frozenset(held_now))
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What the registry must say once Route53 has taken (or refused) a plan's changes, and what changed."""
+
+    refused: tuple[tuple[OwnedRecord, str], ...]  # each record Route53 refused, with its reason
+    restore: tuple[tuple[OwnedRecord, str], ...]  # an update Route53 refused: the registry goes back to it
+    withdraw: tuple[OwnedRecord, ...]  # a claim Route53 refused: not ours to keep
+    release: tuple[OwnedRecord, ...]  # every delete: done, or refused because the record is no longer ours
+    added: int
+    updated: int
+    removed: int
+
+
+def after_write(
+    refused: Mapping[tuple[str, str, str], str],
+    granted: Sequence[OwnedRecord],
+    updated: Sequence[tuple[OwnedRecord, OwnedRecord]],
+    deletes: Sequence[OwnedRecord],
+) -> Settlement:
+    """The registry after Route53's answer (`refused`: key -> reason): it must say what Route53 now holds.
+
+    A refused claim is not ours to keep, a refused update keeps what Route53 still holds, and a refused
+    DELETE means someone changed the record: it is no longer the one opsbots wrote.
+    """
+    return Settlement(
+        refused=tuple(
+            (entry, refused[entry.record.key])
+            for entry in (*granted, *(wanted for _, wanted in updated), *deletes)
+            if entry.record.key in refused
+        ),
+        restore=tuple((current, wanted.owner) for current, wanted in updated if wanted.record.key in refused),
+        withdraw=tuple(entry for entry in granted if entry.record.key in refused),
+        release=tuple(deletes),
+        added=sum(entry.record.key not in refused for entry in granted),
+        updated=sum(wanted.record.key not in refused for _, wanted in updated),
+        removed=sum(entry.record.key not in refused for entry in deletes),
+    )
 
 
 def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:

@@ -26,9 +26,13 @@ from chalicelib.dns.decisions import (
     OwnedRecord,
     Plan,
     Record,
+    Settlement,
     account_of,
+    after_write,
     batches,
     route53_changes,
+    settle_claims,
+    to_claim,
 )
 from chalicelib.dns.policy import DnsPolicy
 
@@ -380,7 +384,7 @@ def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
     except (ClientError, BotoCoreError):
         _interrupted(sent, granted, updated, plan.deletes, registry)
         raise
-    _settle(refused, granted, updated, plan.deletes, registry, outcome)
+    _settle(after_write(refused, granted, updated, plan.deletes), registry, outcome)
     return outcome
 
 
@@ -418,32 +422,15 @@ def _take_over(
     return updated
 
 
-def _settle(
-    refused: Mapping[tuple[str, str, str], str],
-    granted: Sequence[OwnedRecord],
-    updated: Sequence[tuple[OwnedRecord, OwnedRecord]],
-    deletes: Sequence[OwnedRecord],
-    registry: Registry,
-    outcome: Outcome,
-) -> None:
-    """Make the registry say what Route53 now holds, and count what really changed.
-
-    A refused claim is not ours to keep, a refused update keeps what Route53 still holds, and a
-    refused DELETE means someone changed the record: it is no longer the one opsbots wrote.
-    """
-    for entry in (*granted, *(wanted for _, wanted in updated), *deletes):
-        if entry.record.key in refused:
-            outcome.conflicts.append(
-                f"{entry.record.name} {entry.record.type}: Route53 refused it: {refused[entry.record.key]}"
-            )
-    for current, wanted in updated:
-        if wanted.record.key in refused:
-            registry.claim(current, holder=wanted.owner)
-    registry.withdraw_all([entry for entry in granted if entry.record.key in refused])
-    registry.release_all(list(deletes))
-    outcome.added = sum(entry.record.key not in refused for entry in granted)
-    outcome.updated = sum(wanted.record.key not in refused for _, wanted in updated)
-    outcome.removed = sum(entry.record.key not in refused for entry in deletes)
+def _settle(settlement: Settlement, registry: Registry, outcome: Outcome) -> None:
+    """Make the registry say what Route53 now holds (decided by `after_write`), and count what really changed."""
+    for entry, reason in settlement.refused:
+        outcome.conflicts.append(f"{entry.record.name} {entry.record.type}: Route53 refused it: {reason}")
+    for current, holder in settlement.restore:
+        registry.claim(current, holder=holder)
+    registry.withdraw_all(list(settlement.withdraw))
+    registry.release_all(list(settlement.release))
+    outcome.added, outcome.updated, outcome.removed = settlement.added, settlement.updated, settlement.removed
 
 
 def _claim_free(
@@ -455,40 +442,17 @@ def _claim_free(
 ) -> list[OwnedRecord]:
     """Claim the plan's free names (an event's few in one transaction), then give back what may not be kept.
 
-    Given back: a name Route53 already holds (a record opsbots did not write: checked after the claim,
-    so no other invocation can write it meanwhile), and an alias or PTR whose name the instance did
-    not get. Adds the names granted to `held`; returns the claims granted.
+    Given back (decided by `settle_claims`): a name Route53 already holds (a record opsbots did not write),
+    and an alias or PTR whose name the instance did not get. Adds the names granted to `held`; returns the
+    claims granted.
     """
-    wanted_names = held | {(entry.owner, entry.record.name) for entry in claims if entry.record.type in PRIMARY_TYPES}
-    asked: list[OwnedRecord] = []
-    pointing_elsewhere: list[OwnedRecord] = []
-    for entry in claims:
-        (asked if _is_primary_or_points_into(entry, wanted_names) else pointing_elsewhere).append(entry)
-    refused = registry.claim_free(asked)
-    granted, give_back = [], []
-    for entry in sorted(asked, key=lambda claim: claim.record.type not in PRIMARY_TYPES):
-        holder = refused.get(entry.record.key)
-        if holder is None and not _is_primary_or_points_into(entry, held):
-            give_back.append(entry)  # its name went to someone else
-            outcome.skipped.append(_not_the_instances(entry))
-        elif holder is None and existing.hold(entry.record):
-            give_back.append(entry)
-            outcome.conflicts.append(
-                _conflict_text(Conflict(entry.record, entry.owner, "a record opsbots did not write"))
-            )
-        elif holder is None:
-            granted.append(entry)
-            held.add((entry.owner, entry.record.name))
-        else:
-            outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
-    outcome.skipped.extend(_not_the_instances(entry) for entry in pointing_elsewhere)
-    registry.withdraw_all(give_back)
-    return granted
-
-
-def _is_primary_or_points_into(entry: OwnedRecord, names: set[tuple[str, str]]) -> bool:
-    """A CNAME or PTR is written only if its owner holds the name it points at."""
-    return entry.record.type in PRIMARY_TYPES or (entry.owner, entry.record.value) in names
+    asked, pointing_elsewhere = to_claim(claims, held)
+    verdict = settle_claims(asked, registry.claim_free(list(asked)), held, existing)
+    outcome.conflicts.extend(_conflict_text(conflict) for conflict in verdict.conflicts)
+    outcome.skipped.extend(_not_the_instances(entry) for entry in (*verdict.skipped, *pointing_elsewhere))
+    registry.withdraw_all(list(verdict.given_back))
+    held |= verdict.held
+    return list(verdict.granted)
 
 
 def _not_the_instances(entry: OwnedRecord) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws import HOME, Target
+from chalicelib.bots import DNS_TABLE
 from chalicelib.dns.decisions import (
     BOT,
     RECONCILE_THREADS,
@@ -30,7 +31,6 @@ from chalicelib.dns.policy import DnsPolicy
 from chalicelib.events import SkippedEvent
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
-from chalicelib.settings import DNS_TABLE
 
 if TYPE_CHECKING:
     from chalice.app import CloudWatchEvent
@@ -162,7 +162,7 @@ def reconcile_dns(event: CloudWatchEvent, runtime: Runtime) -> dict[str, Any]:
 
 def dns_deps(runtime: Runtime) -> DnsDeps:
     """Built once per container: the registry table is the bot's proof of what it owns."""
-    table = runtime.settings.dns_table
+    table = runtime.settings.resource(DNS_TABLE)
     if not table:
         raise NotConfiguredError(f"{DNS_TABLE} is not set: the DNS bot needs its registry table")
     home = Target(HOME, runtime.clients.home_region)

@@ -50,3 +50,6 @@ class DnsPolicy(StrictModel):
     alias_tag: _TagKey | None = "opsbots:dns-aliases"
     reverse: bool = True
     select_tag: _TagKey | None = None
+
+    def summary(self) -> str:
+        return f"{len(self.zones)} zone(s)"

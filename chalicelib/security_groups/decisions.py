@@ -190,7 +190,7 @@ def _source_matches(rule: SecurityGroupRule, source: Source, prefix_lists: Mappi
     return _network_matches(rule, source)
 
 
-def _traffic_matches(rule: SecurityGroupRule, permission: Permission) -> bool:
+def traffic_matches(rule: SecurityGroupRule, permission: Permission) -> bool:
     """Direction, protocol and ports: everything but the source."""
     if permission.direction is not None and permission.direction != rule.direction:
         return False
@@ -212,7 +212,7 @@ def broken_rules(
     return tuple(
         rule.name
         for rule in rules
-        if _traffic_matches(rule, permission) and _source_matches(rule, permission.source, entries)
+        if traffic_matches(rule, permission) and _source_matches(rule, permission.source, entries)
     )
 
 
@@ -230,7 +230,7 @@ def prefix_lists_to_resolve(permissions: Iterable[Permission], rules: Sequence[S
     return frozenset(
         permission.source.prefix_list_id
         for permission in permissions
-        if isinstance(permission.source, PrefixListSource) and any(_traffic_matches(rule, permission) for rule in rules)
+        if isinstance(permission.source, PrefixListSource) and any(traffic_matches(rule, permission) for rule in rules)
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -14,11 +14,9 @@ from chalicelib.security_groups.decisions import (
     _GONE_CODES,
     ALL_PROTOCOLS,
     DESCRIBE_BATCH,
-    LOOKED_UP,
     Failure,
     Revocation,
     RevokeResult,
-    _traffic_matches,
     port_span,
 )
 from chalicelib.security_groups.events import (
@@ -30,7 +28,6 @@ from chalicelib.security_groups.events import (
     Source,
     normalize_protocol,
 )
-from chalicelib.security_groups.policy import SecurityGroupRule
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -189,65 +186,3 @@ class Ec2Executor:
 def _failed(revocation: Revocation, error: ClientError | BotoCoreError) -> RevokeResult:
     why, transient = reason(error), is_transient(error)
     return RevokeResult(failed=tuple(Failure(rule_id, why, transient) for rule_id in revocation.rule_ids))
-
-
-class PrintingExecutor:
-    """A dry run: prints each call it would make and assumes the answers that lead to action.
-
-    Where only a look-up can tell (an old event's rule ids, a modified rule's direction, which groups use an
-    edited prefix list), it prints the look-up and goes on as if it found what makes the violation real, so
-    the dry run shows the revoke the handler would make, never a "gone" it cannot know.
-    """
-
-    def __init__(
-        self, out: IO[str], rules: Sequence[SecurityGroupRule], known_entries: Mapping[str, tuple[Network, ...]]
-    ) -> None:
-        self._out = out
-        self._rules = rules
-        self._known_entries = known_entries  # what the event itself says a prefix list now holds
-
-    def group_tags(self, group_ids: Sequence[str]) -> Mapping[str, Mapping[str, str]]:
-        self._out.write(f"  ec2.describe_security_groups(GroupIds={list(group_ids)})  # exemption tags\n")
-        return {}
-
-    def prefix_list_entries(self, prefix_list_ids: Iterable[str]) -> Mapping[str, tuple[Network, ...]]:
-        for prefix_list_id in sorted(prefix_list_ids):
-            self._out.write(f"  ec2.get_managed_prefix_list_entries(PrefixListId='{prefix_list_id}')\n")
-        return {pl: entries for pl, entries in self._known_entries.items() if pl in prefix_list_ids}
-
-    def referencing(self, prefix_list_id: str) -> tuple[Permission, ...]:
-        self._out.write(f"  ec2.describe_security_group_rules()  # the rules that reference {prefix_list_id}\n")
-        directions: tuple[Direction, ...] = ("ingress", "egress")
-        return tuple(
-            Permission(
-                group_id=f"<each group with a rule from {prefix_list_id}>",
-                direction=direction,
-                protocol=ALL_PROTOCOLS,
-                from_port=-1,
-                to_port=-1,
-                source=PrefixListSource(prefix_list_id),
-                rule_id=LOOKED_UP,
-            )
-            for direction in directions
-            if any(rule.direction == direction for rule in self._rules)
-        )
-
-    def complete(self, permissions: Sequence[Permission]) -> tuple[Permission, ...]:
-        unknown = sorted({p.group_id for p in permissions if not (p.rule_id and p.direction)})
-        if unknown:
-            self._out.write(f"  ec2.describe_security_group_rules(Filters=[group-id={unknown}])\n")
-        return tuple(self._as_found(permission) for permission in permissions)
-
-    def _as_found(self, permission: Permission) -> Permission:
-        """The permission as the look-up would complete it: its rule's id, and the direction it breaks."""
-        direction = permission.direction or next(
-            (rule.direction for rule in self._rules if _traffic_matches(rule, permission)), "ingress"
-        )
-        return replace(permission, rule_id=permission.rule_id or LOOKED_UP, direction=direction)
-
-    def revoke(self, revocation: Revocation) -> RevokeResult:
-        self._out.write(
-            f"  ec2.revoke_security_group_{revocation.direction}(GroupId='{revocation.group_id}', "
-            f"SecurityGroupRuleIds={list(revocation.rule_ids)})\n"
-        )
-        return RevokeResult(reverted=revocation.rule_ids)

@@ -128,3 +128,6 @@ class SecurityGroupsPolicy(StrictModel):
     # anyone who can open a rule can often set must not be an endless bypass.
     max_exemption_days: Annotated[int, Field(ge=1, le=3650)] = 90
     rules: Annotated[tuple[SecurityGroupRule, ...], unique("rules", "name", lambda rule: rule.name)]
+
+    def summary(self) -> str:
+        return f"{len(self.rules)} rule(s)"

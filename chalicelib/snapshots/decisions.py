@@ -16,7 +16,7 @@ from chalicelib.policy import MemberBot
 
 if TYPE_CHECKING:
     from chalicelib.policy import AccountsPolicy
-    from chalicelib.snapshots.policy import Retention, SnapshotPolicy, SnapshotsPolicy
+    from chalicelib.snapshots.policy import Consistency, Retention, SnapshotPolicy, SnapshotsPolicy
 
 
 MANAGED, POLICY, WINDOW, VOLUME, INSTANCE, COPY_OF = (
@@ -126,6 +126,26 @@ def volumes_to_take(
     done = {s.volume_id for s in primaries if s.window == window}
     chosen = sorted(volumes, key=lambda volume: volume.id)
     return tuple(v for v in chosen if v.id not in done), tuple(v for v in chosen if v.id in done)
+
+
+@dataclass(frozen=True)
+class Takes:
+    """How a policy's volumes are snapshotted: one by one, or each instance's together (CreateSnapshots)."""
+
+    volumes: tuple[Volume, ...]  # each its own CreateSnapshot
+    instances: tuple[tuple[str, tuple[Volume, ...]], ...]  # (instance id, its volumes): one CreateSnapshots
+
+
+def takes(volumes: Iterable[Volume], consistency: Consistency) -> Takes:
+    """`consistency: instance` snapshots an instance's volumes in one call, at one moment; a volume attached
+    to no instance, or any volume under `consistency: volume`, gets a snapshot of its own."""
+    if consistency == "volume":
+        return Takes(tuple(volumes), ())
+    by_instance: dict[str, list[Volume]] = defaultdict(list)
+    alone: list[Volume] = []
+    for volume in volumes:
+        (by_instance[volume.instance_id] if volume.instance_id else alone).append(volume)
+    return Takes(tuple(alone), tuple((instance, tuple(by_instance[instance])) for instance in sorted(by_instance)))
 
 
 def to_prune(snapshots: Iterable[Snapshot], retention: Retention, now: datetime) -> Pruning:

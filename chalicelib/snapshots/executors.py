@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from chalicelib.snapshots.decisions import (
     holdings,
     policy_window,
     snapshot_tags,
+    takes,
     to_copy,
     to_prune,
     volumes_to_take,
@@ -194,17 +194,17 @@ class Ledger:
             TableName=self._table,
             KeyConditionExpression="#scope = :scope",
             ExpressionAttributeNames={"#scope": "scope"},
-            ExpressionAttributeValues={":scope": {"S": _scope(account_id, region, policy)}},
+            ExpressionAttributeValues={":scope": {"S": ledger_scope(account_id, region, policy)}},
         )
         found = (_entry(item) for page in pages for item in page["Items"])
         return {entry.snapshot_id: entry for entry in found}
 
     def record(self, account_id: str, region: str, policy: str, entries: Sequence[Entry]) -> None:
-        scope = _scope(account_id, region, policy)
+        scope = ledger_scope(account_id, region, policy)
         self._write([{"PutRequest": {"Item": _item(scope, entry)}} for entry in entries])
 
     def forget(self, account_id: str, region: str, policy: str, snapshot_ids: Sequence[str]) -> None:
-        scope = {"S": _scope(account_id, region, policy)}
+        scope = {"S": ledger_scope(account_id, region, policy)}
         self._write([{"DeleteRequest": {"Key": {"scope": scope, "snapshot": {"S": i}}}} for i in snapshot_ids])
 
     def _write(self, requests: Sequence[Mapping[str, Any]]) -> None:
@@ -219,7 +219,7 @@ class Ledger:
                 raise LedgerError(f"{len(pending)} ledger write(s) left unprocessed after {LEDGER_ATTEMPTS} tries")
 
 
-def _scope(account_id: str, region: str, policy: str) -> str:
+def ledger_scope(account_id: str, region: str, policy: str) -> str:
     return f"{account_id}/{region}/{policy}"
 
 
@@ -383,22 +383,14 @@ def _backups_without_the_ledger(
 def _take(here: Scope, window: datetime, volumes: Sequence[Volume], result: UnitResult) -> list[Entry]:
     """Snapshots of each volume (or each instance's volumes together); one that fails is reported on its own."""
     policy = here.policy
-    if policy.consistency == "volume":
-        return _each(volumes, lambda v: here.ec2.take(policy, window, v), lambda v: f"{policy.name}: {v.id}", result)
-    by_instance: dict[str | None, list[Volume]] = defaultdict(list)
-    for volume in volumes:
-        by_instance[volume.instance_id].append(volume)
+    planned = takes(volumes, policy.consistency)
     created = _each(
-        by_instance.get(None, []),
-        lambda v: here.ec2.take(policy, window, v),
-        lambda v: f"{policy.name}: {v.id}",
-        result,
+        planned.volumes, lambda v: here.ec2.take(policy, window, v), lambda v: f"{policy.name}: {v.id}", result
     )
-    instances = sorted(instance for instance in by_instance if instance is not None)
     for entries in _each(
-        instances,
-        lambda instance: here.ec2.take_instance(policy, window, instance, by_instance[instance]),
-        lambda instance: f"{policy.name}: {instance}",
+        planned.instances,
+        lambda group: here.ec2.take_instance(policy, window, group[0], group[1]),
+        lambda group: f"{policy.name}: {group[0]}",
         result,
     ):
         created.extend(entries)
@@ -440,28 +432,3 @@ def _prune(here: Scope, snapshots: Sequence[Snapshot], retention: Retention, now
     if deleted:
         here.forget(deleted, result)
     result.pruned += len(deleted)
-
-
-def print_unit(unit: Unit, policies: SnapshotsPolicy, out: Any) -> None:
-    """A dry run of one unit: the calls it would make, without making any."""
-    out.write(f"    {unit.account_id} ({unit.account_name}) {unit.region}: {', '.join(unit.policies)}\n")
-    for policy in (p for p in policies.policies if p.name in unit.policies):
-        window = window_tag(policy_window(policy, unit.now))
-        selection = policy.select.model_dump(exclude_defaults=True)
-        out.write(f"      ec2.describe_volumes({selection}) + describe_snapshots({POLICY}={policy.name})\n")
-        out.write(
-            f"      dynamodb.query(ledger {_scope(unit.account_id, unit.region, policy.name)})  # whose they are\n"
-        )
-        out.write(f"      ec2.create_snapshot for each selected volume without its {WINDOW}={window} snapshot\n")
-        out.write(f"      ec2.delete_snapshot for ledger snapshots beyond {_retention_text(policy.retention)}\n")
-        if policy.copy_to:
-            out.write(
-                f"      ec2.copy_snapshot to {policy.copy_to.region} for each volume's newest uncopied snapshot\n"
-            )
-
-
-def _retention_text(retention: Retention) -> str:
-    count = f"the newest {retention.count}" if retention.count else ""
-    age = f"{retention.max_age.days} days old" if retention.max_age and retention.max_age.days else ""
-    age = age or (f"{retention.max_age.total_seconds() / 3600:g} hours old" if retention.max_age else "")
-    return " and ".join(filter(None, (count, age)))

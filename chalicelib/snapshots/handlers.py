@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import notify
 from chalicelib.aws import HOME, Target
+from chalicelib.bots import SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.dedupe import always
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
-from chalicelib.settings import SNAPSHOT_LEDGER
 from chalicelib.snapshots.decisions import (
     BOT,
     UNIT_THREADS,
@@ -221,10 +221,9 @@ def snapshot_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
 
 def snapshot_deps(runtime: Runtime) -> SnapshotDeps:
     """Built once per container: the ledger is the bot's proof of what it owns."""
-    settings = runtime.settings
-    if not settings.snapshot_ledger:
+    ledger_table, queue = runtime.settings.resource(SNAPSHOT_LEDGER), runtime.settings.resource(SNAPSHOT_QUEUE)
+    if not ledger_table:
         raise NotConfiguredError(f"{SNAPSHOT_LEDGER} is not set: the snapshot bot proves what it owns by its ledger")
     home = Target(HOME, runtime.clients.home_region)
-    sqs = runtime.clients.client("sqs", home) if settings.snapshot_queue else None
-    ledger = Ledger(runtime.clients.client("dynamodb", home), settings.snapshot_ledger)
-    return SnapshotDeps(runtime.clients, settings.snapshot_queue, sqs, ledger)
+    sqs = runtime.clients.client("sqs", home) if queue else None
+    return SnapshotDeps(runtime.clients, queue, sqs, Ledger(runtime.clients.client("dynamodb", home), ledger_table))

@@ -53,6 +53,9 @@ _TimeOfDay = Annotated[
 ]
 
 
+Consistency = Literal["volume", "instance"]  # a snapshot per volume, or an instance's volumes at one moment
+
+
 class Retention(StrictModel):
     """Keep the newest `count`, and anything younger than `max_age`; prune only what both let go."""
 
@@ -91,7 +94,7 @@ class SnapshotPolicy(StrictModel):
     accounts: Literal["all"] | tuple[str, ...] = "all"
     regions: Regions | None = None
     retention: Retention
-    consistency: Literal["volume", "instance"] = "volume"
+    consistency: Consistency = "volume"
     copy_to: CopyTo | None = None
     copy_tags: bool = False
     at: _TimeOfDay | None = None  # windows start at this UTC time (an off-peak hour), not at midnight
@@ -119,3 +122,6 @@ class SnapshotsPolicy(StrictModel):
 
     notify: NotifySettings | None = None
     policies: Annotated[tuple[SnapshotPolicy, ...], unique("policies", "name", lambda policy: policy.name)]
+
+    def summary(self) -> str:
+        return f"{len(self.policies)} policy(ies)"

@@ -250,13 +250,3 @@ def _log_shared_names(decision: Writes, kept: Iterable[Write]) -> None:
             logger.warning("thumbnail name shared with a later upload: kept", extra={"thumbnail": output.key})
         else:
             logger.warning("thumbnail name shared with another upload: replaced", extra={"thumbnail": output.key})
-
-
-def print_plan(plan: Plan, out: Any) -> None:
-    """The dry run: what an upload would get, with no AWS call."""
-    upload = plan.upload
-    print(f"upload s3://{upload.bucket}/{upload.key} (ETag {upload.etag}, {upload.size} bytes)", file=out)
-    for output in plan.outputs:
-        size = output.size
-        box = f"{size.width or '*'}x{size.height or '*'} {size.fit}"
-        print(f"  would write s3://{plan.bucket}/{output.key} ({box}, {plan.output_format})", file=out)

@@ -115,3 +115,6 @@ class ThumbnailsPolicy(StrictModel):
 
     def is_output(self, bucket: str, key: str) -> bool:
         return any(rule.destination == bucket and key.startswith(rule.output_prefix) for rule in self.buckets)
+
+    def summary(self) -> str:
+        return f"{len(self.buckets)} upload location(s)"

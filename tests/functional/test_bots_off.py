@@ -16,9 +16,9 @@ from chalice.test import Client
 from chalicelib.policy import PolicyError
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
-from tests.conftest import ROOT, load_event
-from tests.functional.conftest import Estate, tcp
-from tests.functional.test_sg_guard import SSH_EVENT_GROUP, SSH_EVENT_RULE
+from tests.support.aws import ROOT, load_event
+from tests.support.estate import Estate, tcp
+from tests.support.security_groups import SSH_EVENT_GROUP, SSH_EVENT_RULE
 
 OFF = {
     "on_instance_state_change": ("dns", "ec2-state-running"),

@@ -12,8 +12,8 @@ from moto import mock_aws
 
 from chalicelib.dedupe import DynamoDBOnce, Once
 from demo.environment import create_table
-from tests.functional.conftest import Emitted, LambdaContext
-from tests.functional.faults import answer_with_error
+from tests.support.faults import answer_with_error
+from tests.support.lambdas import Emitted, LambdaContext
 
 
 @pytest.fixture

@@ -29,25 +29,21 @@ from PIL import Image
 from chalicelib import dedupe
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import sweep
-from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import WINDOW, Unit
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
 from chalicelib.snapshots.policy import SnapshotsPolicy
-from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
-from tests.functional import test_dns
-from tests.functional.conftest import Estate, LambdaContext, sent_emails, tcp
-from tests.functional.faults import Faults, body_names, report_faults
-from tests.functional.test_dns import Network, state_event
-from tests.functional.test_sg_guard import SSH_EVENT_GROUP, SSH_EVENT_RULE, calls_to
-from tests.functional.test_snapshots import FIRST_RUN, snapshots_of, volume
-from tests.functional.test_thumbnails import jpeg
-
-network = test_dns.network  # the DNS estate fixture (zones, registry, subnets), shared
+from tests.support.aws import HOME, MEMBER, REGION, ROOT, load_event
+from tests.support.dns import Network, state_event
+from tests.support.estate import SANDBOX, Estate, add_sandbox_account, sent_emails, tcp
+from tests.support.faults import report_faults
+from tests.support.lambdas import LambdaContext, calls_to
+from tests.support.pictures import jpeg
+from tests.support.security_groups import SSH_EVENT_GROUP, SSH_EVENT_RULE
+from tests.support.snapshots import FIRST_RUN, snapshots_of, volume
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-SANDBOX = "333333333333"
 Step = tuple[Callable[[], Any], dict[str, Any]]  # a change in the estate, and the event reporting it
 Order = Callable[[list[Any]], list[Any]] | None
 
@@ -294,17 +290,6 @@ def test_upload_events(estate: Estate, app_client: Client) -> None:
 
 
 # ----- snapshot_worker ---------------------------------------------------------------------------------
-
-
-def add_sandbox_account(policies_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A third account whose role refuses us (AssumeRole answers AccessDenied, every time)."""
-    accounts = policies_dir / "accounts.yml"
-    accounts.write_text(accounts.read_text() + f'  - id: "{SANDBOX}"\n    name: sandbox\n')
-    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
-    current.cache_clear()
-    faults = Faults()
-    faults.fail("sts", "AssumeRole", "denied", times=None, when=body_names(SANDBOX))
-    faults.on(current().clients.client("sts", current().clients.home()))
 
 
 def run_once(table: str) -> dedupe.Once:

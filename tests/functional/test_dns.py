@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
-import pytest
 
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
@@ -14,88 +12,10 @@ from chalicelib.dns.executors import Registry
 from chalicelib.dns.handlers import DnsDeps, ZoneCache, dns_deps, handle_state_change, reconcile
 from chalicelib.policy import load_policies
 from chalicelib.runtime import current
-from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
-from tests.functional.conftest import Estate, counting_clients
-from tests.functional.faults import answer_with_error
-from tests.network import public_subnet, zones
-
-if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_route53 import Route53Client
-
-SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
-SELECT = {"opsbots:dns": "yes"}
-
-
-@dataclass
-class Network:
-    route53: Route53Client
-    zones: dict[str, str]  # zone name -> id
-    home_subnet: str
-    member_subnet: str
-    member_ec2: EC2Client
-    home_ec2: EC2Client
-
-    def launch(self, name: str | None = None, member: bool = False, **tags: str) -> str:
-        ec2 = self.member_ec2 if member else self.home_ec2
-        all_tags = {**SELECT, **({"Name": name} if name else {}), **tags}
-        return ec2.run_instances(
-            ImageId="ami-12345678",
-            MinCount=1,
-            MaxCount=1,
-            SubnetId=self.member_subnet if member else self.home_subnet,
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}
-            ],
-        )["Instances"][0]["InstanceId"]
-
-    def records(self, zone: str) -> dict[tuple[str, str], list[str]]:
-        pages = self.route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=self.zones[zone])
-        return {
-            (record["Name"], record["Type"]): [value["Value"] for value in record.get("ResourceRecords", [])]
-            for page in pages
-            for record in page["ResourceRecordSets"]
-            if record["Type"] not in ("SOA", "NS")
-        }
-
-    def upsert(self, zone: str, name: str, value: str) -> None:
-        self.route53.change_resource_record_sets(
-            HostedZoneId=self.zones[zone],
-            ChangeBatch={
-                "Changes": [
-                    {
-                        "Action": "UPSERT",
-                        "ResourceRecordSet": {
-                            "Name": name,
-                            "Type": "A",
-                            "TTL": 300,
-                            "ResourceRecords": [{"Value": value}],
-                        },
-                    }
-                ]
-            },
-        )
-
-
-@pytest.fixture
-def network(estate: Estate, dns_registry: str) -> Network:
-    home_vpc, home_subnet = public_subnet(estate.home_ec2, "10.0.0.0/16")
-    member_vpc, member_subnet = public_subnet(estate.member_ec2, "10.1.0.0/16")
-    route53 = boto3.client("route53")
-    return Network(
-        route53, zones(route53, home_vpc, member_vpc), home_subnet, member_subnet, estate.member_ec2, estate.home_ec2
-    )
-
-
-def state_event(instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
-    return load_event("ec2-state-running", **{SAMPLE_INSTANCE: instance_id, '"running"': f'"{state}"', HOME: account})
-
-
-def deliver(lambdas: Any, instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
-    payload: dict[str, Any] = lambdas.invoke(
-        "on_instance_state_change", state_event(instance_id, state, account)
-    ).payload
-    return payload
+from tests.support.aws import MEMBER, REGION, ROOT, load_event
+from tests.support.dns import Network, deliver, state_event
+from tests.support.estate import counting_clients
+from tests.support.faults import answer_with_error
 
 
 def test_a_running_instance_gets_its_records_and_loses_them_when_stopped(network: Network, lambdas: Any) -> None:

@@ -16,11 +16,9 @@ import pytest
 
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
-from tests.conftest import MEMBER, load_event
-from tests.functional.conftest import Emitted
-from tests.functional.test_dns import Network, deliver, network
-
-__all__ = ["network"]  # the DNS estate fixture (zones, registry, subnets), shared with test_dns
+from tests.support.aws import MEMBER, load_event
+from tests.support.dns import Network, deliver
+from tests.support.lambdas import Emitted
 
 
 def reconcile(lambdas: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Faults on the wire (tests/functional/faults.py): throttling, 5xx, timeouts and AccessDenied, answered
+"""Faults on the wire (tests/support/faults.py): throttling, 5xx, timeouts and AccessDenied, answered
 through botocore's `before-send`, so the bots' real clients, retry handler and error paths are what is tested.
 
 - throttling bursts on Route53, EC2, SES (and DynamoDB, S3) are absorbed by retries and the work completes,
@@ -31,33 +31,31 @@ from botocore.exceptions import ClientError
 
 from chalicelib.aws import BOTO_CONFIG, Clients, Target
 from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.bots import SNAPSHOT_LEDGER
 from chalicelib.dns.executors import Registry
 from chalicelib.dns.handlers import DnsDeps, ZoneCache, handle_state_change, reconcile
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import NotificationError, handle_change, sweep
-from chalicelib.settings import EXTERNAL_ID, SNAPSHOT_LEDGER
+from chalicelib.settings import EXTERNAL_ID
 from chalicelib.snapshots.executors import Ledger
 from chalicelib.snapshots.handlers import SnapshotDeps, schedule_snapshots
 from chalicelib.snapshots.policy import SnapshotsPolicy
 from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
-from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
-from tests.functional import test_dns
-from tests.functional.conftest import Emitted, Estate, sent_emails, tcp
-from tests.functional.faults import ATTEMPTS, FAST_RETRIES, Faults, Kind, body_names, report_faults
-from tests.functional.test_dns import Network, state_event
-from tests.functional.test_sg_guard import calls_to, invoke, open_ssh
-from tests.functional.test_snapshots import FIRST_RUN, snapshots_of, volume
-from tests.functional.test_thumbnails import jpeg
-
-network = test_dns.network  # the DNS estate fixture (zones, registry, subnets), shared
+from tests.support.aws import HOME, MEMBER, REGION, ROOT, load_event
+from tests.support.dns import Network, state_event
+from tests.support.estate import SANDBOX, Estate, sent_emails, tcp
+from tests.support.faults import ATTEMPTS, FAST_RETRIES, Faults, Kind, body_names, report_faults
+from tests.support.lambdas import Emitted, calls_to
+from tests.support.pictures import jpeg
+from tests.support.security_groups import invoke, open_ssh
+from tests.support.snapshots import FIRST_RUN, snapshots_of, volume
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
-SANDBOX = "333333333333"
 FAR_REGION = "eu-west-3"
 ACCOUNTS = f"""
 defaults: {{regions: [{REGION}]}}

@@ -30,14 +30,11 @@ from chalicelib.snapshots.executors import UnitResult
 from chalicelib.thumbnails.decisions import SOURCE_KEY, output_key
 from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
-from tests.conftest import HOME, REGION, ROOT, load_event
-from tests.functional import test_dns
-from tests.functional.conftest import Estate, sent_emails, tcp
-from tests.functional.test_dns import Network
-from tests.functional.test_sg_guard import SSH_EVENT_GROUP, SSH_EVENT_RULE
-from tests.functional.test_thumbnails import jpeg
-
-network = test_dns.network  # the DNS estate fixture (zones, registry, subnets), shared
+from tests.support.aws import HOME, REGION, ROOT, load_event
+from tests.support.dns import Network
+from tests.support.estate import Estate, sent_emails, tcp
+from tests.support.pictures import jpeg
+from tests.support.security_groups import SSH_EVENT_GROUP, SSH_EVENT_RULE
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

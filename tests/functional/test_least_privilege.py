@@ -65,21 +65,22 @@ from PIL import Image
 from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import BOT_OF, FUNCTIONS
+from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
-from chalicelib.settings import POLICIES_DIR, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import Unit, plan_units
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
 from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table
 from deploy.scope_to_stack import scope_document
-from tests.conftest import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
-from tests.functional.conftest import SENDER, Estate, LambdaContext, member_client, sent_emails, tcp
-from tests.functional.faults import ATTEMPTS, Faults
-from tests.network import public_subnet, zones
+from tests.support.aws import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
+from tests.support.dns import public_subnet, state_event, zones
+from tests.support.estate import SENDER, Estate, member_client, sent_emails, tcp
+from tests.support.faults import ATTEMPTS, Faults
 from tests.support.iam import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, PACKAGED, XRAY
+from tests.support.lambdas import LambdaContext
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -490,7 +491,7 @@ def _judging() -> Iterator[None]:
 
     moto lets a request through unjudged while its (global) request count is below
     INITIAL_NO_AUTH_ACTION_COUNT, and counts it; so the number is set as the request is served, under the lock
-    that has moto serve one request at a time (tests/conftest.py): the functions' thread pools cannot mix up
+    that has moto serve one request at a time (tests/support/aws.py): the functions' thread pools cannot mix up
     one request's verdict with another's. A request no hook noted (not a function's client) is judged."""
     serve = botocore_stubber.process_request
 
@@ -933,8 +934,6 @@ def test_sweep_security_groups(
 # Scenarios: the DNS bot.
 # ---------------------------------------------------------------------------------------------
 
-SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
-
 
 @dataclass
 class Subnets:
@@ -962,10 +961,6 @@ def launch(ec2: EC2Client, subnet: str, name: str, **tags: str) -> str:
             {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in every_tag.items()]}
         ],
     )["Instances"][0]["InstanceId"]
-
-
-def state_event(instance_id: str, state: str, account: str = HOME) -> dict[str, Any]:
-    return load_event("ec2-state-running", **{SAMPLE_INSTANCE: instance_id, '"running"': f'"{state}"', HOME: account})
 
 
 def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
@@ -1260,7 +1255,7 @@ def upload(s3: S3Client, body: bytes) -> dict[str, Any]:
 @pytest.fixture
 def s3(estate: Estate) -> S3Client:
     client = boto3.client("s3", region_name=REGION)
-    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[typeddict-item]
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     return client
 

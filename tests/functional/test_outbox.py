@@ -14,7 +14,7 @@ from moto import mock_aws
 from chalicelib.notify import Email, Notice
 from chalicelib.outbox import LEASE_SECONDS, Mailer, Outbox
 from demo.environment import create_table
-from tests.functional.faults import answer_with_error
+from tests.support.faults import answer_with_error
 
 NOTICE = Notice("snapshot_failures", "opsbots@example.com", ("ops@example.com",), "subject", {"results": []})
 

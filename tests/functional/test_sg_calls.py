@@ -9,8 +9,8 @@ from chalicelib.outbox import mailer_for
 from chalicelib.policy import load_policies
 from chalicelib.security_groups.decisions import BOT
 from chalicelib.security_groups.handlers import handle_change
-from tests.conftest import ROOT, load_event
-from tests.functional.conftest import Estate, counting_clients, tcp
+from tests.support.aws import ROOT, load_event
+from tests.support.estate import Estate, counting_clients, tcp
 
 
 def handle(event: dict[str, Any], clients: Clients, table: str | None = None) -> dict[str, Any]:

@@ -13,32 +13,10 @@ from chalicelib.policy import PolicyError
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import NotificationError
 from chalicelib.settings import EXTERNAL_ID, POLICIES_DIR
-from tests.conftest import HOME, MEMBER, REGION, load_event
-from tests.functional.conftest import Estate, sent_emails, tcp
-
-SSH_EVENT_GROUP = "sg-0a7c3e91d54b26f80"
-SSH_EVENT_RULE = "sgr-0e3b7d29a5c1f8464"
-
-
-def invoke(lambdas: Any, event: dict[str, Any], name: str = "on_security_group_change") -> dict[str, Any]:
-    payload: dict[str, Any] = lambdas.invoke(name, event).payload
-    return payload
-
-
-def calls_to(operation: str, target: Target) -> list[dict[str, Any]]:
-    """Record the parameters of every call the bot makes to `operation` through its own client."""
-    service, name = operation.split(".")
-    seen: list[dict[str, Any]] = []
-    client = current().clients.client(service, target)  # type: ignore[call-overload]
-    client.meta.events.register(f"provide-client-params.{service}.{name}", lambda params, **_: seen.append(params))
-    return seen
-
-
-def open_ssh(estate: Estate, tags: dict[str, str] | None = None) -> tuple[str, str, dict[str, Any]]:
-    """SSH opened to the world in a new home group, and CloudTrail's event for it."""
-    group = estate.group(tags=tags)
-    [rule] = estate.authorize(group, [tcp(22)])
-    return group, rule, load_event("sg-authorize-ingress-ssh-world", **{SSH_EVENT_GROUP: group, SSH_EVENT_RULE: rule})
+from tests.support.aws import HOME, MEMBER, REGION, load_event
+from tests.support.estate import Estate, sent_emails, tcp
+from tests.support.lambdas import calls_to
+from tests.support.security_groups import SSH_EVENT_GROUP, SSH_EVENT_RULE, invoke, open_ssh
 
 
 def edit_policy(directory: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:

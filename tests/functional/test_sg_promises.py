@@ -39,11 +39,12 @@ from chalicelib.settings import IDEMPOTENCY_TABLE, POLICIES_DIR
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps
 from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table
-from tests.conftest import HOME, REGION, ROOT, load_event
-from tests.functional.conftest import SENDER, Emitted, Estate, LambdaContext, sent_emails, tcp
-from tests.functional.faults import ATTEMPTS, Faults, answer_with_error, body_names
-from tests.functional.test_sg_guard import invoke, open_ssh
-from tests.functional.test_snapshots import FIRST_RUN, snapshots_of, volume
+from tests.support.aws import HOME, REGION, ROOT, load_event
+from tests.support.estate import SENDER, Estate, sent_emails, tcp
+from tests.support.faults import ATTEMPTS, Faults, answer_with_error, body_names
+from tests.support.lambdas import Emitted, LambdaContext
+from tests.support.security_groups import invoke, open_ssh
+from tests.support.snapshots import FIRST_RUN, snapshots_of, volume
 
 TAG = "opsbots:exempt-until"
 SAMPLE_PREFIX_LIST = "pl-0b8e4d2a6c1f93507"

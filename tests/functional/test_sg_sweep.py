@@ -10,9 +10,9 @@ import pytest
 from chalicelib.aws import Target
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
-from tests.conftest import HOME, MEMBER, REGION, load_event
-from tests.functional.conftest import Estate, sent_emails, tcp
-from tests.functional.faults import answer_with_error
+from tests.support.aws import HOME, MEMBER, REGION, load_event
+from tests.support.estate import Estate, sent_emails, tcp
+from tests.support.faults import answer_with_error
 
 BROKEN_MEMBER = "333333333333"
 

@@ -19,14 +19,16 @@ import pytest
 
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
+from chalicelib.bots import SNAPSHOT_QUEUE
 from chalicelib.runtime import current
-from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
+from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import MANAGED, POLICY, VOLUME, WINDOW, Unit, window_tag
 from chalicelib.snapshots.handlers import UnitsNotQueuedError
-from tests.conftest import HOME, MEMBER, REGION, load_event
-from tests.functional.conftest import Emitted, Estate
-from tests.functional.faults import Faults, body_names
-from tests.functional.test_snapshots import DR_REGION, FIRST_RUN, run, snapshots_of, volume, work
+from tests.support.aws import HOME, MEMBER, REGION, load_event
+from tests.support.estate import Estate
+from tests.support.faults import Faults, body_names
+from tests.support.lambdas import Emitted
+from tests.support.snapshots import DR_REGION, FIRST_RUN, run, snapshots_of, volume, work
 
 DAILY = """\
 policies:

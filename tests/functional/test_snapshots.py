@@ -4,61 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 import pytest
 from chalice.test import Client
 
 from chalicelib.aws import Target, tags_of
+from chalicelib.bots import SNAPSHOT_QUEUE
 from chalicelib.runtime import current
-from chalicelib.settings import POLICIES_DIR, SNAPSHOT_QUEUE
-from chalicelib.snapshots.decisions import BOT, MANAGED, POLICY, Unit
-from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
-from chalicelib.snapshots.policy import SnapshotsPolicy
-from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
-from tests.functional.conftest import Estate, member_client
-from tests.functional.faults import answer_with_error
-
-if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
-
-DR_REGION = "eu-central-1"
-FIRST_RUN = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
-
-
-def volume(ec2: EC2Client, **tags: str) -> str:
-    spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
-    return ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1, TagSpecifications=spec)["VolumeId"]  # type: ignore[arg-type]
-
-
-def snapshots_of(ec2: EC2Client, volume_id: str | None = None) -> list[dict[str, Any]]:
-    filters = [{"Name": "volume-id", "Values": [volume_id]}] if volume_id else []
-    return ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]  # type: ignore[arg-type, return-value]
-
-
-def run(now: datetime) -> dict[str, Any]:
-    runtime = current()
-    return schedule_snapshots(
-        policies=runtime.policies.of(SnapshotsPolicy),
-        accounts=runtime.policies.accounts,
-        deps=runtime.built(snapshot_deps),
-        mailer=runtime.mailer(BOT, None),
-        now=now,
-    )
-
-
-def work(bodies: list[str], at: datetime = FIRST_RUN) -> dict[str, Any]:
-    """The worker's body, its clock at `at`."""
-    runtime = current()
-    return work_on(
-        bodies,
-        policies=runtime.policies.of(SnapshotsPolicy),
-        accounts=runtime.policies.accounts,
-        deps=runtime.built(snapshot_deps),
-        mailer=runtime.mailer(BOT, None),
-        clock=lambda: at,
-    )
+from chalicelib.settings import POLICIES_DIR
+from chalicelib.snapshots.decisions import MANAGED, POLICY, Unit
+from tests.support.aws import HOME, MEMBER, REGION, ROOT, load_event
+from tests.support.estate import SENDER, Estate, add_sandbox_account, member_client, sent_emails
+from tests.support.faults import answer_with_error
+from tests.support.snapshots import DR_REGION, FIRST_RUN, run, snapshots_of, volume, work
 
 
 def test_the_schedule_snapshots_selected_volumes_in_every_account(
@@ -224,9 +184,6 @@ def test_with_a_queue_the_run_fans_out_one_message_per_unit(estate: Estate, monk
 def test_a_failure_email_ses_refused_is_sent_by_the_next_run(
     estate: Estate, idempotency_table: str, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.functional.conftest import SENDER, sent_emails
-    from tests.functional.test_delivery import add_sandbox_account
-
     # Given an account whose role refuses us (every run fails there), and SES refusing the sender
     add_sandbox_account(policies_dir, monkeypatch)
     volume(estate.home_ec2, Backup="daily")

@@ -18,8 +18,9 @@ from chalicelib.thumbnails.decisions import SOURCE_ETAG, SOURCE_KEY, SOURCE_VERS
 from chalicelib.thumbnails.executors import ThumbnailRaceError
 from chalicelib.thumbnails.handlers import ThumbnailDeps, handle_upload
 from chalicelib.thumbnails.policy import ThumbnailBucket, ThumbnailSize, ThumbnailsPolicy
-from tests.conftest import HOME, REGION, ROOT, load_event
-from tests.functional.faults import answer_with_error
+from tests.support.aws import HOME, REGION, ROOT, load_event
+from tests.support.faults import answer_with_error
+from tests.support.pictures import jpeg
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -28,12 +29,6 @@ BUCKET = "photos-upload"
 SHIPPED = load_policies(ROOT / "policies").of(ThumbnailsPolicy)
 SMALL, LARGE = "thumbnails/summer holiday/été 01/small.webp", "thumbnails/summer holiday/été 01/large.webp"
 PHOTO_KEY = "uploads/summer holiday/été 01.JPG"
-
-
-def jpeg(width: int = 1600, height: int = 1200, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def created(key: str, body: bytes, version_id: str = "null") -> dict[str, Any]:

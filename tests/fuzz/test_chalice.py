@@ -20,15 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from chalicelib.bots import DNS_TABLE, SNAPSHOT_LEDGER
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.runtime import current
-from chalicelib.settings import DNS_TABLE, SNAPSHOT_LEDGER
 from chalicelib.triggers import LenientCloudWatchEvent
-from tests.conftest import EVENTS, ROOT, load_event
-from tests.fuzz import estate
-from tests.fuzz.estate import with_ids
-from tests.fuzz.mutations import ODD_VALUES, mutated
-from tests.fuzz.test_handlers import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary
+from tests.support import fuzz
+from tests.support.aws import EVENTS, ROOT, load_event
+from tests.support.fuzz import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary, with_ids
+from tests.support.mutations import ODD_VALUES, mutated
 
 pytestmark = pytest.mark.fuzz
 
@@ -51,7 +50,7 @@ FUNCTIONS = {
 
 @dataclass
 class Deployed:
-    world: estate.World
+    world: fuzz.World
     lambdas: Any  # chalice.test's Lambda client
     ids: dict[str, str]  # sample id -> the id moto holds
 
@@ -67,16 +66,16 @@ def deployed() -> Iterator[Deployed]:
     groups where it counts on their state.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(DNS_TABLE, estate.DNS_TABLE)
-        patch.setenv(SNAPSHOT_LEDGER, estate.SNAPSHOT_LEDGER)
+        patch.setenv(DNS_TABLE, fuzz.DNS_TABLE)
+        patch.setenv(SNAPSHOT_LEDGER, fuzz.SNAPSHOT_LEDGER)
         patch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")  # an odd region answers as AWS would, not KeyError
         current.cache_clear()
         from app import app  # imported once the environment is set, as the functional tests do
 
         with mock_aws(), Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
-            world = estate.World.build()
-            estate.snapshot_volumes(world)
-            ids = {**estate.security_group_ids(world, SG_EVENTS), **estate.dns_ids(world), **estate.upload_ids(world)}
+            world = fuzz.World.build()
+            fuzz.snapshot_volumes(world)
+            ids = {**fuzz.security_group_ids(world, SG_EVENTS), **fuzz.dns_ids(world), **fuzz.upload_ids(world)}
             yield Deployed(world, client.lambda_, ids)
         current.cache_clear()
 
@@ -114,7 +113,7 @@ def test_the_lenient_event_reads_a_full_envelope_as_chalice_does(name: str) -> N
 
 def test_an_event_missing_an_envelope_field_is_judged_or_skipped_never_a_key_error(deployed: Deployed) -> None:
     # Given CloudTrail's event for SSH opened to the world, in a group of its own
-    ids = estate.security_group_ids(deployed.world, ["sg-authorize-ingress-ssh-world"])
+    ids = fuzz.security_group_ids(deployed.world, ["sg-authorize-ingress-ssh-world"])
     sample = with_ids(SAMPLES["sg-authorize-ingress-ssh-world"], ids)
     statuses = {}
     for field in ENVELOPE:

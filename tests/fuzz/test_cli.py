@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from chalicelib.cli import simulate_event
 from chalicelib.policy import load_policies
-from tests.conftest import EVENTS, ROOT, load_event
-from tests.fuzz.mutations import mutated_json
+from tests.support.aws import EVENTS, ROOT, load_event
+from tests.support.mutations import mutated_json
 
 pytestmark = pytest.mark.fuzz
 

@@ -15,8 +15,8 @@ from chalicelib.dns.events import parse_state_change
 from chalicelib.events import MalformedEventError
 from chalicelib.security_groups.events import parse_security_group_change
 from chalicelib.thumbnails.events import parse_object_created
-from tests.conftest import ROOT, load_event
-from tests.fuzz.test_policies import SHIPPED, write_policies
+from tests.support.aws import ROOT, load_event
+from tests.support.policies import SHIPPED, write_policies
 
 pytestmark = pytest.mark.fuzz
 

@@ -21,21 +21,17 @@ from chalicelib.security_groups.handlers import handle_change
 from chalicelib.snapshots.handlers import work_on
 from chalicelib.thumbnails.handlers import handle_upload
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
-from tests.conftest import EVENTS, HOME, MEMBER, load_event
-from tests.fuzz import estate
-from tests.fuzz.estate import with_ids
-from tests.fuzz.mutations import mutated, mutated_json
+from tests.support import fuzz
+from tests.support.aws import HOME, MEMBER
+from tests.support.fuzz import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary, with_ids
+from tests.support.mutations import mutated, mutated_json
 
 pytestmark = pytest.mark.fuzz
 
 # No max_examples here: the profile decides (tests/conftest.py). The examples share one estate.
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-SG_EVENTS = sorted(path.stem for path in EVENTS.glob("sg-*.json"))
-EC2_EVENTS = sorted(path.stem for path in EVENTS.glob("ec2-state-*.json"))
-S3_EVENTS = ["s3-object-created", "s3-notification-put"]
-SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
-MESSAGES = [estate.unit_message(account) for account in (HOME, MEMBER)]
+MESSAGES = [fuzz.unit_message(account) for account in (HOME, MEMBER)]
 
 
 def mutated_sample(names: list[str], depth: int = 1_000) -> st.SearchStrategy[Any]:
@@ -44,42 +40,35 @@ def mutated_sample(names: list[str], depth: int = 1_000) -> st.SearchStrategy[An
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[estate.World]:
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[fuzz.World]:
     # A region that does not exist answers as AWS would (it is just an endpoint), not with moto's KeyError.
     monkeypatch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")
     with mock_aws():
-        yield estate.World.build()
+        yield fuzz.World.build()
 
 
 @pytest.fixture
-def sg_ids(world: estate.World) -> dict[str, str]:
-    return estate.security_group_ids(world, SG_EVENTS)
+def sg_ids(world: fuzz.World) -> dict[str, str]:
+    return fuzz.security_group_ids(world, SG_EVENTS)
 
 
 @pytest.fixture
-def dns_ids(world: estate.World) -> dict[str, str]:
-    return estate.dns_ids(world)
+def dns_ids(world: fuzz.World) -> dict[str, str]:
+    return fuzz.dns_ids(world)
 
 
 @pytest.fixture
-def upload_ids(world: estate.World) -> dict[str, str]:
-    return estate.upload_ids(world)
+def upload_ids(world: fuzz.World) -> dict[str, str]:
+    return fuzz.upload_ids(world)
 
 
 @pytest.fixture
-def volumes(world: estate.World) -> None:
-    estate.snapshot_volumes(world)
-
-
-def summary(result: Any) -> dict[str, Any]:
-    """What a handler returns is a dict Lambda can send back as JSON."""
-    assert isinstance(result, dict), result
-    json.dumps(result)
-    return result
+def volumes(world: fuzz.World) -> None:
+    fuzz.snapshot_volumes(world)
 
 
 def test_the_unmutated_samples_do_real_work(
-    world: estate.World, sg_ids: dict[str, str], dns_ids: dict[str, str], upload_ids: dict[str, str], volumes: None
+    world: fuzz.World, sg_ids: dict[str, str], dns_ids: dict[str, str], upload_ids: dict[str, str], volumes: None
 ) -> None:
     # Given the estate the fuzz targets use
     # When each sample is handled as it is
@@ -107,27 +96,27 @@ def test_the_unmutated_samples_do_real_work(
 @FUZZ
 @given(event=mutated_sample(SG_EVENTS))
 def test_the_security_group_guard_survives_mutated_events(
-    world: estate.World, sg_ids: dict[str, str], event: Any
+    world: fuzz.World, sg_ids: dict[str, str], event: Any
 ) -> None:
     summary(handle_change(with_ids(event, sg_ids), **world.sg_kwargs()))
 
 
 @FUZZ
 @given(event=mutated_sample(EC2_EVENTS))
-def test_the_dns_bot_survives_mutated_events(world: estate.World, dns_ids: dict[str, str], event: Any) -> None:
+def test_the_dns_bot_survives_mutated_events(world: fuzz.World, dns_ids: dict[str, str], event: Any) -> None:
     summary(handle_state_change(with_ids(event, dns_ids), policies=world.policies, deps=world.dns_deps()))
 
 
 @FUZZ
 @given(event=mutated_sample(S3_EVENTS))
-def test_the_thumbnail_bot_survives_mutated_events(world: estate.World, upload_ids: dict[str, str], event: Any) -> None:
+def test_the_thumbnail_bot_survives_mutated_events(world: fuzz.World, upload_ids: dict[str, str], event: Any) -> None:
     deps = world.thumbnail_deps()
     summary(handle_upload(with_ids(event, upload_ids), policy=world.policies.of(ThumbnailsPolicy), deps=deps))
 
 
 @FUZZ
 @given(bodies=st.lists(st.sampled_from(MESSAGES).flatmap(mutated_json), min_size=1, max_size=3))
-def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volumes: None, bodies: list[str]) -> None:
+def test_the_snapshot_worker_survives_mutated_messages(world: fuzz.World, volumes: None, bodies: list[str]) -> None:
     summary(work_on(bodies, **world.snapshot_kwargs()))
 
 
@@ -145,7 +134,7 @@ def test_the_snapshot_worker_survives_mutated_messages(world: estate.World, volu
         pytest.param("policies", [], id="policies-empty"),
     ],
 )
-def test_a_malformed_snapshot_message_is_dropped(world: estate.World, volumes: None, field: str, value: Any) -> None:
+def test_a_malformed_snapshot_message_is_dropped(world: fuzz.World, volumes: None, field: str, value: Any) -> None:
     # Given the home unit's message with one field wrong
     body = json.dumps({**MESSAGES[0], field: value})
     # When the worker receives it

@@ -23,14 +23,13 @@ from pydantic import BaseModel
 
 from chalicelib.cli import main
 from chalicelib.policy import POLICY_FILES, model_of
-from tests.conftest import ROOT
-from tests.fuzz.mutations import ODD_SCALARS, mutated
+from tests.support.mutations import ODD_SCALARS, mutated
+from tests.support.policies import SHIPPED, write_policies
 
 pytestmark = pytest.mark.fuzz
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-SHIPPED = {path.name: path.read_text(encoding="utf-8") for path in sorted((ROOT / "policies").glob("*.yml"))}
 FILES = sorted(SHIPPED)
 PROBLEM_LINE = re.compile(r"^(?P<file>[^\n:]+\.ya?ml):(?P<line>[1-9][0-9]*): (?P<rest>.+)$")
 
@@ -100,13 +99,6 @@ def mutated_file(draw: st.DrawFn) -> tuple[str, str]:
     for _ in range(draw(st.integers(0 if text != SHIPPED[name] else 1, 3))):
         text = draw(_text_mutation(text))
     return name, text
-
-
-def write_policies(directory: Path, name: str, text: str) -> None:
-    """The shipped policies in `directory`, with `name` holding `text`."""
-    directory.mkdir(exist_ok=True)
-    for shipped, content in SHIPPED.items():
-        (directory / shipped).write_text(text if shipped == name else content, encoding="utf-8")
 
 
 @FUZZ

@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.cli import main
 from chalicelib.policy import POLICY_FILES, json_schema
-from tests.conftest import EVENTS, ROOT
+from tests.support.aws import EVENTS, ROOT
 
 
 def test_validate_accepts_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
@@ -60,7 +60,13 @@ def test_validate_lists_every_problem_and_fails(policies_dir: Path, capsys: pyte
         ("ec2-state-stopped", ["ec2.describe_instances(InstanceIds=['i-0c4f1a9e27b83d615'])", "current state"]),
         ("ec2-state-running-other-account", ["333333333333 is not in accounts.yml", "dynamodb.query"]),
         ("ec2-state-running", ["ec2.describe_instances", "exactly the records the registry holds"]),
-        ("s3-object-created", ["would write s3://photos-upload/thumbnails/summer holiday/été 01/small.webp"]),
+        (
+            "s3-object-created",
+            [
+                "s3.put_object(Key='thumbnails/summer holiday/été 01/small.webp', IfNoneMatch='*')",
+                "decision: 2 thumbnail(s) to write",
+            ],
+        ),
         ("s3-notification-put", ["upload s3://photos-upload/uploads/summer holiday/été 01.JPG"]),
         (
             "scheduled-event",
@@ -118,3 +124,72 @@ def test_every_policy_file_points_editors_at_its_schema() -> None:
 def test_schema_prints_one_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "security_groups"]) == 0
     assert "rules" in json.loads(capsys.readouterr().out)["properties"]
+
+
+def test_simulate_runs_the_dns_decisions_on_a_described_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the instance a state-change event names, as `aws ec2 describe-instances` shows it
+    described = tmp_path / "instance.json"
+    instance = {
+        "InstanceId": "i-0c4f1a9e27b83d615",
+        "State": {"Name": "running"},
+        "VpcId": "vpc-0a1b2c3d",
+        "PrivateIpAddress": "10.0.1.17",
+        "PublicIpAddress": "203.0.113.17",
+        "Tags": [{"Key": "Name", "Value": "web-1"}, {"Key": "opsbots:dns", "Value": "yes"}],
+    }
+    described.write_text(json.dumps({"Reservations": [{"Instances": [instance]}]}))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+    # When the event is dry-run with it
+    event = str(EVENTS / "ec2-state-running.json")
+    assert main(["simulate", event, "--policies", str(ROOT / "policies"), "--describe", str(described)]) == 0
+
+    # Then the handler's own decisions give the records: claimed, looked up, then written
+    out = capsys.readouterr().out
+    assert "dynamodb: claim 2 name(s) in the registry" in out
+    assert "route53.list_resource_record_sets(HostedZoneId='<example.com public zone>'" in out
+    assert "decision: running: 2 record(s) written, each claimed first:" in out
+    assert "  web-1.internal.example.com. A 10.0.1.17 (TTL 60)\n" in out
+    assert "  web-1.example.com. A 203.0.113.17 (TTL 60)\n" in out
+
+
+def test_simulate_of_an_instance_the_policy_does_not_select_deletes_its_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    described = tmp_path / "instance.json"
+    described.write_text(json.dumps({"InstanceId": "i-0c4f1a9e27b83d615", "State": {"Name": "running"}}))
+    event = str(EVENTS / "ec2-state-running.json")
+
+    assert main(["simulate", event, "--policies", str(ROOT / "policies"), "--describe", str(described)]) == 0
+
+    assert "decision: not selected (no opsbots:dns tag): delete exactly the records" in capsys.readouterr().out
+
+
+def test_simulate_says_which_functions_of_a_schedule_are_off(
+    policies_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployment without the DNS bot
+    (policies_dir / "dns.yml").unlink()
+
+    # When a scheduled event is dry-run
+    assert main(["simulate", str(EVENTS / "scheduled-event.json"), "--policies", str(policies_dir)]) == 0
+
+    # Then the other scheduled functions show their run and the DNS one says it is off
+    out = capsys.readouterr().out
+    assert "reconcile_dns:\n  off: no dns.yml\n" in out
+    assert "sweep_security_groups:\n  over 2 account/region unit(s)" in out
+    assert "take_snapshots:\n  2 unit(s) with a policy due" in out
+
+
+def test_an_event_that_wakes_no_function_is_skipped_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"source": "aws.rds", "detail-type": "RDS DB Instance Event", "id": "e-1"}))
+
+    assert main(["simulate", str(event), "--policies", str(ROOT / "policies")]) == 0
+
+    said = capsys.readouterr().out
+    assert said == "skipped: event e-1: no opsbots function is woken by 'aws.rds' 'RDS DB Instance Event' events\n"

@@ -31,7 +31,7 @@ from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB, OutputFormat, de
 from chalicelib.thumbnails.imaging import Rendered, UnusableImageError, in_child, render
 from chalicelib.thumbnails.policy import ThumbnailSize
 from demo.icc import D50, SRGB_BLUE, SRGB_GREEN, SRGB_RED, description, icc_profile, rgb_profile, s15fixed16, xyz
-from tests.conftest import ROOT
+from tests.support.aws import ROOT
 
 Colour = tuple[int, int, int]
 RED: Colour = (255, 0, 0)

@@ -27,7 +27,7 @@ from chalicelib.security_groups.decisions import (
 )
 from chalicelib.security_groups.events import GroupSource, Network, Permission, PrefixListSource, Source
 from chalicelib.security_groups.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
-from tests.conftest import ROOT
+from tests.support.aws import ROOT
 
 POLICY: SecurityGroupsPolicy = load_policies(ROOT / "policies").of(SecurityGroupsPolicy)
 ADMIN = "no-admin-ports-from-internet"

@@ -35,7 +35,7 @@ from chalicelib.thumbnails.decisions import (
 )
 from chalicelib.thumbnails.events import ObjectCreated, parse_object_created
 from chalicelib.thumbnails.policy import ThumbnailBucket, ThumbnailLimits, ThumbnailSize, ThumbnailsPolicy
-from tests.conftest import load_event
+from tests.support.aws import load_event
 
 SMALL = ThumbnailSize(name="small", width=256, height=256)
 LARGE = ThumbnailSize(name="large", width=1024)

@@ -1,4 +1,4 @@
-"""`python -m bench.sg_event`: one CloudTrail event, tcp 22 from 0.0.0.0/0, handled by the bot and by Custodian.
+"""`python -m bench.security_groups`: one CloudTrail event, tcp 22 from 0.0.0.0/0, handled by the bot and by Custodian.
 
 Both against the same moto server (its own process), each in a process of its own that plays a warm
 Lambda container:
@@ -50,6 +50,8 @@ from bench.common import (
 from bench.machine import publish
 from chalicelib import settings
 from demo.environment import create_table
+
+TITLE = "Security-group event"  # its heading in bench/results/latest.md
 
 FUNCTION = "on_security_group_change"
 IDEMPOTENCY_TABLE = "opsbots-idempotency"
@@ -140,7 +142,7 @@ def merge(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def commands(events: int, endpoint: str, directory: str) -> tuple[dict[str, list[str]], str]:
     """The worker command of each side (the peer's only if its venv has c7n), and why not if not."""
-    ours = [sys.executable, "-m", "bench.sg_event", "--worker", "--events", str(events), "--endpoint", endpoint]
+    ours = [sys.executable, "-m", "bench.security_groups", "--worker", "--events", str(events), "--endpoint", endpoint]
     found = {"ours": ours, "unguarded": [*ours, "--no-guard"]}
     python = peer_python()
     if python is None or not peer_has("c7n"):
@@ -274,10 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.sg_event", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.security_groups", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50, help="violating and compliant events each (default 50)")
     parser.add_argument("--rounds", type=int, default=2, help="worker processes per side, interleaved (default 2)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "sg_event.md", help="where the markdown goes")
+    parser.add_argument("--out", type=Path, default=RESULTS / "security_groups.md", help="where the markdown goes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)

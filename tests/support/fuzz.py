@@ -1,4 +1,5 @@
-"""The smallest moto estate in which each sample event, unmutated, makes its bot do real work.
+"""What the fuzz targets share: the sample events, the smallest moto estate in which each, unmutated, makes its
+bot do real work, and the check on what a handler returns.
 
 Sample ids (security groups and rules, the instance, the upload's ETag and version) are swapped for
 ids moto really holds, so a valid event gets past parsing into the AWS calls: a revoke and an email,
@@ -29,16 +30,19 @@ from chalicelib.snapshots.handlers import SnapshotDeps
 from chalicelib.snapshots.policy import SnapshotsPolicy
 from chalicelib.thumbnails.handlers import ThumbnailDeps
 from demo.environment import create_table
-from tests.conftest import HOME, MEMBER, REGION, ROOT, load_event
-from tests.network import public_subnet, zones
+from tests.support.aws import EVENTS, HOME, MEMBER, REGION, ROOT, load_event
+from tests.support.dns import SAMPLE_INSTANCE, public_subnet, zones
+from tests.support.estate import SENDER
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
-SENDER = "opsbots@example.com"
+SG_EVENTS = sorted(path.stem for path in EVENTS.glob("sg-*.json"))
+EC2_EVENTS = sorted(path.stem for path in EVENTS.glob("ec2-state-*.json"))
+S3_EVENTS = ["s3-object-created", "s3-notification-put"]
+SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
 DNS_TABLE = "opsbots-dns"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
-SAMPLE_INSTANCE = "i-0c4f1a9e27b83d615"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
 SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
 UPLOAD_KEY = "uploads/summer holiday/été 01.JPG"
@@ -170,7 +174,7 @@ def dns_ids(world: World) -> dict[str, str]:
 def upload_ids(world: World) -> dict[str, str]:
     """A small JPEG really stored at the samples' key (versioned bucket): its real ETag and version."""
     s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})  # type: ignore[typeddict-item]
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     picture = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 40, 40)).save(picture, "JPEG")
@@ -193,3 +197,10 @@ def unit_message(account: str) -> dict[str, Any]:
     name, role = ("home", None) if account == HOME else ("workloads", SNAPSHOT_ROLE)
     message: dict[str, Any] = json.loads(Unit(account, name, REGION, role, ("daily",), SNAPSHOT_TIME).to_message())
     return message
+
+
+def summary(result: Any) -> dict[str, Any]:
+    """What a handler returns is a dict Lambda can send back as JSON."""
+    assert isinstance(result, dict), result
+    json.dumps(result)
+    return result

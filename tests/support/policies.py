@@ -1,0 +1,16 @@
+"""The shipped policy files (policies/*.yml), and directories of them with one file changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.aws import ROOT
+
+SHIPPED = {path.name: path.read_text(encoding="utf-8") for path in sorted((ROOT / "policies").glob("*.yml"))}
+
+
+def write_policies(directory: Path, name: str, text: str) -> None:
+    """The shipped policies in `directory`, with `name` holding `text`."""
+    directory.mkdir(exist_ok=True)
+    for shipped, content in SHIPPED.items():
+        (directory / shipped).write_text(text if shipped == name else content, encoding="utf-8")
