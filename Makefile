@@ -56,8 +56,8 @@ validate: $(BIN)/activate
 # The deployable artefact: a CloudFormation (SAM) template, sam.json, plus deployment.zip, checked
 # by cfn-lint. boto3/botocore come with the Lambda runtime, but aws-xray-sdk (the Tracer extra)
 # depends on botocore and chalice has no exclude option, so they are dropped from the zip here; the
-# functions get what the registry says they run with (deploy/wire_functions.py), and the roles' table,
-# queue and SES ARNs are pinned to the stack's own account and region (deploy/scope_to_stack.py).
+# functions get what the registry says they run with, and the roles' table, queue and SES ARNs are
+# pinned to the stack's own account and region (deploy/finish_template.py).
 package: $(BIN)/activate
 	rm -rf $(PACKAGE_DIR)
 	# chalice wants a region to start, but the template it writes names none.
@@ -65,8 +65,7 @@ package: $(BIN)/activate
 		$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
 		--merge-template deploy/resources.json $(PACKAGE_DIR)
 	$(BIN)/python deploy/drop_runtime_libs.py $(PACKAGE_DIR)/deployment.zip
-	$(BIN)/python deploy/wire_functions.py $(PACKAGE_DIR)/sam.json
-	$(BIN)/python deploy/scope_to_stack.py $(PACKAGE_DIR)/sam.json
+	$(BIN)/python -m deploy.finish_template $(PACKAGE_DIR)/sam.json
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 
 clean:

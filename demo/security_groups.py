@@ -244,18 +244,14 @@ class SecurityGroupsChapter:
 
         key = "sg.ssh_to_the_world"
         checks = show.Checks()
-        checks.that(
-            answer.get("status") == "reverted",
-            "the handler reverted the change",
-            f"answer {answer}",
-            key=f"{key}.reverted",
-            facts={"status": answer.get("status"), "email": answer.get("email")},
-        )
-        checks.that(
-            rule not in remaining,
+        self._check_reverted(checks, answer, key=f"{key}.reverted")
+        self._check_revoked(
+            checks,
             f"{rule} (tcp 22 from 0.0.0.0/0) no longer exists in moto",
+            group,
+            rule,
+            remaining,
             key=f"{key}.revoked",
-            facts={"group": group, "rule": rule, "rules_left": rule_facts(remaining)},
         )
         self._check_one_email(checks, emails, key=f"{key}.one_email")
         body = emails[0].body if emails else ""
@@ -281,6 +277,36 @@ class SecurityGroupsChapter:
         )
         self.first_delivery = (event, answer)
         return checks.ok
+
+    def _check_reverted(
+        self, checks: show.Checks, answer: dict[str, Any], claim: str = "the handler reverted the change", *, key: str
+    ) -> None:
+        checks.that(
+            answer.get("status") == "reverted",
+            claim,
+            f"answer {answer}",
+            key=key,
+            facts={"status": answer.get("status"), "email": answer.get("email")},
+        )
+
+    def _check_revoked(
+        self,
+        checks: show.Checks,
+        claim: str,
+        group: str,
+        rule: str,
+        remaining: Mapping[str, SecurityGroupRuleTypeDef],
+        account: str | None = None,
+        *,
+        key: str,
+    ) -> None:
+        where = {"account": account} if account else {}
+        checks.that(
+            rule not in remaining,
+            claim,
+            key=key,
+            facts={**where, "group": group, "rule": rule, "rules_left": rule_facts(remaining)},
+        )
 
     def _check_one_email(self, checks: show.Checks, emails: list[Message], *, key: str) -> None:
         to = [email.destinations.get("ToAddresses") for email in emails]
@@ -370,18 +396,14 @@ class SecurityGroupsChapter:
 
         key = "sg.table_unavailable"
         checks = show.Checks()
-        checks.that(
-            answer.get("status") == "reverted",
-            "the handler reverted the change",
-            f"{answer}",
-            key=f"{key}.reverted",
-            facts={"status": answer.get("status"), "email": answer.get("email")},
-        )
-        checks.that(
-            rule not in remaining,
+        self._check_reverted(checks, answer, key=f"{key}.reverted")
+        self._check_revoked(
+            checks,
             f"{rule} is gone: the revoke never waits on bookkeeping",
+            group,
+            rule,
+            remaining,
             key=f"{key}.revoked",
-            facts={"group": group, "rule": rule, "rules_left": rule_facts(remaining)},
         )
         self._check_one_email(checks, emails, key=f"{key}.one_email")
         messages = [entry.get("message") for entry in logs]
@@ -453,13 +475,7 @@ class SecurityGroupsChapter:
         }
         key = "sg.multi_permission_call"
         checks = show.Checks()
-        checks.that(
-            answer.get("status") == "reverted",
-            "the handler reverted the offending entry",
-            f"{answer}",
-            key=f"{key}.reverted",
-            facts={"status": answer.get("status"), "email": answer.get("email")},
-        )
+        self._check_reverted(checks, answer, "the handler reverted the offending entry", key=f"{key}.reverted")
         checks.that(
             ssh not in after,
             f"the SSH entry {ssh} is gone",
@@ -511,18 +527,15 @@ class SecurityGroupsChapter:
 
         key = "sg.cross_account"
         checks = show.Checks()
-        checks.that(
-            answer.get("status") == "reverted",
-            "the handler reverted the change",
-            f"{answer}",
-            key=f"{key}.reverted",
-            facts={"status": answer.get("status"), "email": answer.get("email")},
-        )
-        checks.that(
-            rule not in remaining,
+        self._check_reverted(checks, answer, key=f"{key}.reverted")
+        self._check_revoked(
+            checks,
             f"{rule} no longer exists in account {member.id}",
+            group,
+            rule,
+            remaining,
+            account=member.id,
             key=f"{key}.revoked",
-            facts={"account": member.id, "group": group, "rule": rule, "rules_left": rule_facts(remaining)},
         )
         checks.that(
             [(r.role_arn, r.external_id) for r in assumed] == [(MEMBER_ROLES["security_groups"], EXTERNAL_ID)],
@@ -653,13 +666,7 @@ class SecurityGroupsChapter:
 
         key = "sg.prefix_list"
         checks = show.Checks()
-        checks.that(
-            answer.get("status") == "reverted",
-            "the edit of the list was judged and reverted",
-            f"{answer}",
-            key=f"{key}.reverted",
-            facts={"status": answer.get("status"), "email": answer.get("email")},
-        )
+        self._check_reverted(checks, answer, "the edit of the list was judged and reverted", key=f"{key}.reverted")
         checks.that(
             ssh_gone,
             f"SSH from the list ({ssh}) is revoked: the list now holds the internet",

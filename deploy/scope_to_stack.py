@@ -9,10 +9,7 @@ function can reach its own stack's tables, queues and sender, and no other accou
 
 from __future__ import annotations
 
-import json
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 SCOPED_SERVICES = ("dynamodb", "sqs", "ses")
@@ -40,13 +37,3 @@ def scope_template(template: dict[str, Any]) -> dict[str, Any]:
             for policy in resource["Properties"].get("Policies", []):
                 policy["PolicyDocument"] = scope_document(policy["PolicyDocument"])
     return template
-
-
-def main(path: str) -> None:
-    template_path = Path(path)
-    template = json.loads(template_path.read_text())
-    template_path.write_text(json.dumps(scope_template(template), indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -12,9 +12,6 @@ deploy/resources.json (which holds the shared resources: tables, queues, alarms)
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from chalicelib.bots import FUNCTIONS, Function
@@ -57,13 +54,3 @@ def wire(template: dict[str, Any]) -> dict[str, Any]:
             "Fn::Sub": f"${{AWS::StackName}}-{function.name}"
         }
     return template
-
-
-def main(path: str) -> None:
-    template_path = Path(path)
-    template = json.loads(template_path.read_text())
-    template_path.write_text(json.dumps(wire(template), indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])
