@@ -7,14 +7,14 @@ one VPC whose DHCP options name the private zone, three hosted zones (public `ex
 public A records, PTR; instances selected by the `opsbots:dns` tag; no Name tag, so each record is
 named after its instance id).
 
-- events, ours: `chalicelib.dns.handle_state_change` with a warm container's deps (zones cached,
+- events, ours: `chalicelib.dns.handlers.handle_state_change` with a warm container's deps (zones cached,
   account id known) for a running event, then, after the instance is terminated, its terminated
   event; calls counted through `Clients(handlers=...)`;
 - events, the peer: aws-lambda-ddns-function's `lambda_handler` call sequence (its union.py), written
   plainly below, for the same three records (the DHCP-options domain gives the private A and the
   PTR, a `ZONE` tag the public A). Its sleeps (60 s before describing a running instance, then up to
   1 s at random) are skipped and reported, not waited for;
-- reconcile, ours: `chalicelib.dns.reconcile` over N running instances (made with `run_instances` in
+- reconcile, ours: `chalicelib.dns.handlers.reconcile` over N running instances (made with `run_instances` in
   batches), first on an empty Route53 and registry, then again with nothing changed (the hourly run).
   The peer has no reconcile.
 """
@@ -399,7 +399,7 @@ class BackendTable:
 
 def seed(estate: Estate, instances: Sequence[Instance], policies: Policies) -> None:
     """What a first reconcile leaves behind, made quickly and untimed, through the bot's own planning and
-    writers: every record in Route53 (`chalicelib.dns.write`, the real batched calls) and claimed in the
+    writers: every record in Route53 (`chalicelib.dns.executors.write`, the real batched calls) and claimed in the
     registry (`Registry.claim`, into moto's backend). The steady run then checks it has nothing to do."""
     zones = hosted_zones(estate.route53)
     claims = [
@@ -527,8 +527,8 @@ def report(ours: EventRuns, peer: EventRuns, results: Sequence[Reconcile], event
         f"- moto's ThreadedMotoServer in the bench's process; home account {HOME_ACCOUNT} only, {REGION}; "
         f"zones {PUBLIC_ZONE} (public), {PRIVATE_ZONE} and {REVERSE_ZONE} (private, the VPC's, whose DHCP "
         f"options name {PRIVATE_ZONE}); three records per instance on both sides: private A, public A, PTR",
-        "- ours: `chalicelib.dns.handle_state_change` with a warm container's deps (zones cached), shipped dns.yml; "
-        "`chalicelib.dns.reconcile` as the hourly schedule runs it, with a fresh container's deps: a first run "
+        "- ours: `chalicelib.dns.handlers.handle_state_change` with a warm container's deps (zones cached), shipped dns.yml; "
+        "`chalicelib.dns.handlers.reconcile` as the hourly schedule runs it, with a fresh container's deps: a first run "
         "on an empty Route53 and registry, and the steady run (nothing changed since, the hourly case); where no "
         "first run is listed, the records it would leave were seeded untimed through the bot's own `write` and "
         "`Registry.claim`",
