@@ -527,9 +527,10 @@ def report(ours: EventRuns, peer: EventRuns, results: Sequence[Reconcile], event
         f"- moto's ThreadedMotoServer in the bench's process; home account {HOME_ACCOUNT} only, {REGION}; "
         f"zones {PUBLIC_ZONE} (public), {PRIVATE_ZONE} and {REVERSE_ZONE} (private, the VPC's, whose DHCP "
         f"options name {PRIVATE_ZONE}); three records per instance on both sides: private A, public A, PTR",
-        "- ours: `chalicelib.dns.handlers.handle_state_change` with a warm container's deps (zones cached), shipped dns.yml; "
-        "`chalicelib.dns.handlers.reconcile` as the hourly schedule runs it, with a fresh container's deps: a first run "
-        "on an empty Route53 and registry, and the steady run (nothing changed since, the hourly case); where no "
+        "- ours: `chalicelib.dns.handlers.handle_state_change` with a warm container's deps (zones cached), "
+        "shipped dns.yml; `chalicelib.dns.handlers.reconcile` as the hourly schedule runs it, with a fresh "
+        "container's deps: a first run on an empty Route53 and registry, and the steady run (nothing changed "
+        "since, the hourly case); where no "
         "first run is listed, the records it would leave were seeded untimed through the bot's own `write` and "
         "`Registry.claim`",
         "- peer: aws-lambda-ddns-function's handler, its calls in its order (bench/dns.py `DdnsFunction`): the "

@@ -94,17 +94,16 @@ class DryRun:
 def simulate_event(path: Path, policies: Policies, out: IO[str], described: Path | None = None) -> int:
     """Print what each function the event wakes would decide and do; no AWS call is made."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        answer = json.loads(described.read_text(encoding="utf-8")) if described else None
-    except OSError as error:
-        print(f"{error.filename}: cannot read: {error.strerror}", file=sys.stderr)
-        return 1
-    except ValueError as error:  # not UTF-8, or not JSON
-        print(f"{path}: not a JSON event: {error}", file=sys.stderr)
+        raw = _read_json(path, "a JSON event")
+        answer = _read_json(described, "a JSON object") if described else None
+        if described and not isinstance(answer, Mapping):
+            raise UnreadableError(f"{described}: not a JSON object, as `aws ec2 describe-...` prints")
+    except UnreadableError as error:
+        print(error, file=sys.stderr)
         return 1
     woken = [function for function in FUNCTIONS.values() if function.wakes_on(raw)]
     try:
-        run = DryRun(policies, out, _event_time(raw), answer if isinstance(answer, Mapping) else None)
+        run = DryRun(policies, out, _event_time(raw), answer)
         if not woken:
             raise IgnoredEvent(id_of(raw), f"no opsbots function is woken by {_kind(raw)}")
     except SkippedEvent as skipped:
@@ -121,6 +120,19 @@ def simulate_event(path: Path, policies: Policies, out: IO[str], described: Path
         except SkippedEvent as skipped:
             out.write(f"skipped: {skipped}\n")
     return 0
+
+
+class UnreadableError(Exception):
+    """A file given to `opsbots simulate` that cannot be read as JSON: said in one line, exit 1."""
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UnreadableError(f"{path}: cannot read: {error.strerror}") from None
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise UnreadableError(f"{path}: not {what}: {error}") from None
 
 
 def _kind(raw: object) -> str:

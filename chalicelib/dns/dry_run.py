@@ -111,7 +111,7 @@ def _show_records(instance: Instance, policy: DnsPolicy, account: str, out: IO[s
     )
     wanted, reasons = desired_records(instance, policy, zones, account)
     for reason in reasons:
-        out.write(f"  skipped: {reason}\n")
+        out.write(f"  not made: {reason}\n")
     plan = plan_changes((OwnedRecord(record, instance.owner) for record in wanted), (), instance.owner.__eq__)
     asked, pointing_elsewhere = to_claim(plan.claims, set())
     out.write(
@@ -119,7 +119,7 @@ def _show_records(instance: Instance, policy: DnsPolicy, account: str, out: IO[s
         "  then each name claimed is looked up: a record there that opsbots did not write is a conflict\n"
     )
     verdict = settle_claims(asked, {}, set(), PrintingNames(out))
-    granted = (*verdict.granted,)
+    granted = verdict.granted
     for zone_id, changes in route53_changes(Plan(granted, plan.updates, plan.deletes)).items():
         for batch in batches(changes):
             out.write(f"  route53.change_resource_record_sets(HostedZoneId='{zone_id}', {len(batch)} change(s))\n")

@@ -84,6 +84,7 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     instance = describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
     owner = owner_of(change.account_id, change.region, change.instance_id)
     wanted: tuple[Record, ...] = ()
+    reasons: tuple[str, ...] = ()  # why a record the instance should have cannot be made
     if instance is not None and instance.state == RUNNING:
         wanted, reasons = desired_records(instance, policies.of(DnsPolicy), deps.zones.get(), _account_key(target))
         for reason in reasons:
@@ -95,7 +96,8 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     logger.info(
         "dns updated", extra={"instance": owner, "state": state, "event_state": change.state, **outcome.as_dict()}
     )
-    return {"event_id": change.event_id, "instance": owner, "state": state, **outcome.as_dict()}
+    answer = {"event_id": change.event_id, "instance": owner, "state": state, **outcome.as_dict()}
+    return answer | {"not_made": list(reasons)}
 
 
 def _account_key(target: Target) -> str:

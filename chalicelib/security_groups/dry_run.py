@@ -7,6 +7,7 @@ a look-up can tell it goes on as if the look-up found what makes the violation r
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws import HOME, units_of
@@ -130,7 +131,7 @@ def on_security_group_change(raw: Mapping[str, Any], run: DryRun) -> None:
         role = policies.accounts.role_arn(member, BOT)
         out.write(f"  sts.assume_role(RoleArn='{role}', ExternalId=$OPSBOTS_EXTERNAL_ID)\n")
     executor = PrintingExecutor(out, policy.rules, known_entries)
-    verdict = judge(change, policy, executor, run.at)
+    verdict = judge(change, policy, executor, datetime.now(UTC))  # as the handler: exemptions at the time it runs
     if verdict.status == "compliant":
         out.write("decision: compliant once prefix lists are resolved\n")
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.events import SkippedEvent
-from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB, Plan, decode_budget, plan_thumbnails, to_write
+from chalicelib.thumbnails.decisions import FUNCTION_MEMORY_MB, MIB, Plan, decode_budget, plan_thumbnails, to_write
 from chalicelib.thumbnails.events import parse_object_created
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
 
@@ -38,11 +38,8 @@ def _show(plan: Plan, policy: ThumbnailsPolicy, run: DryRun) -> None:
         out.write(
             f"  s3.head_object(Bucket='{plan.bucket}', Key='{output.key}')  # whose it is, made from which ETag\n"
         )
-    decision = to_write(plan, dict.fromkeys(output.key for output in plan.outputs))
-    if not decision.writes:
-        out.write("decision: every thumbnail is current; nothing is downloaded\n")
-        return
-    budget = decode_budget(FUNCTION_MEMORY_MB, upload.size or policy.limits.max_bytes) // 2**20
+    decision = to_write(plan, dict.fromkeys(output.key for output in plan.outputs))  # S3's answer: none there yet
+    budget = decode_budget(FUNCTION_MEMORY_MB, upload.size or policy.limits.max_bytes) // MIB
     out.write(
         f"  s3.get_object(Bucket='{upload.bucket}', Key='{upload.key}', IfMatch='{upload.etag}')"
         f"  # at most {policy.limits.max_bytes:,} bytes; decoded within {budget:,} MiB\n"

@@ -40,10 +40,11 @@ def test_a_member_instance_gets_no_public_name_by_default(network: Network, lamb
 
     result = deliver(lambdas, impostor, "running", MEMBER)
 
-    # Then it gets its private names, and nothing in the public zone example.com
+    # Then it gets its private names, and nothing in the public zone example.com, and its answer says why
     assert network.records("example.com") == {}
     assert ("login.internal.example.com.", "A") in network.records("internal.example.com")
     assert result["added"] == 5  # private A, 3 aliases, PTR
+    assert result["not_made"] == [f"account {MEMBER} may not have names in example.com (its accounts:)"]
 
 
 def test_a_name_is_never_handed_to_another_accounts_instance_even_while_its_owner_is_stopped(

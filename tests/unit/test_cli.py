@@ -193,3 +193,15 @@ def test_an_event_that_wakes_no_function_is_skipped_with_the_reason(
 
     said = capsys.readouterr().out
     assert said == "skipped: event e-1: no opsbots function is woken by 'aws.rds' 'RDS DB Instance Event' events\n"
+
+
+def test_a_describe_file_that_is_not_an_object_is_said_to_be_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    described = tmp_path / "described.json"
+    described.write_text("[1, 2]")
+    event = str(EVENTS / "ec2-state-running.json")
+
+    assert main(["simulate", event, "--policies", str(ROOT / "policies"), "--describe", str(described)]) == 1
+
+    assert capsys.readouterr().err == f"{described}: not a JSON object, as `aws ec2 describe-...` prints\n"
