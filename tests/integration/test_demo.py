@@ -247,8 +247,7 @@ def test_ssh_to_the_world_is_revoked_and_reported_once(demo: Played) -> None:
     )
     said = demo.facts("sg.ssh_to_the_world.email_says_it_all")
     assert (said["missing"], said["revoked_in_email"]) == ([], [revoked["rule"]])
-    # The email reports the exposure (the demo checks its bound; a test asserts no timing)
-    assert isinstance(demo.facts("sg.ssh_to_the_world.exposure")["reported_seconds"], int | float)
+    assert demo.checks["sg.ssh_to_the_world.exposure"]["passed"]  # the email reports the exposure, in bounds
 
 
 def test_the_same_event_again_revokes_again_but_emails_once(demo: Played) -> None:
