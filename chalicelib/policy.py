@@ -16,6 +16,7 @@ import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar, cast, get_args, get_origin
 
@@ -26,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -86,6 +88,37 @@ Region = Annotated[str, matching(REGION_NAME, "an AWS region name"), string_sche
 Regions = NonEmpty[Region]
 _RoleName = Annotated[str, matching(_ROLE_NAME, "an IAM role name"), string_schema(_ROLE_NAME)]
 AccountId = Annotated[str, BeforeValidator(_parse_account_id), string_schema(ACCOUNT_ID)]
+
+
+_SPANS: Final = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+
+
+def duration_parser(units: str, examples: str, *, zero: bool = False) -> PlainValidator:
+    """A duration written as a number and one of `units` ("90m"); `zero`: "0" (or 0) is allowed, meaning none."""
+    pattern = re.compile(rf"\s*(\d+)\s*([{units}])\s*")
+
+    def parse(value: object) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        if zero and value in (0, "0"):
+            return timedelta(0)
+        match = pattern.fullmatch(value) if isinstance(value, str) else None
+        if match is None or int(match.group(1)) == 0:
+            raise ValueError(f"{value!r} is not a duration like {examples}")
+        return int(match.group(1)) * _SPANS[match.group(2)]
+
+    return PlainValidator(parse)
+
+
+def duration_schema(units: str, *, zero: bool = False) -> WithJsonSchema:
+    written = {"type": "string", "pattern": rf"^\d+[{units}]$"}
+    return WithJsonSchema({"anyOf": [written, {"const": 0}]} if zero else written)
 
 
 def unique(collection: str, what: str, key: Callable[[Any], str]) -> AfterValidator:

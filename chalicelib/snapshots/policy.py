@@ -16,26 +16,19 @@ from pydantic import (
 )
 
 from chalicelib.names import anchored
-from chalicelib.policy import NotifySettings, Region, Regions, RuleName, StrictModel, check_accounts_known, unique
+from chalicelib.policy import (
+    NotifySettings,
+    Region,
+    Regions,
+    RuleName,
+    StrictModel,
+    check_accounts_known,
+    duration_parser,
+    duration_schema,
+    unique,
+)
 
-_DURATION = re.compile(r"\s*(\d+)\s*([mhdw])\s*")
-_DURATION_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
-
-
-def _parse_duration(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not a duration like 90m, 24h, 30d or 2w")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-_Duration = Annotated[
-    timedelta,
-    PlainValidator(_parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+[mhdw]$"}),
-]
+_Duration = Annotated[timedelta, duration_parser("mhdw", "90m, 24h, 30d or 2w"), duration_schema("mhdw")]
 _TIME_OF_DAY = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 

@@ -1,0 +1,168 @@
+"""Executors: the HTTP(S) requests of a run, every check at once, each target checked before any packet.
+
+The standard library's `http.client` over a socket this module opens itself: the name is resolved
+here, every address it resolves to is judged by `address_refused` (no server-side request forgery,
+for every redirect hop), and the connection goes to the address judged, with the name only as the
+TLS server name and Host header, so a second resolution cannot swap the target. The leaf
+certificate is read from that connection's own handshake. Threads, not asyncio: a check spends its
+time waiting on the network, the GIL is released there, and `http.client` adds nothing to a cold
+start (bench/websites.py measures it).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, cast
+from urllib.parse import urljoin, urlsplit
+
+from chalicelib.websites.decisions import Certificate, Probe, address_refused
+
+MAX_REDIRECTS: Final = 5
+MAX_BODY: Final = 1 << 20  # what `body_contains` may look at; the rest is not read
+MAX_THREADS: Final = 512  # a run's checks all at once, up to this many
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+Resolver = Callable[[str, int], Sequence[str]]  # host, port -> addresses
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address the name resolves to, in the resolver's order."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(entry[4][0]) for entry in found))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One check's request, as its policy gives it."""
+
+    name: str
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    timeout: float = 10.0
+    allow_private: bool = False
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system's
+
+
+class _Pinned(http.client.HTTPConnection):
+    """An HTTP connection to an address judged beforehand; the name stays the Host header."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedTls(http.client.HTTPSConnection):
+    """An HTTPS connection to an address judged beforehand; the name is the TLS server name and Host."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
+
+
+class HttpProber:
+    """Sends each check's request and reports what it found, never raising for the network's failures."""
+
+    def __init__(self, resolver: Resolver = resolve) -> None:
+        self.resolver = resolver
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+
+    def probe_all(self, requests: Sequence[Request]) -> dict[str, Probe]:
+        """Every request at once: a run lasts about its slowest check, not their sum."""
+        if not requests:
+            return {}
+        for ca_file in {request.ca_file for request in requests}:  # made here, not by two threads at once
+            self._context(ca_file)
+        with ThreadPoolExecutor(max_workers=min(len(requests), MAX_THREADS)) as pool:
+            return dict(zip((r.name for r in requests), pool.map(self.probe, requests), strict=True))
+
+    def probe(self, request: Request) -> Probe:
+        started = time.monotonic()
+        deadline = started + request.timeout
+        try:
+            return self._follow(request, deadline, started)
+        except TimeoutError:
+            return Probe(seconds=time.monotonic() - started, error=f"timed out after {request.timeout:g} s")
+        except ssl.SSLCertVerificationError as error:
+            return Probe(seconds=time.monotonic() - started, error=f"TLS: {error.verify_message}")
+        except ssl.SSLError as error:
+            return Probe(seconds=time.monotonic() - started, error=f"TLS: {error.reason or error}")
+        except socket.gaierror as error:
+            return Probe(seconds=time.monotonic() - started, error=f"no such name: {error.strerror}")
+        except ConnectionRefusedError:
+            return Probe(seconds=time.monotonic() - started, error="connection refused")
+        except (OSError, http.client.HTTPException) as error:
+            return Probe(seconds=time.monotonic() - started, error=f"{type(error).__name__}: {error}")
+
+    def _follow(self, request: Request, deadline: float, started: float) -> Probe:
+        url, method, body = request.url, request.method, request.body
+        for _ in range(MAX_REDIRECTS + 1):
+            status, location, payload, certificate, refused = self._one(request, url, method, body, deadline)
+            if refused is not None:
+                return Probe(seconds=time.monotonic() - started, error=refused)
+            if status in REDIRECTS and location:
+                url = urljoin(url, location)
+                if status == 303 or (status in (301, 302) and method == "POST"):
+                    method, body = "GET", None
+                continue
+            return Probe(status, time.monotonic() - started, payload, certificate)
+        return Probe(seconds=time.monotonic() - started, error=f"more than {MAX_REDIRECTS} redirects")
+
+    def _one(
+        self, request: Request, url: str, method: str, body: bytes | None, deadline: float
+    ) -> tuple[int, str | None, bytes, Certificate | None, str | None]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return 0, None, b"", None, f"{url} is not an http(s) URL"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = self.resolver(parts.hostname, port)
+        refused = next((why for a in addresses if (why := address_refused(a, request.allow_private))), None)
+        if refused or not addresses:
+            return 0, None, b"", None, refused or f"{parts.hostname} resolves to no address"
+        remaining = max(0.001, deadline - time.monotonic())
+        connection: http.client.HTTPConnection = (
+            _PinnedTls(parts.hostname, addresses[0], port, remaining, self._context(request.ca_file))
+            if parts.scheme == "https"
+            else _Pinned(parts.hostname, addresses[0], port, remaining)
+        )
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request(method, path, body=body, headers=dict(request.headers))
+            certificate = _leaf(connection.sock) if isinstance(connection.sock, ssl.SSLSocket) else None
+            response = connection.getresponse()
+            payload = response.read(MAX_BODY)
+            return response.status, response.getheader("Location"), payload, certificate, None
+        finally:
+            connection.close()
+
+    def _context(self, ca_file: str | None) -> ssl.SSLContext:
+        if ca_file not in self._contexts:
+            self._contexts[ca_file] = ssl.create_default_context(cafile=ca_file)
+        return self._contexts[ca_file]
+
+
+def _leaf(sock: ssl.SSLSocket) -> Certificate | None:
+    """The server's own certificate, as the handshake presented it (verified: the context requires it)."""
+    seen = sock.getpeercert()
+    if not seen:
+        return None
+    names = cast("tuple[tuple[tuple[str, str], ...], ...]", seen.get("subject", ()))
+    subject = ", ".join(f"{key}={value}" for rdn in names for key, value in rdn)
+    expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(seen["notAfter"])), UTC)
+    return Certificate(subject.replace("commonName", "CN"), expires)
