@@ -15,8 +15,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib.bots import BOTS
-
 if TYPE_CHECKING:
     import jinja2
     from mypy_boto3_sesv2 import SESV2Client
@@ -25,9 +23,9 @@ if TYPE_CHECKING:
 
 SUBJECT_LIMIT = 200
 CHALICELIB = Path(__file__).resolve().parent
-# The shared templates (what every bot's parked emails say), then each bot's own, in its package. A
+# The shared templates (what every bot's parked emails say), then each bot's own, in its package's. A
 # template's name stays bare (`sg_violation`): parked emails in the outbox name their template.
-TEMPLATES = (CHALICELIB / "templates", *(CHALICELIB / bot.name / "templates" for bot in BOTS))
+TEMPLATES = (CHALICELIB / "templates", *sorted(CHALICELIB.glob("*/templates")))
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ def _environment() -> jinja2.Environment:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([path for path in TEMPLATES if path.is_dir()]),
+        loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
+from chalicelib import notify
+
 if TYPE_CHECKING:
     from chalicelib.websites.policy import Check, WebsitesPolicy
 
@@ -104,7 +106,8 @@ class CheckState:
     state: State = "unknown"
     failures: int = 0  # consecutive failed runs
     successes: int = 0  # consecutive good runs
-    since: datetime | None = None  # when the state began
+    since: datetime | None = None  # when the state began (DOWN: at the streak's first failed run)
+    failing_since: datetime | None = None  # the first failed run of the current streak
     reason: str = ""  # the last failed run's reason
     reminded: datetime | None = None  # the last DOWN email or reminder
     version: int = 0  # bumped by every write: a write is conditional on the version read
@@ -118,25 +121,70 @@ class Transition:
 
 
 def advance(policy: WebsitesPolicy, check: Check, before: CheckState, verdict: Verdict, at: datetime) -> Transition:
-    """The check's state after one run judged `verdict` at `at`, and what to announce."""
+    """The check's state after one run judged `verdict` at `at`, and what to announce.
+
+    The counts stop at their threshold and the reason is kept from the transition (or the last
+    reminder), so a state that holds changes nothing: no write, run after run.
+    """
     if policy.in_maintenance(check.name, at):
         return Transition(before)  # the state stands still: nothing in the window counts, nothing is announced
-    version = before.version + 1
+    transition = _next(policy, check, before, verdict, at)
+    if transition.state == before:
+        return Transition(before)
+    return replace(transition, state=replace(transition.state, version=before.version + 1))
+
+
+def _next(policy: WebsitesPolicy, check: Check, before: CheckState, verdict: Verdict, at: datetime) -> Transition:
     if verdict.good:
-        successes = before.successes + 1
-        after = replace(before, failures=0, successes=successes, version=version)
+        successes = min(before.successes + 1, policy.setting(check, "success_threshold"))
+        after = replace(before, failures=0, successes=successes, failing_since=None)
         if before.state == "unknown":
-            return Transition(replace(after, state="up", since=at))
+            return Transition(replace(after, state="up", since=at, reason=""))
         if before.state == "down" and successes >= policy.setting(check, "success_threshold"):
             outage = at - before.since if before.since else None
             return Transition(replace(after, state="up", since=at, reminded=None), "up", outage)
         return Transition(after)
-    failures = before.failures + 1
-    after = replace(before, failures=failures, successes=0, reason=verdict.reason, version=version)
-    if before.state != "down" and failures >= policy.setting(check, "failure_threshold"):
-        return Transition(replace(after, state="down", since=at, reminded=at), "down")
+    threshold = policy.setting(check, "failure_threshold")
+    after = replace(
+        before, failures=min(before.failures + 1, threshold), successes=0, failing_since=before.failing_since or at
+    )
+    if before.state != "down" and after.failures >= threshold:
+        down = replace(after, state="down", since=after.failing_since, reminded=at, reason=verdict.reason)
+        return Transition(down, "down")
     remind_every: timedelta = policy.setting(check, "remind_every")
     last = before.reminded or before.since
     if before.state == "down" and remind_every and last is not None and at - last >= remind_every:
-        return Transition(replace(after, reminded=at), "reminder")
+        return Transition(replace(after, reminded=at, reason=verdict.reason), "reminder")
     return Transition(after)
+
+
+def state_notice(
+    policy: WebsitesPolicy, check: Check, transition: Transition, verdict: Verdict, at: datetime
+) -> notify.Notice:
+    """The email a transition announces: what happened, why (for DOWN), and for UP how long it was down."""
+    state, announce = transition.state, transition.announce
+    words = {"down": "DOWN", "up": "UP", "reminder": "still DOWN"}[announce or "down"]
+    subject = f"[opsbots] {check.name} is {words}" + (f": {state.reason}" if announce != "up" else "")
+    remind: timedelta = policy.setting(check, "remind_every")
+    facts = {
+        "check": check.name,
+        "url": check.url,
+        "announce": announce,
+        "at": at.isoformat(),
+        "since": state.since.isoformat() if state.since else "",
+        "reason": state.reason,
+        "failures": state.failures,
+        "outage": _spoken(transition.outage) if transition.outage else "",
+        "last": verdict.reason,
+        "remind": _spoken(remind) if remind else "",
+    }
+    return notify.notice("website_state", to=policy.notify.email, subject=subject, facts=facts)
+
+
+def _spoken(span: timedelta) -> str:
+    """A span as people say it: 3 h 12 min, 4 min, 45 s."""
+    seconds = int(span.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s" if seconds else ""]
+    return " ".join(part for part in parts if part) or "0 s"

@@ -15,19 +15,27 @@ import http.client
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urljoin, urlsplit
 
-from chalicelib.websites.decisions import Certificate, Probe, address_refused
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import error_code
+from chalicelib.websites.decisions import Certificate, CheckState, Probe, address_refused
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 MAX_REDIRECTS: Final = 5
 MAX_BODY: Final = 1 << 20  # what `body_contains` may look at; the rest is not read
 MAX_THREADS: Final = 512  # a run's checks all at once, up to this many
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+READ_BATCH: Final = 100  # BatchGetItem's limit
+READ_ATTEMPTS: Final = 4  # BatchGetItem calls for one batch's unprocessed keys (throttling)
 
 Resolver = Callable[[str, int], Sequence[str]]  # host, port -> addresses
 
@@ -166,3 +174,85 @@ def _leaf(sock: ssl.SSLSocket) -> Certificate | None:
     subject = ", ".join(f"{key}={value}" for rdn in names for key, value in rdn)
     expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(seen["notAfter"])), UTC)
     return Certificate(subject.replace("commonName", "CN"), expires)
+
+
+class StateStore:
+    """Each check's state in a DynamoDB table only the bot writes, one item per check (key `check`).
+
+    A run reads the states of its due checks in batches, and writes only what changed, each write
+    conditional on the version it read: when two runs overlap (a duplicate delivery, a slow run), one
+    write wins and the other run's is refused, so a change is announced once.
+    """
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._dynamodb = dynamodb
+        self._table = table
+
+    def read(self, names: Sequence[str]) -> dict[str, CheckState]:
+        found: dict[str, CheckState] = {}
+        for start in range(0, len(names), READ_BATCH):
+            keys: list[Any] = [{"check": {"S": name}} for name in names[start : start + READ_BATCH]]
+            for _ in range(READ_ATTEMPTS):
+                answer = self._dynamodb.batch_get_item(RequestItems={self._table: {"Keys": keys}})
+                for item in answer["Responses"].get(self._table, []):
+                    found[item["check"]["S"]] = _state(item)
+                unprocessed: Mapping[str, Any] = answer.get("UnprocessedKeys", {})
+                keys = list(unprocessed.get(self._table, {}).get("Keys", []))
+                if not keys:
+                    break
+            if keys:
+                raise StateUnavailableError(f"{len(keys)} check state(s) unread after {READ_ATTEMPTS} tries")
+        return found
+
+    def write(self, name: str, state: CheckState) -> bool:
+        """Store `state` if the item is still at the version it was read at; False when another run won."""
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table,
+                Item=_item(name, state),
+                ConditionExpression="attribute_not_exists(#check) OR #version = :read",
+                ExpressionAttributeNames={"#check": "check", "#version": "version"},
+                ExpressionAttributeValues={":read": {"N": str(state.version - 1)}},
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+class StateUnavailableError(Exception):
+    """The check states could not be read: the run fails, for Lambda to retry it (thresholds need them)."""
+
+
+def _item(name: str, state: CheckState) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "check": {"S": name},
+        "state": {"S": state.state},
+        "failures": {"N": str(state.failures)},
+        "successes": {"N": str(state.successes)},
+        "reason": {"S": state.reason},
+        "version": {"N": str(state.version)},
+    }
+    for field_name in ("since", "failing_since", "reminded"):
+        moment = getattr(state, field_name)
+        if moment is not None:
+            item[field_name] = {"S": moment.isoformat()}
+    return item
+
+
+def _state(item: Mapping[str, Any]) -> CheckState:
+    def moment(field_name: str) -> datetime | None:
+        return datetime.fromisoformat(item[field_name]["S"]) if field_name in item else None
+
+    state = item["state"]["S"]
+    return CheckState(
+        state=state if state in ("up", "down") else "unknown",
+        failures=int(item["failures"]["N"]),
+        successes=int(item["successes"]["N"]),
+        since=moment("since"),
+        reason=item["reason"]["S"],
+        failing_since=moment("failing_since"),
+        reminded=moment("reminded"),
+        version=int(item["version"]["N"]),
+    )

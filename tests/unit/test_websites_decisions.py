@@ -89,7 +89,7 @@ def test_the_up_email_says_how_long_it_was_down() -> None:
     for minute, verdict in enumerate([GOOD, BAD, BAD, BAD, BAD, GOOD]):
         transition = advance(SHOP, CHECK, state, verdict, AT + minute * MINUTE)
         state = transition.state
-    assert (transition.announce, transition.outage) == ("up", 3 * MINUTE)  # down at minute 2, up at minute 5
+    assert (transition.announce, transition.outage) == ("up", 4 * MINUTE)  # failing from minute 1, up at minute 5
 
 
 def test_while_down_a_reminder_goes_at_most_every_remind_every() -> None:
@@ -152,3 +152,19 @@ def test_private_targets_are_refused_unless_allowed_and_metadata_always(
 @pytest.mark.parametrize(("every", "minute", "due"), [(1, 17, True), (5, 15, True), (5, 16, False), (60, 0, True)])
 def test_a_check_runs_in_the_runs_its_every_falls_on(every: int, minute: int, due: bool) -> None:
     assert is_due(timedelta(minutes=every), AT.replace(minute=minute)) == due
+
+
+def test_a_state_that_holds_changes_nothing_so_a_run_writes_nothing() -> None:
+    # Given a check up for a while, then down for a while (its failures varying in their reason)
+    state = CheckState()
+    changed = []
+    verdicts = [GOOD] * 5 + [BAD, Verdict(False, "too slow: answered in 2.31 s", 2.31)] * 5
+    for minute, verdict in enumerate(verdicts):
+        transition = advance(SHOP, CHECK, state, verdict, AT + minute * MINUTE)
+        changed.append(transition.state != state)
+        state = transition.state
+
+    # Then only the first run, the first failure and the DOWN change the item; each change bumps the version
+    assert [minute for minute, change in enumerate(changed) if change] == [0, 5, 6]
+    assert state.version == 3
+    assert state.reason == "too slow: answered in 2.31 s"  # the reason DOWN was announced with
