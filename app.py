@@ -73,6 +73,13 @@ def on_image_uploaded(event: CloudWatchEvent) -> dict[str, Any]:
     return handlers.on_image_uploaded(event, current().acting_as("on_image_uploaded"))
 
 
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def check_websites(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.websites import handlers
+
+    return handlers.check_websites(event, current().acting_as("check_websites"))
+
+
 # Chalice reads the EventBridge envelope with event[...] before any of our code runs; read it leniently
 # instead, so an event missing a field is logged and skipped by the bot, not a KeyError (chalicelib/triggers.py).
 for function in app.handler_map.values():

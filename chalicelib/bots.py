@@ -91,6 +91,7 @@ class Bot:
 DNS_TABLE: Final = "OPSBOTS_DNS_TABLE"  # the DNS bot's registry: what it owns
 SNAPSHOT_LEDGER: Final = "OPSBOTS_SNAPSHOT_LEDGER"  # the snapshot bot's ledger: what it owns
 SNAPSHOT_QUEUE: Final = "OPSBOTS_SNAPSHOT_QUEUE"  # where the hourly run queues its units (else it runs them)
+WEBSITES_TABLE: Final = "OPSBOTS_WEBSITES_TABLE"  # each website check's state: up or down, since when
 
 # What each bot's code calls. Every function is also granted what the platform needs, by what it is
 # (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
@@ -218,6 +219,22 @@ BOTS: Final = (
             ),
         ),
         emails=False,
+    ),
+    Bot(
+        "websites",
+        "WebsitesPolicy",
+        (
+            Function(
+                "check_websites",
+                "schedule",
+                512,
+                60,
+                ("dynamodb:BatchGetItem", "dynamodb:PutItem", "ses:SendEmail"),  # its states; its emails
+                once_per_delivery=True,
+                resources={WEBSITES_TABLE: "WebsiteStateTable"},
+            ),
+        ),
+        emails=True,
     ),
 )
 FUNCTIONS: Final = {function.name: function for bot in BOTS for function in bot.functions}

@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     ValidationError,
     ValidationInfo,
@@ -114,6 +115,18 @@ def duration_parser(units: str, examples: str, *, zero: bool = False) -> PlainVa
         return int(match.group(1)) * _SPANS[match.group(2)]
 
     return PlainValidator(parse)
+
+
+def written_duration(span: timedelta) -> str | int:
+    """A duration as a policy file writes it, in its largest whole unit: 90m, 4h, 10s; 0 for none."""
+    seconds = int(span.total_seconds())
+    if not seconds:
+        return 0
+    unit = next(unit for unit in "whdms" if seconds % int(_SPANS[unit].total_seconds()) == 0)
+    return f"{seconds // int(_SPANS[unit].total_seconds())}{unit}"
+
+
+DURATION_WRITTEN: Final = PlainSerializer(written_duration)  # defaults and dumps read as the files write them
 
 
 def duration_schema(units: str, *, zero: bool = False) -> WithJsonSchema:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from demo import dns, security_groups, snapshots, thumbnails
+from demo import dns, security_groups, snapshots, thumbnails, websites
 from demo.stage import Stage
 
 
@@ -27,4 +27,5 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("dns", "dns", "the DNS bot (chalicelib/dns/)", dns.run),
     Chapter("snapshots", "snapshots", "the snapshot bot (chalicelib/snapshots/)", snapshots.run),
     Chapter("thumbnails", "thumbnails", "the thumbnail bot (chalicelib/thumbnails/)", thumbnails.run),
+    Chapter("websites", "websites", "the website checks (chalicelib/websites/)", websites.run),
 )

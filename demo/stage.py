@@ -44,6 +44,7 @@ IDEMPOTENCY_TABLE = "opsbots-idempotency"
 DNS_TABLE = "opsbots-dns"  # the DNS bot's registry of the records it wrote
 DNS_OWNER_INDEX = "by-owner"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"  # the snapshots the snapshot bot took: its proof of ownership
+WEBSITES_TABLE = "opsbots-websites"  # each website check's state: up or down, since when
 CLOUDTRAIL_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -98,7 +99,7 @@ class Stage:
 
 
 def build(endpoint: str) -> Stage:
-    """Accounts, the SES sender, the idempotency and DNS registry tables, and the app wired to them."""
+    """Accounts, the SES sender, the run-once table and every bot's own tables, and the app wired to them."""
     home = Account(HOME, "home", boto3.Session(region_name=REGION))
     credentials = home.session.client("sts").assume_role(
         RoleArn=f"arn:aws:iam::{MEMBER}:role/demo-setup", RoleSessionName="opsbots-demo-setup"
@@ -115,16 +116,13 @@ def build(endpoint: str) -> Stage:
     )
     home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
     create_table(home.session.client("dynamodb"), "IdempotencyTable")
-    create_table(home.session.client("dynamodb"), "DnsRegistryTable")
-    create_table(home.session.client("dynamodb"), "SnapshotLedgerTable")
-    os.environ.update(
-        {
-            settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE,
-            settings.EXTERNAL_ID: EXTERNAL_ID,
-            bots.DNS_TABLE: DNS_TABLE,
-            bots.SNAPSHOT_LEDGER: SNAPSHOT_LEDGER,
-        }
-    )
+    os.environ.update({settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE, settings.EXTERNAL_ID: EXTERNAL_ID})
+    # Each bot's own tables, as the registry names them for its functions (a queue: the snapshot chapter's own)
+    for variable, resource in {
+        variable: resource for function in bots.FUNCTIONS.values() for variable, resource in function.resources.items()
+    }.items():
+        if resource.endswith("Table"):
+            os.environ[variable] = create_table(home.session.client("dynamodb"), resource)
 
     from app import app
     from chalicelib.runtime import current
@@ -140,7 +138,8 @@ def introduce(stage: Stage) -> None:
         f"home account {stage.home}: the Lambda's own; SES sender {SENDER} verified;\n"
         f"  DynamoDB table {IDEMPOTENCY_TABLE} (key id) for run-once delivery,\n"
         f"  DynamoDB table {DNS_TABLE} (key record, index {DNS_OWNER_INDEX}) for the DNS bot's registry,\n"
-        f"  DynamoDB table {SNAPSHOT_LEDGER} (key scope, snapshot) for the snapshot bot's ledger\n"
+        f"  DynamoDB table {SNAPSHOT_LEDGER} (key scope, snapshot) for the snapshot bot's ledger,\n"
+        f"  DynamoDB table {WEBSITES_TABLE} (key check) for the website checks' states\n"
         f"member account {stage.member}: each bot reaches it through its own role, with ExternalId {EXTERNAL_ID}:\n"
         f"  {', '.join(arn.rsplit('/', 1)[1] for arn in MEMBER_ROLES.values())}\n"
         "handlers: app.py through chalice.test.Client(stage 'dev'), the way Lambda invokes them"

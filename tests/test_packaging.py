@@ -57,6 +57,7 @@ DNS_INDEX_ARN = in_stack("dynamodb", "table/opsbots-dns/index/*")
 HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
 SNAPSHOT_QUEUE_ARN = in_stack("sqs", triggers.SNAPSHOT_QUEUE_NAME)
 SNAPSHOT_LEDGER_ARN = in_stack("dynamodb", "table/opsbots-snapshot-ledger")
+WEBSITES_TABLE_ARN = in_stack("dynamodb", "table/opsbots-websites")
 FAILED_EVENTS_QUEUE_ARN = in_stack("sqs", "opsbots-failed-events")
 SES_IDENTITIES_ARN = in_stack("ses", "identity/*")
 ZIPPED_LIMIT = 50 * 2**20  # Lambda's limit on a directly uploaded zip
@@ -273,6 +274,7 @@ DYNAMODB_STATEMENTS = {
     "EmailLedger": (LEDGER, IDEMPOTENCY_TABLE_ARN),
     "DrainTheOutbox": (DRAIN, OUTBOX_INDEX_ARN),
     "SnapshotLedger": (frozenset({"dynamodb:Query", "dynamodb:BatchWriteItem"}), SNAPSHOT_LEDGER_ARN),
+    "CheckStates": (frozenset({"dynamodb:BatchGetItem", "dynamodb:PutItem"}), WEBSITES_TABLE_ARN),
 }
 
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -143,11 +143,29 @@ class HttpProber:
         refused = next((why for a in addresses if (why := address_refused(a, request.allow_private))), None)
         if refused or not addresses:
             return 0, None, b"", None, refused or f"{parts.hostname} resolves to no address"
+        for address in addresses[:-1]:  # each judged; the next tried when one refuses, as a browser does
+            try:
+                return self._exchange(request, parts, port, address, method, body, deadline)
+            except ConnectionRefusedError:
+                continue
+        return self._exchange(request, parts, port, addresses[-1], method, body, deadline)
+
+    def _exchange(
+        self,
+        request: Request,
+        parts: SplitResult,
+        port: int,
+        address: str,
+        method: str,
+        body: bytes | None,
+        deadline: float,
+    ) -> tuple[int, str | None, bytes, Certificate | None, str | None]:
+        host = parts.hostname or address
         remaining = max(0.001, deadline - time.monotonic())
         connection: http.client.HTTPConnection = (
-            _PinnedTls(parts.hostname, addresses[0], port, remaining, self._context(request.ca_file))
+            _PinnedTls(host, address, port, remaining, self._context(request.ca_file))
             if parts.scheme == "https"
-            else _Pinned(parts.hostname, addresses[0], port, remaining)
+            else _Pinned(host, address, port, remaining)
         )
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.aws import HOME, Target
+from chalicelib.bots import WEBSITES_TABLE
 from chalicelib.observability import logger, metrics
-from chalicelib.websites.decisions import CheckState, advance, is_due, judge, state_notice
-from chalicelib.websites.executors import Request
+from chalicelib.runtime import NotConfiguredError
+from chalicelib.triggers import delivery_id, delivery_time
+from chalicelib.websites.decisions import BOT, CheckState, advance, is_due, judge, state_notice
+from chalicelib.websites.executors import HttpProber, Request, StateStore
+from chalicelib.websites.policy import WebsitesPolicy
 
 if TYPE_CHECKING:
+    from chalice.app import CloudWatchEvent
+
     from chalicelib.outbox import Mailer
-    from chalicelib.websites.executors import HttpProber, StateStore
-    from chalicelib.websites.policy import Check, WebsitesPolicy
+    from chalicelib.runtime import Runtime
+    from chalicelib.websites.policy import Check
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,28 @@ def run_checks(*, policy: WebsitesPolicy, deps: WebsiteDeps, mailer: Mailer, at:
     metrics.add_metric(name="ChecksDown", unit="Count", value=down)
     logger.info("website checks run", extra={"due": len(due), "announced": announced, "lost_races": lost_races})
     return {"at": at.isoformat(), "checks": len(due), "down": down, "announced": announced, "lost_races": lost_races}
+
+
+# ----- the Lambda function app.py wires: (event, runtime) -> answer ------------------------------
+
+
+def check_websites(event: CloudWatchEvent, runtime: Runtime) -> dict[str, Any]:
+    at = (delivery_time(event) or datetime.now(UTC)).replace(second=0, microsecond=0)  # the minute it is for
+    mailer = runtime.mailer(BOT, event.context)
+
+    def run() -> dict[str, Any]:
+        mailer.flush()  # what an earlier run could not send goes first
+        policy = runtime.policies.of(WebsitesPolicy)
+        return run_checks(policy=policy, deps=runtime.built(website_deps), mailer=mailer, at=at)
+
+    event_id = delivery_id(event)
+    return run() if event_id is None else runtime.once(event.context)("check-websites", event_id, run)
+
+
+def website_deps(runtime: Runtime) -> WebsiteDeps:
+    """Built once per container: the states table is where each check's up or down is kept."""
+    table = runtime.settings.resource(WEBSITES_TABLE)
+    if not table:
+        raise NotConfiguredError(f"{WEBSITES_TABLE} is not set: the website checks keep their states in it")
+    store = StateStore(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
+    return WebsiteDeps(HttpProber(), store, runtime.settings.policies_dir)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
 from chalicelib.policy import (
+    DURATION_WRITTEN,
     NotifySettings,
     RuleName,
     StrictModel,
@@ -26,9 +27,12 @@ _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token: no spaces
 MIN_EVERY = timedelta(minutes=1)  # the schedule's own period: a check cannot run more often
 MAX_TIMEOUT = timedelta(seconds=50)  # every check of a run ends within the run's minute
 
-Interval = Annotated[timedelta, duration_parser("smhd", "30s, 1m, 4h or 2d"), duration_schema("smhd")]
+Interval = Annotated[timedelta, duration_parser("smhd", "30s, 1m, 4h or 2d"), duration_schema("smhd"), DURATION_WRITTEN]
 Reminder = Annotated[
-    timedelta, duration_parser("smhd", "30m, 4h or 1d (0 for never)", zero=True), duration_schema("smhd", zero=True)
+    timedelta,
+    duration_parser("smhd", "30m, 4h or 1d (0 for never)", zero=True),
+    duration_schema("smhd", zero=True),
+    DURATION_WRITTEN,
 ]
 Url = Annotated[str, matching(_URL, "an http:// or https:// URL"), string_schema(_URL)]
 StatusRange = Annotated[str, matching(_STATUSES, 'a status code or range like "200-299"'), string_schema(_STATUSES)]

@@ -65,7 +65,7 @@ from PIL import Image
 from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, WEBSITES_TABLE
 from chalicelib.policy import MemberBot, MemberRoles
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
@@ -74,6 +74,7 @@ from chalicelib.snapshots.decisions import Unit, plan_units
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
 from chalicelib.snapshots.policy import SnapshotsPolicy
 from demo.environment import create_table
+from demo.web import http_site
 from deploy.scope_to_stack import scope_document
 from tests.support.aws import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
 from tests.support.dns import public_subnet, state_event, zones
@@ -124,6 +125,7 @@ MEMBER_USE: dict[str, frozenset[str]] = {
     "take_snapshots": SNAPSHOTS_IN_MEMBERS,
     "snapshot_worker": SNAPSHOTS_IN_MEMBERS,
     "on_image_uploaded": frozenset(),
+    "check_websites": frozenset(),
 }
 
 
@@ -1274,6 +1276,47 @@ def test_on_image_uploaded(iam: Iam, lambdas: Any, s3: S3Client) -> None:
     # Then the thumbnails were written, left alone, and overwritten
     assert [outcome["status"] for outcome in outcomes] == ["written", "up-to-date", "written"]
     assert [len(outcome["written"]) for outcome in outcomes] == [2, 0, 2]
+    iam.assert_least_privilege(bot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: the website checks.
+# ---------------------------------------------------------------------------------------------
+
+
+def minute_event(minute: int) -> dict[str, Any]:
+    """The one-minute schedule's event for 10:0<minute>, a run of its own."""
+    return load_event(
+        "scheduled-event",
+        **{"2025-06-14T02:00:00Z": f"2026-12-02T10:0{minute}:00Z", "f3a8d1c6": f"f3a8d1c{minute}"},
+    )
+
+
+def test_check_websites(
+    iam: Iam, lambdas: Any, policies_dir: Path, idempotency_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a site on 127.0.0.1 that answers 500, and a policy checking it every minute
+    with http_site() as (port, _):
+        (policies_dir / "websites.yml").write_text(
+            "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
+            f"checks: [{{name: shop, url: 'http://127.0.0.1:{port}/fail', allow_private: true, timeout: 2s}}]\n"
+        )
+        monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
+        monkeypatch.setenv(WEBSITES_TABLE, create_table(boto3.client("dynamodb"), "WebsiteStateTable"))
+        bot = iam.bot("check_websites")
+
+        # When two minutes' runs find it failing, and EventBridge delivers the second minute's again
+        with enforced():
+            first = handle(lambdas, bot.function, minute_event(0))
+            second = handle(lambdas, bot.function, minute_event(1))
+            with sdk_without_return_values_on_condition_check_failure(bot):
+                again = handle(lambdas, bot.function, minute_event(1))
+
+    # Then DOWN was announced once, by the second run; the redelivery returned its answer
+    assert (first["announced"], second["announced"]) == ([], ["shop: down"])
+    assert again == second
+    assert len(sent_emails()) == 1
+    a_crashed_run_leaves_no_record("check-websites")
     iam.assert_least_privilege(bot)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from chalicelib.websites.executors import HttpProber, Request
-from tests.support.web import SITE, http_site, https_site
+from demo.web import SITE, http_site, https_site
 
 LOCAL = {SITE: ["127.0.0.1"], "metadata.test": ["169.254.169.254"]}
 

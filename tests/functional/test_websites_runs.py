@@ -15,9 +15,9 @@ from chalicelib.websites.decisions import CheckState
 from chalicelib.websites.executors import HttpProber, StateStore
 from chalicelib.websites.handlers import WebsiteDeps, run_checks
 from chalicelib.websites.policy import WebsitesPolicy
+from demo.web import SITE, http_site
 from tests.support.aws import ROOT
 from tests.support.estate import SENDER, Estate, sent_emails
-from tests.support.web import SITE, http_site
 
 AT = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

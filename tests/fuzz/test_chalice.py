@@ -9,8 +9,10 @@ schedules, anywhere: they ignore the payload, but must not crash on it.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from chalicelib.bots import DNS_TABLE, SNAPSHOT_LEDGER
+from chalicelib.bots import DNS_TABLE, SNAPSHOT_LEDGER, WEBSITES_TABLE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.runtime import current
+from chalicelib.settings import POLICIES_DIR
 from chalicelib.triggers import LenientCloudWatchEvent
+from demo.web import http_site
 from tests.support import fuzz
 from tests.support.aws import EVENTS, ROOT, load_event
 from tests.support.fuzz import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary, with_ids
@@ -42,6 +46,7 @@ FUNCTIONS = {
     "sweep_security_groups": (["scheduled-event"], 1_000),
     "reconcile_dns": (["scheduled-event"], 1_000),
     "take_snapshots": (["scheduled-event"], 1_000),
+    "check_websites": (["scheduled-event"], 1_000),
 }
 # Reported, not fixed here (chalicelib/dns.py belongs to another change): an event from an account that is
 # neither home nor listed adds no metric, so Powertools' log_metrics warns "No application metrics to publish"
@@ -65,9 +70,15 @@ def deployed() -> Iterator[Deployed]:
     One for the module: building it and the runtime's clients costs seconds; each test makes its own
     groups where it counts on their state.
     """
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, http_site() as (port, _), tempfile.TemporaryDirectory() as folder:
+        policies = Path(folder)
+        for shipped in (ROOT / "policies").glob("*.yml"):
+            (policies / shipped.name).write_text(shipped.read_text())
+        fuzz.local_websites(policies, port)
+        patch.setenv(POLICIES_DIR, str(policies))
         patch.setenv(DNS_TABLE, fuzz.DNS_TABLE)
         patch.setenv(SNAPSHOT_LEDGER, fuzz.SNAPSHOT_LEDGER)
+        patch.setenv(WEBSITES_TABLE, fuzz.WEBSITES_TABLE)
         patch.setenv("MOTO_ALLOW_NONEXISTENT_REGION", "true")  # an odd region answers as AWS would, not KeyError
         current.cache_clear()
         from app import app  # imported once the environment is set, as the functional tests do

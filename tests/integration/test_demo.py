@@ -29,8 +29,14 @@ from tests.support.aws import HOME, MEMBER, ROOT
 pytestmark = pytest.mark.integration
 
 DEMO_SECONDS = 60
-CHAPTERS = {"security-groups": "security_groups", "dns": "dns", "snapshots": "snapshots", "thumbnails": "thumbnails"}
-PREFIXES = {"security-groups": "sg", "dns": "dns", "snapshots": "snap", "thumbnails": "thumb"}
+CHAPTERS = {
+    "security-groups": "security_groups",
+    "dns": "dns",
+    "snapshots": "snapshots",
+    "thumbnails": "thumbnails",
+    "websites": "websites",
+}
+PREFIXES = {"security-groups": "sg", "dns": "dns", "snapshots": "snap", "thumbnails": "thumb", "websites": "web"}
 
 # The checks each scene makes, by scene (its method in demo/<chapter>.py): each check's key is
 # "<prefix>.<scene>.<name>". A check added to or removed from the demo must be added or removed here.
@@ -131,6 +137,13 @@ EXPECTED_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
             "classic_nothing_written",
         ),
     },
+    "websites": {
+        "healthy": ("up", "no_email"),
+        "maintenance": ("no_email", "state_stood_still"),
+        "down": ("after_two_runs", "one_email_why"),
+        "recovered": ("up_once", "outage"),
+        "guarded": ("both_down", "certificate", "metadata_refused"),
+    },
 }
 
 SENDER, RECIPIENT = "opsbots@example.com", "security@example.com"
@@ -222,7 +235,8 @@ def test_every_check_of_every_chapter_passes(demo: Played) -> None:
     ]
     assert all(scene["passed"] for chapter in demo.report["chapters"] for scene in chapter["scenes"])
     assert all(check["passed"] for check in demo.checks.values())
-    assert demo.report["checks"] == len(demo.checks) == 158
+    expected = sum(len(keys) for chapter in CHAPTERS for keys in expected_keys(chapter).values())
+    assert demo.report["checks"] == len(demo.checks) == expected
     assert demo.report["endpoint"].startswith("http://127.0.0.1:")
 
 
@@ -734,10 +748,35 @@ def test_an_unknown_chapter_is_refused() -> None:
 # ----- a chapter alone --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chapter", ["dns", "thumbnails"])
+@pytest.mark.parametrize("chapter", ["dns", "thumbnails", "websites"])
 def test_a_chapter_plays_alone_with_the_same_checks(tmp_path: Path, chapter: str) -> None:
     alone = run_demo(tmp_path / "report.json", chapter)
 
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert [(c["number"], c["name"], c["passed"]) for c in alone.report["chapters"]] == [(1, chapter, True)]
     assert alone.check_keys() == {chapter: expected_keys(chapter)}
+
+
+def test_a_site_down_after_its_maintenance_window_is_announced_once_and_its_recovery_with_the_outage(
+    demo: Played,
+) -> None:
+    assert demo.facts("web.maintenance.no_email")["announced"] == [[], [], []]
+    assert demo.facts("web.maintenance.state_stood_still")["states"] == {"shop": {"state": "up", "reason": ""}}
+    assert demo.facts("web.down.after_two_runs")["announced"] == [[], ["shop: down"]]
+    assert demo.facts("web.down.one_email_why")["subjects"] == ["[opsbots] shop is DOWN: status 500, expected 200-299"]
+    assert demo.facts("web.recovered.up_once") == {"announced": ["shop: up"], "subjects": ["[opsbots] shop is UP"]}
+    assert demo.facts("web.recovered.outage")["outage_line"] == "shop is UP again after 2 min down"
+
+
+def test_a_certificate_about_to_expire_and_the_metadata_address_are_down_with_the_reason(demo: Played) -> None:
+    subjects = demo.facts("web.guarded.both_down")["subjects"]
+    assert [subject.split(":")[0] for subject in subjects] == [
+        "[opsbots] metadata is DOWN",
+        "[opsbots] secure is DOWN",
+    ]
+    assert demo.facts("web.guarded.certificate")["subject"].startswith(
+        "[opsbots] secure is DOWN: certificate CN=localhost expires in 4 day(s), on "
+    )
+    assert demo.facts("web.guarded.metadata_refused")["subject"] == (
+        "[opsbots] metadata is DOWN: 169.254.169.254 is the instance-metadata address: never checked"
+    )

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -43,6 +44,7 @@ S3_EVENTS = ["s3-object-created", "s3-notification-put"]
 SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
 DNS_TABLE = "opsbots-dns"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
+WEBSITES_TABLE = "opsbots-websites"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
 SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
 UPLOAD_KEY = "uploads/summer holiday/été 01.JPG"
@@ -81,6 +83,7 @@ class World:
     def build(cls) -> World:
         boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
         create_table(boto3.client("dynamodb", region_name=REGION), "SnapshotLedgerTable")
+        create_table(boto3.client("dynamodb", region_name=REGION), "WebsiteStateTable")
         return cls(_shipped_policies(), Clients(external_id="test-external-id", home_session=_home_session()))
 
     def mailer(self, bot: str) -> Mailer:
@@ -204,3 +207,12 @@ def summary(result: Any) -> dict[str, Any]:
     assert isinstance(result, dict), result
     json.dumps(result)
     return result
+
+
+def local_websites(policies: Path, port: int) -> None:
+    """policies/ with websites.yml checking a site on 127.0.0.1 only: a fuzzed run must send nothing off
+    this machine, whatever the shipped file names."""
+    (policies / "websites.yml").write_text(
+        "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
+        f"checks: [{{name: local, url: 'http://127.0.0.1:{port}/health', allow_private: true, timeout: 2s}}]\n"
+    )

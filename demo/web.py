@@ -1,10 +1,12 @@
-"""Real HTTP and HTTPS servers on 127.0.0.1, in threads of the test process, for the website checks.
+"""Real HTTP and HTTPS servers on 127.0.0.1, in threads of this process: the sites the website checks check
+in the demo and the tests.
 
 Paths: /health (200 "ok"), /fail (500), /wrong (200, another body), /slow (answers after `slow`
 seconds), /together/<n> (answers once n requests are in flight at once, or after 5 s), /redirect
 (302 to /health), /to/<url> (302 to any URL). The HTTPS server presents a
-leaf certificate for `shop.test`, signed by a private CA made here, valid for `leaf_days` more days.
-Every request is counted, with the most in flight at once.
+leaf certificate for `site`, signed by a private CA made here, valid for `leaf_days` more days. A site
+can be told to fail (`Traffic.failing`: every path answers 500). Every request is counted, with the
+most in flight at once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-SITE = "shop.test"  # what the checks' resolver maps to 127.0.0.1
+SITE = "shop.test"  # what the tests' resolver maps to 127.0.0.1
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Traffic:
     requests: list[str] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
+    failing: bool = False  # every path answers 500, as a site that went down
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def enter(self, path: str) -> None:
@@ -52,6 +55,8 @@ class Traffic:
 
 def route(path: str, traffic: Traffic, slow: float) -> tuple[int, bytes, str | None]:
     """What the site answers at `path`: status, body, and where it redirects to."""
+    if traffic.failing:
+        return 500, b"oops", None
     if path.startswith("/to/"):
         return 302, b"", path.removeprefix("/to/")
     if path == "/redirect":
@@ -122,8 +127,8 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def private_ca_and_leaf(folder: Path, leaf_days: int) -> tuple[Path, Path, Path]:
-    """A private CA (ca.pem) and a leaf for SITE it signed, valid `leaf_days` more days (leaf.pem, key.pem)."""
+def private_ca_and_leaf(folder: Path, leaf_days: int, site: str = SITE) -> tuple[Path, Path, Path]:
+    """A private CA (ca.pem) and a leaf for `site` it signed, valid `leaf_days` more days (leaf.pem, key.pem)."""
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -141,13 +146,13 @@ def private_ca_and_leaf(folder: Path, leaf_days: int) -> tuple[Path, Path, Path]
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(_name(SITE))
+        .subject_name(_name(site))
         .issuer_name(ca.subject)
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=leaf_days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(SITE)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(site)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
@@ -163,9 +168,9 @@ def private_ca_and_leaf(folder: Path, leaf_days: int) -> tuple[Path, Path, Path]
 
 
 @contextmanager
-def https_site(folder: Path, leaf_days: int) -> Iterator[tuple[int, Traffic, Path]]:
-    """An HTTPS site for SITE on 127.0.0.1; yields its port, its traffic and the CA bundle to trust it by."""
-    ca, leaf, key = private_ca_and_leaf(folder, leaf_days)
+def https_site(folder: Path, leaf_days: int, site: str = SITE) -> Iterator[tuple[int, Traffic, Path]]:
+    """An HTTPS site for `site` on 127.0.0.1; yields its port, its traffic and the CA bundle to trust it by."""
+    ca, leaf, key = private_ca_and_leaf(folder, leaf_days, site)
     traffic = Traffic()
     server = Server(("127.0.0.1", 0), handler(traffic, 0.0))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
