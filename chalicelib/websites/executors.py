@@ -11,6 +11,7 @@ start (bench/websites.py measures it).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -96,7 +97,8 @@ class HttpProber:
         if not requests:
             return {}
         for ca_file in {request.ca_file for request in requests}:  # made here, not by two threads at once
-            self._context(ca_file)
+            with contextlib.suppress(OSError, ssl.SSLError):  # a bundle that cannot be read fails its checks only
+                self._context(ca_file)
         with ThreadPoolExecutor(max_workers=min(len(requests), MAX_THREADS)) as pool:
             return dict(zip((r.name for r in requests), pool.map(self.probe, requests), strict=True))
 
@@ -107,6 +109,8 @@ class HttpProber:
             return self._follow(request, deadline, started)
         except TimeoutError:
             return Probe(seconds=time.monotonic() - started, error=f"timed out after {request.timeout:g} s")
+        except FileNotFoundError:  # the only file a check opens is its ca_bundle
+            return Probe(seconds=time.monotonic() - started, error=f"ca_bundle {request.ca_file} cannot be read")
         except ssl.SSLCertVerificationError as error:
             return Probe(seconds=time.monotonic() - started, error=f"TLS: {error.verify_message}")
         except ssl.SSLError as error:

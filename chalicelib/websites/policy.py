@@ -24,6 +24,7 @@ from chalicelib.policy import (
 _STATUSES = re.compile(r"([1-5]\d\d)(?:-([1-5]\d\d))?")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token: no spaces, colons or line breaks
+_BUNDLE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+\.pem")  # under policies/: relative, no ..
 MIN_EVERY = timedelta(minutes=1)  # the schedule's own period: a check cannot run more often
 MAX_TIMEOUT = timedelta(seconds=50)  # every check of a run ends within the run's minute
 
@@ -35,6 +36,9 @@ Reminder = Annotated[
     DURATION_WRITTEN,
 ]
 Url = Annotated[str, matching(_URL, "an http:// or https:// URL"), string_schema(_URL)]
+Bundle = Annotated[
+    str, matching(_BUNDLE, "a .pem file under policies/ (a relative path, no ..)"), string_schema(_BUNDLE)
+]
 StatusRange = Annotated[str, matching(_STATUSES, 'a status code or range like "200-299"'), string_schema(_STATUSES)]
 
 
@@ -105,7 +109,12 @@ class Check(StrictModel):
     headers: Annotated[dict[str, str], AfterValidator(_plain_headers)] = {}
     body: str | None = None
     expect: Expect = Expect()
-    ca_bundle: Annotated[str, Field(min_length=1)] | None = None  # a PEM file under policies/, for a private CA
+    ca_bundle: (  # a PEM file under policies/, for a private CA
+        Annotated[
+            str, matching(_BUNDLE, "a .pem file under policies/ (a relative path, no ..)"), string_schema(_BUNDLE)
+        ]
+        | None
+    ) = None
     allow_private: bool = False  # private, loopback or link-local targets; never the instance-metadata address
     every: Interval | None = None
     timeout: Interval | None = None

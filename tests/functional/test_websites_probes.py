@@ -92,3 +92,17 @@ def test_a_run_sends_every_check_at_once() -> None:
     # Then all forty were in flight at once: a run lasts about its slowest check, not their sum
     assert traffic.most_in_flight == 40
     assert {probe.status for probe in probes.values()} == {200}
+
+
+def test_a_ca_bundle_that_cannot_be_read_fails_its_check_only(tmp_path: Path) -> None:
+    missing = tmp_path / "no.pem"
+    with https_site(tmp_path, leaf_days=90) as (port, _, ca):
+        probes = PROBER.probe_all(
+            [
+                Request("missing", f"https://{SITE}:{port}/health", allow_private=True, ca_file=str(missing)),
+                Request("trusted", f"https://{SITE}:{port}/health", allow_private=True, ca_file=str(ca)),
+            ]
+        )
+
+    assert probes["missing"].error == f"ca_bundle {missing} cannot be read"
+    assert probes["trusted"].status == 200

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from chalicelib.websites.decisions import (
     Certificate,
@@ -168,3 +169,9 @@ def test_a_state_that_holds_changes_nothing_so_a_run_writes_nothing() -> None:
     assert [minute for minute, change in enumerate(changed) if change] == [0, 5, 6]
     assert state.version == 3
     assert state.reason == "too slow: answered in 2.31 s"  # the reason DOWN was announced with
+
+
+@pytest.mark.parametrize("bundle", ["../secrets.pem", "/etc/ssl/ca.pem", "certs/../../x.pem", "ca.crt"])
+def test_a_ca_bundle_must_be_a_pem_file_under_the_policies(bundle: str) -> None:
+    with pytest.raises(ValidationError, match=r"a \.pem file under policies/"):
+        policy(url="https://shop.example.com/", ca_bundle=bundle)
