@@ -138,7 +138,7 @@ def rows(task: Path | None) -> list[Row]:
         Row(
             "ours", "**ours**: `import app` (every function's init; a bot loads on its first event)", ours, "import app"
         ),
-        Row("ours-every-bot", "ours, `import app` + all four bots' modules", ours, EVERY_BOT),
+        Row("ours-every-bot", "ours, `import app` + every bot's modules", ours, EVERY_BOT),
         Row(
             "ours-traced",
             "ours, prod stage (`OPSBOTS_TRACING=true`: Powertools Tracer, X-Ray SDK)",
