@@ -1,7 +1,7 @@
 """`python -m bench.websites`: 500 website checks in one run, ours against a sequential loop and a thread per check.
 
-A local HTTP server on 127.0.0.1 (threads of this process) answers every request after 100 ms, as a
-healthy but not instant site does. Each approach checks the same 500 URLs once:
+A local HTTP server on 127.0.0.1 (demo/web.py's, threads of this process) answers every request after
+100 ms, as a healthy but not instant site does. Each approach checks the same 500 URLs once:
 - ours: `chalicelib.websites.executors.HttpProber.probe_all`, as a run of the bot makes its requests
   (every address judged before a packet, http.client over its own sockets, every check at once in a
   bounded pool);
@@ -20,49 +20,19 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import RESULTS, median, ms, ratio, verdict
 from bench.machine import publish
 from chalicelib.websites.executors import HttpProber, Request
+from demo.web import http_site
 
 TITLE = "Website checks"  # its heading in bench/results/latest.md
 
 CHECKS = 500
 ANSWER_AFTER = 0.1  # seconds: each request's server-side wait
 TARGET = 20.0  # ours at least this many times faster than the sequential loop
-
-
-class _Slow(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(ANSWER_AFTER)
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # a run's checks arrive together
-
-
-@contextmanager
-def site() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def ours(urls: list[str]) -> int:
@@ -109,8 +79,8 @@ def import_seconds(statement: str, runs: int = 5) -> float:
 
 
 def run(checks: int, naive_checks: int) -> str:
-    with site() as port:
-        urls = [f"http://127.0.0.1:{port}/check/{n}" for n in range(checks)]
+    with http_site(slow=ANSWER_AFTER) as (port, _):
+        urls = [f"http://127.0.0.1:{port}/slow"] * checks
         timed(ours, urls[:10])  # warm: the pool's first threads, the server's
         rows = {
             "ours": timed(ours, urls),

@@ -101,7 +101,7 @@ def handler(traffic: Traffic, slow: float) -> type[BaseHTTPRequestHandler]:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256  # a run's checks arrive all at once
+    request_queue_size = 1024  # a run's checks arrive all at once
 
 
 @contextmanager
