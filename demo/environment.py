@@ -77,10 +77,16 @@ def moto_server() -> Iterator[str]:
 _CREATE_TABLE_FIELDS = ("TableName", "KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode")
 
 
+def declared(logical_id: str) -> dict[str, Any]:
+    """A resource as deploy/resources.json declares it: its Type and Properties."""
+    resources = json.loads((Path(__file__).parent.parent / "deploy" / "resources.json").read_text())["Resources"]
+    resource: dict[str, Any] = resources[logical_id]
+    return resource
+
+
 def create_table(dynamodb: Any, logical_id: str) -> str:
     """Create a table exactly as deploy/resources.json declares it (`IdempotencyTable`, `DnsRegistryTable`, ...),
     so the demo, tests and benchmarks run against the shape that is deployed; returns its name."""
-    resources = json.loads((Path(__file__).parent.parent / "deploy" / "resources.json").read_text())["Resources"]
-    properties = resources[logical_id]["Properties"]
+    properties = declared(logical_id)["Properties"]
     dynamodb.create_table(**{key: properties[key] for key in _CREATE_TABLE_FIELDS if key in properties})
     return str(properties["TableName"])

@@ -19,7 +19,7 @@ from chalice.test import Client
 
 from chalicelib import bots, settings
 from demo import show
-from demo.environment import HOME, MEMBER, REGION, create_table
+from demo.environment import HOME, MEMBER, REGION, create_table, declared
 
 if TYPE_CHECKING:
     from moto.ses.models import Message
@@ -121,7 +121,7 @@ def build(endpoint: str) -> Stage:
     for variable, resource in {
         variable: resource for function in bots.FUNCTIONS.values() for variable, resource in function.resources.items()
     }.items():
-        if resource.endswith("Table"):
+        if declared(resource)["Type"] == "AWS::DynamoDB::Table":
             os.environ[variable] = create_table(home.session.client("dynamodb"), resource)
 
     from app import app

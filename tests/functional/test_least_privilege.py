@@ -82,6 +82,7 @@ from tests.support.estate import SENDER, Estate, member_client, sent_emails, tcp
 from tests.support.faults import ATTEMPTS, Faults
 from tests.support.iam import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, PACKAGED, XRAY
 from tests.support.lambdas import LambdaContext
+from tests.support.policies import local_websites
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -1297,10 +1298,7 @@ def test_check_websites(
 ) -> None:
     # Given a site on 127.0.0.1 that answers 500, and a policy checking it every minute
     with http_site() as (port, _):
-        (policies_dir / "websites.yml").write_text(
-            "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
-            f"checks: [{{name: shop, url: 'http://127.0.0.1:{port}/fail', allow_private: true, timeout: 2s}}]\n"
-        )
+        (policies_dir / "websites.yml").write_text(local_websites(port, "shop", "/fail"))
         monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
         monkeypatch.setenv(WEBSITES_TABLE, create_table(boto3.client("dynamodb"), "WebsiteStateTable"))
         bot = iam.bot("check_websites")

@@ -32,6 +32,7 @@ from tests.support import fuzz
 from tests.support.aws import EVENTS, ROOT, load_event
 from tests.support.fuzz import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary, with_ids
 from tests.support.mutations import ODD_VALUES, mutated
+from tests.support.policies import local_websites, write_policies
 
 pytestmark = pytest.mark.fuzz
 
@@ -72,9 +73,7 @@ def deployed() -> Iterator[Deployed]:
     """
     with pytest.MonkeyPatch.context() as patch, http_site() as (port, _), tempfile.TemporaryDirectory() as folder:
         policies = Path(folder)
-        for shipped in (ROOT / "policies").glob("*.yml"):
-            (policies / shipped.name).write_text(shipped.read_text())
-        fuzz.local_websites(policies, port)
+        write_policies(policies, "websites.yml", local_websites(port, "local", "/health"))
         patch.setenv(POLICIES_DIR, str(policies))
         patch.setenv(DNS_TABLE, fuzz.DNS_TABLE)
         patch.setenv(SNAPSHOT_LEDGER, fuzz.SNAPSHOT_LEDGER)

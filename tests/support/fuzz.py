@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -207,12 +206,3 @@ def summary(result: Any) -> dict[str, Any]:
     assert isinstance(result, dict), result
     json.dumps(result)
     return result
-
-
-def local_websites(policies: Path, port: int) -> None:
-    """policies/ with websites.yml checking a site on 127.0.0.1 only: a fuzzed run must send nothing off
-    this machine, whatever the shipped file names."""
-    (policies / "websites.yml").write_text(
-        "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
-        f"checks: [{{name: local, url: 'http://127.0.0.1:{port}/health', allow_private: true, timeout: 2s}}]\n"
-    )

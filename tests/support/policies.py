@@ -14,3 +14,12 @@ def write_policies(directory: Path, name: str, text: str) -> None:
     directory.mkdir(exist_ok=True)
     for shipped, content in SHIPPED.items():
         (directory / shipped).write_text(text if shipped == name else content, encoding="utf-8")
+
+
+def local_websites(port: int, name: str, path: str) -> str:
+    """websites.yml with one check, `name`, of a site on 127.0.0.1 only: a test's run sends nothing off this
+    machine, whatever the shipped file names."""
+    return (
+        "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
+        f"checks: [{{name: {name}, url: 'http://127.0.0.1:{port}{path}', allow_private: true, timeout: 2s}}]\n"
+    )
