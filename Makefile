@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAGE ?= prod
 PACKAGE_DIR := build/package
 
-.PHONY: demo test lint pytest fuzz package validate clean bench
+.PHONY: demo test lint pytest browser fuzz package validate clean bench
 
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,17 @@ lint: $(BIN)/activate
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app.py chalicelib
 
-pytest: $(BIN)/activate
+pytest: $(BIN)/activate browser
 	$(BIN)/pytest -q
+
+# The status page is tested in Debian's Chromium (tests/functional/test_websites_status_page.py): installed
+# here where it is missing, from the package lists on the machine or, failing that, fresh ones.
+browser:
+	@command -v chromium >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$sudo apt-get install -y --no-install-recommends chromium \
+		|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; }; }
 
 # Fuzzing (tests/fuzz/): the targets `make test` runs at Hypothesis' 100 examples each, here under the
 # `fuzz` profile (tests/conftest.py) at 2,000 each, 14,000 in all. The last lines name each failing target

@@ -229,7 +229,15 @@ BOTS: Final = (
                 "schedule",
                 512,
                 60,
-                ("dynamodb:BatchGetItem", "dynamodb:PutItem", "ses:SendEmail"),  # its states; its emails
+                # its states; its emails; its status page and the history it is drawn from
+                (
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:PutItem",
+                    "ses:SendEmail",
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:ListBucket",
+                ),
                 once_per_delivery=True,
                 resources={WEBSITES_TABLE: "WebsiteStateTable"},
             ),

@@ -107,6 +107,11 @@ def notice(template: str, *, to: EmailSettings, subject: str, facts: Mapping[str
     return Notice(template, to.sender, tuple(to.recipients), one_line(subject), facts)
 
 
+def page(template: str, **context: Any) -> str:
+    """Render `templates/<template>.html.j2` into one HTML document, autoescaped as the emails are."""
+    return _environment().get_template(f"{template}.html.j2").render(**context)
+
+
 def _compose(
     template: str, sender: str, recipients: tuple[str, ...], subject: str, context: Mapping[str, Any]
 ) -> Email:

@@ -85,6 +85,8 @@ def string_schema(pattern: re.Pattern[str]) -> WithJsonSchema:
 NonEmpty = Annotated[tuple[Item, ...], AfterValidator(non_empty), Field(json_schema_extra={"minItems": 1})]
 Email = Annotated[str, matching(EMAIL, "an email address"), string_schema(EMAIL)]
 RuleName = Annotated[str, matching(RULE_NAME, "a rule name (a-z, 0-9 and '-')"), string_schema(RULE_NAME)]
+BUCKET_NAME = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+BucketName = Annotated[str, matching(BUCKET_NAME, "an S3 bucket name"), string_schema(BUCKET_NAME)]
 Region = Annotated[str, matching(REGION_NAME, "an AWS region name"), string_schema(REGION_NAME)]
 Regions = NonEmpty[Region]
 _RoleName = Annotated[str, matching(_ROLE_NAME, "an IAM role name"), string_schema(_ROLE_NAME)]

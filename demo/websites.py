@@ -3,9 +3,10 @@
 A shop that is healthy, breaks inside a maintenance window (nothing is said), is still broken when
 the window ends (DOWN, after two failed runs, saying why), then recovers (UP, with how long it was
 down); then a site whose certificate expires in five days, and a check pointed at the
-instance-metadata address, which is refused without a packet sent. Each run is the one-minute
-schedule's event for its minute, handled by `check_websites` through the app; every state is read
-back from DynamoDB and every email from SES.
+instance-metadata address, which is refused without a packet sent; last, the status page every run
+wrote to S3, copied to a local file to open. Each run is the one-minute schedule's event for its
+minute, handled by `check_websites` through the app; every state is read back from DynamoDB, every
+email from SES and the page from S3.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
 from demo import show
 from demo.stage import ROOT, SENDER, WEBSITES_TABLE, Stage
+from demo.status_page import Dom
 from demo.web import Traffic, http_site, https_site
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 FUNCTION = "check_websites"
 RECIPIENT = "oncall@example.com"
+STATUS_BUCKET = "opsbots-demo-status"
+STATUS_PAGE = ROOT / "build" / "demo" / "status.html"  # where the demo leaves the page, to open in a browser
 
 
 @dataclass
@@ -59,6 +63,7 @@ class WebsitesChapter:
             ("the window ends and the shop is still broken: DOWN after two failed runs", self.down),
             ("the shop recovers: UP, with how long it was down", self.recovered),
             ("a certificate that expires in five days, and a check aimed at the metadata address", self.guarded),
+            ("the status page every run wrote: states, uptimes, response times, the shop's outage", self.status_page),
         )
         return show.play_scenes("web", scenes)
 
@@ -77,6 +82,7 @@ class WebsitesChapter:
             "defaults: {failure_threshold: 2, timeout: 5s}\n"
             "checks:\n" + "".join(f"  - {check}\n" for check in checks) + "maintenance:\n"
             f'  - {{checks: [shop], start: "{start}", end: "{end}"}}\n'
+            f"status_page: {{bucket: {STATUS_BUCKET}, key: index.html}}\n"
         )
         os.environ[POLICIES_DIR] = str(folder)
         current.cache_clear()
@@ -253,12 +259,60 @@ class WebsitesChapter:
         )
         return checks.ok
 
+    def status_page(self) -> bool:
+        page = self.stage.s3.get_object(Bucket=STATUS_BUCKET, Key="index.html")
+        html = page["Body"].read().decode()
+        STATUS_PAGE.parent.mkdir(parents=True, exist_ok=True)
+        STATUS_PAGE.write_text(html, encoding="utf-8")
+        show.step(f"every run wrote s3://{STATUS_BUCKET}/index.html; a copy to open in a browser:")
+        show.note(f"  {STATUS_PAGE.as_uri()}")
+        dom = Dom()
+        dom.feed(html)
+        states = {name: cells[1] for name, cells in dom.rows.items()}
+        key, checks = "web.status_page", show.Checks()
+        checks.that(
+            states == {"shop": "up", "secure": "down", "metadata": "down"}
+            and dom.summary == "2 of 3 down: secure, metadata",
+            "every check with its state, the banner naming the ones down",
+            f"{dom.summary}; {states}",
+            key=f"{key}.states",
+            facts={"states": states, "summary": dom.summary, "published": [a.get("status_page") for a in self.answers]},
+        )
+        shop_uptime = dom.rows.get("shop", ["", "", "", ""])[3]
+        checks.that(
+            shop_uptime == "66.67%",
+            "the shop's 24 h uptime: 4 good of the 6 runs outside its window; the 3 inside count for nothing",
+            shop_uptime,
+            key=f"{key}.uptime",
+            facts={
+                "uptime_24h": shop_uptime,
+                "sparkline_points": len(dom.polylines[0].split()) if dom.polylines else 0,
+            },
+        )
+        outage = [" ".join(text.split()) for text in dom.incidents if text.strip().startswith("shop")]
+        checks.that(
+            len(outage) == 1 and "(2 min)" in outage[0],
+            "the shop's outage is an incident, from its first failed run after the window, 2 min long",
+            f"{outage}",
+            key=f"{key}.incident",
+            facts={"incidents": [" ".join(text.split()) for text in dom.incidents]},
+        )
+        checks.that(
+            not dom.fetches,
+            "self-contained: no script, style, font or image fetched from anywhere",
+            f"{dom.fetches}",
+            key=f"{key}.self_contained",
+            facts={"fetches": dom.fetches, "bytes": len(html.encode())},
+        )
+        return checks.ok
+
 
 def run(stage: Stage) -> bool:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opsbots-demo-websites-")))
         shop_port, shop = stack.enter_context(http_site())
         secure_port, _, ca = stack.enter_context(https_site(workdir, leaf_days=5, site="localhost"))
+        stage.s3.create_bucket(Bucket=STATUS_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         previous = os.environ.get(POLICIES_DIR)
         try:
             return WebsitesChapter(stage, workdir, shop, shop_port, secure_port, ca).play()

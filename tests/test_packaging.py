@@ -27,6 +27,7 @@ from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
+from chalicelib.websites.policy import WebsitesPolicy
 from tests.support.aws import FAKE_AWS, ROOT
 from tests.support.iam import (
     ASYNC_FUNCTIONS,
@@ -388,6 +389,18 @@ def test_thumbnails_read_only_uploads_and_write_only_under_output_prefixes(resou
     assert set(_resources_of(statements, "s3:ListBucket")) == {f"arn:aws:s3:::{rule.destination}" for rule in rules}
 
 
+def test_website_checks_write_only_the_status_page_and_its_history(resources: dict[str, Any]) -> None:
+    page = load_policies(ROOT / "policies").of(WebsitesPolicy).status_page
+    statements = _statements(resources, "CheckWebsites")
+
+    assert page, "policies/websites.yml has no status_page"
+    # Edit .chalice/policy-check_websites.json with policies/websites.yml: the role is scoped to it.
+    history = f"arn:aws:s3:::{page.bucket}/{page.history_key}"
+    assert _resources_of(statements, "s3:GetObject") == [history]
+    assert set(_resources_of(statements, "s3:PutObject")) == {history, f"arn:aws:s3:::{page.bucket}/{page.key}"}
+    assert _resources_of(statements, "s3:ListBucket") == [f"arn:aws:s3:::{page.bucket}"]
+
+
 def test_only_the_scheduler_sends_to_the_snapshot_queue_and_lambda_only_to_the_failed_events_queue(
     resources: dict[str, Any],
 ) -> None:
@@ -471,6 +484,7 @@ ALARMED_METRICS = (
     "OutboxBacklog",
     "DedupeUnavailable",
     "SweepFailures",
+    "StatusPageFailures",
     "InvalidPolicy",
 )
 

@@ -13,9 +13,8 @@ from pydantic import (
     model_validator,
 )
 
-from chalicelib.policy import NonEmpty, StrictModel, matching, string_schema, unique
+from chalicelib.policy import BucketName, NonEmpty, StrictModel, matching, string_schema, unique
 
-_BUCKET = re.compile(r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SIZE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _BYTES = re.compile(r"\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*")
 _BYTE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -31,7 +30,6 @@ def _parse_byte_size(value: object) -> int:
     return int(match.group(1)) * _BYTE_UNITS[match.group(2)]
 
 
-_BucketName = Annotated[str, matching(_BUCKET, "an S3 bucket name"), string_schema(_BUCKET)]
 _ByteSize = Annotated[
     int,
     PlainValidator(_parse_byte_size),
@@ -62,9 +60,9 @@ class ThumbnailSize(StrictModel):
 class ThumbnailBucket(StrictModel):
     """Uploads under `prefix` of `bucket` get thumbnails under `output_prefix` of `output_bucket`."""
 
-    bucket: _BucketName
+    bucket: BucketName
     prefix: str = ""
-    output_bucket: _BucketName | None = None  # default: the same bucket
+    output_bucket: BucketName | None = None  # default: the same bucket
     output_prefix: str = "thumbnails/"
     sizes: Annotated[NonEmpty[ThumbnailSize], unique("sizes", "name", lambda size: size.name)]
     format: Literal["webp", "jpeg", "png", "avif", "same"] = "webp"

@@ -174,14 +174,14 @@ def state_notice(
         "since": state.since.isoformat() if state.since else "",
         "reason": state.reason,
         "failures": state.failures,
-        "outage": _spoken(transition.outage) if transition.outage else "",
+        "outage": spoken(transition.outage) if transition.outage else "",
         "last": verdict.reason,
-        "remind": _spoken(remind) if remind else "",
+        "remind": spoken(remind) if remind else "",
     }
     return notify.notice("website_state", to=policy.notify.email, subject=subject, facts=facts)
 
 
-def _spoken(span: timedelta) -> str:
+def spoken(span: timedelta) -> str:
     """A span as people say it: 3 h 12 min, 4 min, 45 s."""
     seconds = int(span.total_seconds())
     hours, rest = divmod(seconds, 3600)

@@ -31,3 +31,9 @@ def check_websites(raw: Mapping[str, Any], run: DryRun) -> None:
             "  then one dynamodb.batch_get_item for their states, a conditional put_item per check whose state\n"
             "  changed, and an email for each that went DOWN or came back UP (or is due a reminder)\n"
         )
+    if due and policy.status_page:
+        page = policy.status_page
+        run.out.write(
+            f"  and the status page: the run recorded in s3://{page.bucket}/{page.history_key} (one get_object,\n"
+            f"  one put_object on condition it is unchanged), then the page written to s3://{page.bucket}/{page.key}\n"
+        )

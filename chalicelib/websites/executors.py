@@ -26,10 +26,13 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 from botocore.exceptions import ClientError
 
 from chalicelib.aws import error_code
+from chalicelib.observability import logger
 from chalicelib.websites.decisions import Certificate, CheckState, Probe, address_refused
+from chalicelib.websites.status_page import History, from_json, to_json
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
 
 MAX_REDIRECTS: Final = 5
 MAX_BODY: Final = 1 << 20  # what `body_contains` may look at; the rest is not read
@@ -37,6 +40,8 @@ MAX_THREADS: Final = 512  # a run's checks all at once, up to this many
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 READ_BATCH: Final = 100  # BatchGetItem's limit
 READ_ATTEMPTS: Final = 4  # BatchGetItem calls for one batch's unprocessed keys (throttling)
+MAX_HISTORY: Final = 8 << 20  # bytes: a status history larger than this was not written by the bot
+LOST_WRITES: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})  # another run wrote first
 
 Resolver = Callable[[str, int], Sequence[str]]  # host, port -> addresses
 
@@ -278,3 +283,66 @@ def _state(item: Mapping[str, Any]) -> CheckState:
         reminded=moment("reminded"),
         version=int(item["version"]["N"]),
     )
+
+
+class StatusPageStore:
+    """The status page and the history it is drawn from, side by side in one S3 bucket.
+
+    The history is written on condition that it is still what was read (If-Match on its ETag, or
+    If-None-Match for the first), so two overlapping runs cannot erase each other's runs; the page
+    is then written from the history that was stored.
+    """
+
+    def __init__(self, s3: S3Client, bucket: str, key: str, history_key: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.history_key = history_key
+
+    def read(self) -> tuple[dict[str, History], str | None]:
+        """The histories and the ETag they were read at (None: no history yet). A document that is not a
+        history (too large, not ours) is logged and replaced: the page starts its history again."""
+        try:
+            answer = self._s3.get_object(Bucket=self.bucket, Key=self.history_key)
+        except ClientError as error:
+            if error_code(error) == "NoSuchKey":
+                return {}, None
+            raise
+        with answer["Body"] as body:
+            document = body.read(MAX_HISTORY + 1)
+        try:
+            if len(document) > MAX_HISTORY:
+                raise ValueError(f"larger than {MAX_HISTORY} bytes")
+            return from_json(document), answer["ETag"]
+        except ValueError as error:
+            logger.warning(
+                "status history unreadable: starting it again",
+                extra={"bucket": self.bucket, "key": self.history_key, "error": str(error)},
+            )
+            return {}, answer["ETag"]
+
+    def store(self, histories: Mapping[str, History], read_at: str | None) -> bool:
+        """Write the histories if the stored document is still the one read; False when another run wrote first."""
+        condition: dict[str, str] = {"IfMatch": read_at} if read_at else {"IfNoneMatch": "*"}
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.history_key,
+                Body=to_json(histories),
+                ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
+            )
+        except ClientError as error:
+            if error_code(error) in LOST_WRITES:
+                return False
+            raise
+        return True
+
+    def publish(self, page: str) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key,
+            Body=page.encode(),
+            ContentType="text/html; charset=utf-8",
+            CacheControl="max-age=60",  # the page changes every run
+        )

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, field
 
 from chalicelib.policy import (
     DURATION_WRITTEN,
+    BucketName,
     NotifySettings,
     RuleName,
     StrictModel,
@@ -156,8 +157,14 @@ class Maintenance(StrictModel):
 
 
 class StatusPage(StrictModel):
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    """Where the status page is written; its history is kept next to it."""
+
+    bucket: BucketName
     key: Annotated[str, Field(min_length=1)] = "index.html"
+
+    @property
+    def history_key(self) -> str:
+        return f"{self.key}.history.json"
 
 
 def _known_checks(windows: tuple[Maintenance, ...], info: ValidationInfo) -> tuple[Maintenance, ...]:

@@ -66,13 +66,14 @@ from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
 from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, WEBSITES_TABLE
-from chalicelib.policy import MemberBot, MemberRoles
+from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.runtime import current
 from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import Unit, plan_units
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
 from chalicelib.snapshots.policy import SnapshotsPolicy
+from chalicelib.websites.policy import WebsitesPolicy
 from demo.environment import create_table
 from demo.web import http_site
 from deploy.scope_to_stack import scope_document
@@ -1296,9 +1297,12 @@ def minute_event(minute: int) -> dict[str, Any]:
 def test_check_websites(
     iam: Iam, lambdas: Any, policies_dir: Path, idempotency_table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a site on 127.0.0.1 that answers 500, and a policy checking it every minute
+    # Given a site on 127.0.0.1 that answers 500, and a policy checking it every minute, with a status page
+    page = load_policies(ROOT / "policies").of(WebsitesPolicy).status_page
+    assert page
+    boto3.client("s3").create_bucket(Bucket=page.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     with http_site() as (port, _):
-        (policies_dir / "websites.yml").write_text(local_websites(port, "shop", "/fail"))
+        (policies_dir / "websites.yml").write_text(local_websites(port, "shop", "/fail", status_page=True))
         monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
         monkeypatch.setenv(WEBSITES_TABLE, create_table(boto3.client("dynamodb"), "WebsiteStateTable"))
         bot = iam.bot("check_websites")
@@ -1310,8 +1314,9 @@ def test_check_websites(
             with sdk_without_return_values_on_condition_check_failure(bot):
                 again = handle(lambdas, bot.function, minute_event(1))
 
-    # Then DOWN was announced once, by the second run; the redelivery returned its answer
+    # Then DOWN was announced once, by the second run; the redelivery returned its answer; each run wrote the page
     assert (first["announced"], second["announced"]) == ([], ["shop: down"])
+    assert (first["status_page"], second["status_page"]) == ("published", "published")
     assert again == second
     assert len(sent_emails()) == 1
     a_crashed_run_leaves_no_record("check-websites")

@@ -143,6 +143,7 @@ EXPECTED_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
         "down": ("after_two_runs", "one_email_why"),
         "recovered": ("up_once", "outage"),
         "guarded": ("both_down", "certificate", "metadata_refused"),
+        "status_page": ("states", "uptime", "incident", "self_contained"),
     },
 }
 
@@ -780,3 +781,16 @@ def test_a_certificate_about_to_expire_and_the_metadata_address_are_down_with_th
     assert demo.facts("web.guarded.metadata_refused")["subject"] == (
         "[opsbots] metadata is DOWN: 169.254.169.254 is the instance-metadata address: never checked"
     )
+
+
+def test_every_run_wrote_the_status_page_with_each_checks_state_its_uptime_and_the_outage(demo: Played) -> None:
+    states = demo.facts("web.status_page.states")
+    assert states["states"] == {"shop": "up", "secure": "down", "metadata": "down"}
+    assert states["summary"] == "2 of 3 down: secure, metadata"
+    assert states["published"] == ["published"] * 9  # every run of the chapter
+    # 4 good of the 6 runs outside the maintenance window; its 3 runs inside count for nothing, but show their times
+    assert demo.facts("web.status_page.uptime") == {"uptime_24h": "66.67%", "sparkline_points": 9}
+    incidents = demo.facts("web.status_page.incident")["incidents"]
+    assert [incident.split(" down from ")[0] for incident in incidents] == ["secure", "metadata", "shop"]
+    assert incidents[2].endswith("(2 min): status 500, expected 200-299")
+    assert demo.facts("web.status_page.self_contained")["fetches"] == []

@@ -16,10 +16,13 @@ def write_policies(directory: Path, name: str, text: str) -> None:
         (directory / shipped).write_text(text if shipped == name else content, encoding="utf-8")
 
 
-def local_websites(port: int, name: str, path: str) -> str:
+def local_websites(port: int, name: str, path: str, *, status_page: bool = False) -> str:
     """websites.yml with one check, `name`, of a site on 127.0.0.1 only: a test's run sends nothing off this
-    machine, whatever the shipped file names."""
+    machine, whatever the shipped file names. With `status_page`, the shipped file's status page, to which the
+    role is scoped."""
+    page = next(line for line in SHIPPED["websites.yml"].splitlines() if line.startswith("status_page:"))
     return (
         "notify: {email: {sender: opsbots@example.com, recipients: [oncall@example.com]}}\n"
         f"checks: [{{name: {name}, url: 'http://127.0.0.1:{port}{path}', allow_private: true, timeout: 2s}}]\n"
+        + (f"{page}\n" if status_page else "")
     )
