@@ -24,16 +24,19 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Deferre
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries.standard import OrRetryChecker, RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 
+from chalicelib.fleet import OrganizationAccounts, OrganizationUnavailableError, members
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_organizations import OrganizationsClient
     from mypy_boto3_route53 import Route53Client
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sts import STSClient
 
-    from chalicelib.policy import AccountsPolicy, MemberBot
+    from chalicelib.policy import AccountsPolicy, MemberBot, Organization
 
 BOTO_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
@@ -154,6 +157,7 @@ class Clients:
         # Member sessions share one loader, so the service models are read once, not once per account.
         self._loader = botocore.loaders.create_loader()
         self._lock = threading.RLock()
+        self._organization = OrganizationAccounts(self._organizations)
 
     def act_as(self, function: str) -> None:
         """Name the member-account sessions after the Lambda function, so member CloudTrail tells the bots apart.
@@ -178,6 +182,8 @@ class Clients:
     def client(self, service: Literal["sqs"], target: Target) -> SQSClient: ...
     @overload
     def client(self, service: Literal["s3"], target: Target) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["organizations"], target: Target) -> OrganizationsClient: ...
 
     def client(self, service: str, target: Target) -> Any:
         key = (target.role_arn or HOME, self._session_name if target.role_arn else "", target.region, service)
@@ -201,16 +207,39 @@ class Clients:
             return Target(self._home_account_id, region)
 
     def target_for(self, account_id: str, region: str, accounts: AccountsPolicy, bot: MemberBot) -> Target | None:
-        """Where `bot` handles an event from `account_id`: through its role in a member, home, or nowhere."""
-        member = accounts.member(account_id)
-        if member is not None:
-            return Target(account_id, region, accounts.role_arn(member, bot))
+        """Where `bot` handles an event from `account_id`: through its role in a member, home, or nowhere.
+
+        An account accounts.yml does not list is looked for in its organization, if it names one (an
+        OrganizationUnavailableError when that cannot be listed: the event is retried, not dropped).
+        """
         home = self.home(region)
-        return home if home.account_id == account_id else None
+        if home.account_id == account_id:
+            return home
+        member = accounts.member(account_id)
+        if member is None and accounts.organization is not None:
+            accounts = self.fleet(accounts)
+            member = accounts.member(account_id)
+        return Target(account_id, region, accounts.role_arn(member, bot)) if member else None
 
     def units(self, accounts: AccountsPolicy, bot: MemberBot) -> list[tuple[Target, str]]:
-        """Every account/region `bot`'s scheduled run covers, with the account's name: home first."""
-        return units_of(accounts, self.home().account_id, bot)
+        """Every account/region `bot`'s scheduled run covers, with the account's name: home first. When the
+        organization cannot be listed, the run goes on with the accounts listed (logged, counted, alarmed on)."""
+        try:
+            members = self.fleet(accounts)
+        except OrganizationUnavailableError:
+            members = accounts
+        return units_of(members, self.home().account_id, bot)
+
+    def fleet(self, accounts: AccountsPolicy) -> AccountsPolicy:
+        """accounts.yml with the organization's accounts it names (chalicelib/fleet.py) added to those it lists."""
+        if accounts.organization is None:
+            return accounts
+        found = self._organization.found(accounts.organization)
+        return accounts.model_copy(update={"accounts": members(accounts, found, self.home().account_id)})
+
+    def _organizations(self, organization: Organization) -> OrganizationsClient:
+        # Organizations answers in us-east-1 only, whatever region the bots run in.
+        return self.client("organizations", Target(organization.account, "us-east-1", organization.role_arn))
 
     def _session(self, role_arn: str | None) -> boto3.Session:
         if role_arn is None:

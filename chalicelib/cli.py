@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from chalicelib.aws import HOME, Target, units_of
 from chalicelib.bots import BOT_OF, BOTS, FUNCTIONS
 from chalicelib.events import IgnoredEvent, MalformedEventError, SkippedEvent, id_of
-from chalicelib.policy import POLICY_FILES, Policies, PolicyError, json_schema, load_policies
+from chalicelib.fleet import in_words
+from chalicelib.policy import POLICY_FILES, MemberBot, Policies, PolicyError, json_schema, load_policies
 from chalicelib.settings import BotOffError, Settings
 
 
@@ -56,8 +58,10 @@ def validated(policies: Policies) -> str:
     """What `opsbots validate` says of a valid directory: each bot on, with what it holds, or off."""
     on = [f"{bot.name} ({policies.load(bot.name).summary()})" for bot in BOTS if policies.is_on(bot.name)]
     off = [f"{bot.name} (no {bot.policy_file})" for bot in BOTS if not policies.is_on(bot.name)]
+    accounts = policies.accounts
     lines = [
-        f"ok: {len(policies.accounts.accounts)} member account(s) in accounts.yml",
+        f"ok: {len(accounts.accounts)} member account(s) in accounts.yml"
+        + (f", and {in_words(accounts.organization)}" if accounts.organization else ""),
         f"on: {', '.join(on) or 'none'}",
     ]
     return "\n".join(lines + ([f"off: {', '.join(off)}"] if off else []))
@@ -89,6 +93,14 @@ class DryRun:
     out: IO[str]
     at: datetime  # the event's time (a schedule decides from it), else now
     described: Mapping[str, Any] | None = None  # --describe: AWS's answer to the bot's first look-up
+
+    def units(self, bot: MemberBot) -> list[tuple[Target, str]]:
+        """The account/region units a scheduled run of `bot` covers among the accounts accounts.yml lists; those
+        of the organization it names are said, not listed (a dry run makes no AWS call)."""
+        accounts = self.policies.accounts
+        if accounts.organization:
+            self.out.write(f"  accounts: those listed, and {in_words(accounts.organization)}\n")
+        return units_of(accounts, HOME, bot)
 
 
 def simulate_event(path: Path, policies: Policies, out: IO[str], described: Path | None = None) -> int:

@@ -226,11 +226,38 @@ class MemberAccount(StrictModel):
     _role_name_replaced = model_validator(mode="before")(_no_role_name)
 
 
+_PARENT_ID = re.compile(r"r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}")
+ParentId = Annotated[str, matching(_PARENT_ID, "an OU id (ou-...) or a root id (r-...)"), string_schema(_PARENT_ID)]
+
+
+class Organization(StrictModel):
+    """Member accounts listed from an AWS Organization at run time (chalicelib/fleet.py), as well as those listed."""
+
+    account: AccountId  # the management account, or a delegated administrator for AWS Organizations
+    role: _RoleName = "opsbots-organization-reader"  # deploy/organization-role.yml creates it there
+    ous: tuple[ParentId, ...] = ()  # the OUs (and the OUs under them) whose accounts are members; none: all
+    exclude: tuple[AccountId, ...] = ()
+    regions: Regions | None = None  # the regions of the accounts found; default: defaults.regions
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account}:role/{self.role}"
+
+
+def _excludes_none_listed(organization: Organization | None, info: ValidationInfo) -> Organization | None:
+    listed = {account.id for account in info.data.get("accounts", ())}
+    both = sorted(listed & set(organization.exclude if organization else ()))
+    if both:
+        raise ValueError(f"exclude names {', '.join(both)}, which accounts lists: keep one")
+    return organization
+
+
 class AccountsPolicy(StrictModel):
     """Contents of accounts.yml."""
 
     defaults: AccountDefaults
     accounts: Annotated[tuple[MemberAccount, ...], unique("accounts", "id", lambda account: account.id)] = ()
+    organization: Annotated[Organization | None, AfterValidator(_excludes_none_listed)] = None
 
     def member(self, account_id: str) -> MemberAccount | None:
         return next((account for account in self.accounts if account.id == account_id), None)
@@ -245,7 +272,8 @@ class AccountsPolicy(StrictModel):
 
 
 def check_accounts_known(accounts: object, info: ValidationInfo) -> object:
-    """Account ids a policy names must be "home" or listed in accounts.yml (checked when it was loaded first)."""
+    """Account ids a policy names must be "home" or listed in accounts.yml (checked when it was loaded first;
+    not with an organization, whose accounts are known only at run time)."""
     known = (info.context or {}).get("account_ids")
     if isinstance(accounts, tuple) and known is not None:
         for account in accounts:
@@ -318,7 +346,9 @@ class Policies:
             raise BotOffError(stem, _shown(self.directory / f"{stem}.yml"))
         # A bot's file is checked against accounts.yml: the ids it names must be listed there. (A mistake in
         # accounts.yml is raised, and reported, by its own load.)
-        context = None if stem == ACCOUNTS else {"account_ids": {account.id for account in self.accounts.accounts}}
+        accounts = None if stem == ACCOUNTS else self.accounts
+        known = None if accounts is None or accounts.organization else {account.id for account in accounts.accounts}
+        context = None if known is None else {"account_ids": known}
         try:
             return _load_file(self.directory / f"{stem}.yml", model_of(stem), context)
         except PolicyError as error:

@@ -8,17 +8,33 @@ the real handler, and finally checks the outcome against moto's state, not the h
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.runtime import current
 from demo import show
 from demo.dns import bot_logs, wrapped
 from demo.environment import MEMBER, REGION, create_table
-from demo.stage import EXTERNAL_ID, IDEMPOTENCY_TABLE, MEMBER_ROLES, SENDER, Account, Stage, sample_event
+from demo.organization import MANAGEMENT
+from demo.organization import build as build_organization
+from demo.stage import (
+    EXTERNAL_ID,
+    IDEMPOTENCY_TABLE,
+    MEMBER_ROLES,
+    ROOT,
+    SENDER,
+    Account,
+    Stage,
+    own_policies,
+    read_policies,
+    sample_event,
+)
 
 if TYPE_CHECKING:
     from moto.ses.models import Message
@@ -144,6 +160,10 @@ class SecurityGroupsChapter:
             ("a prefix list gains 0.0.0.0/0: no security-group event, yet the rules using it go", self.prefix_list),
             ("a compliant change: SMTP egress to the internet", self.compliant_egress),
             ("the hourly sweep finds RDP opened with no event", self.sweep),
+            (
+                "an AWS Organization's accounts, found at run time: the sweep reaches one no file lists",
+                self.organization,
+            ),
         )
         return show.play_scenes("sg", scenes)
 
@@ -789,6 +809,67 @@ class SecurityGroupsChapter:
             "it is the sweep's digest, reporting one violation",
             key=f"{key}.digest",
             facts={"subject": subject},
+        )
+        return checks.ok
+
+    def organization(self) -> bool:
+        management = self.stage.home.other(MANAGEMENT, "management")
+        layout = build_organization(management.session.client("organizations"))
+        show.step(
+            f"the management account {MANAGEMENT} has an organization: prod ({layout.prod}) holds shop, lab\n"
+            "and old (closed), prod/web holds web, sandbox holds sandbox; accounts.yml lists none of them"
+        )
+        web = self.stage.home.other(layout.accounts["web"], "web")
+        group = self.new_group(web, "web-admin")
+        opened_at, created = self.open(web, group, [tcp(22)])
+        [ssh] = created.values()
+        show.step(f"someone opens tcp 22 from 0.0.0.0/0 (rule {ssh}) on {group}, account {web}", opened_at)
+        with tempfile.TemporaryDirectory(prefix="opsbots-demo-organization-") as folder, own_policies():
+            for shipped in (ROOT / "policies").glob("*.yml"):
+                (Path(folder) / shipped.name).write_text(shipped.read_text())
+            accounts = Path(folder) / "accounts.yml"
+            lab = layout.accounts["lab"]
+            organization = f'organization: {{account: "{MANAGEMENT}", ous: [{layout.prod}], exclude: ["{lab}"]}}\n'
+            accounts.write_text(accounts.read_text() + organization)
+            show.step(f"accounts.yml gains: {organization.strip()}")
+            read_policies(Path(folder))
+            runtime = current()
+            fleet = runtime.clients.fleet(runtime.policies.accounts)  # what the functions list, as they list it
+            members = {account.name: account.id for account in fleet.accounts}
+            show.step(f"the bots list the organization through {fleet.organization and fleet.organization.role_arn}:")
+            show.note("\n".join(f"  {name} {account}" for name, account in members.items()))
+            sent_before = len(self.stage.emails())
+            event = sample_event("scheduled-event", {})
+            event["id"] = str(uuid.uuid4())  # the next hour's run: the earlier scene's was run once already
+            answer = self.deliver("sweep_security_groups", event)
+            emails = self.new_emails(sent_before)
+        left = rules_of(web.ec2, group)
+
+        key = "sg.organization"
+        checks = show.Checks()
+        ids = layout.accounts
+        checks.that(
+            set(members) == {"workloads", "shop", "web"},
+            "members: the listed account, and prod's active accounts (web under prod/web), not lab (excluded), "
+            "old (closed) or sandbox (another OU)",
+            f"{members}",
+            key=f"{key}.members",
+            facts={"members": sorted(members), "ids_found": sorted(set(members.values()) - {MEMBER}), "ids": ids},
+        )
+        checks.that(
+            ssh not in left and answer.get("units") == 4,
+            "the sweep covered home and the three members, and revoked the SSH rule in web",
+            f"units {answer.get('units')}, left {sorted(left)}",
+            key=f"{key}.revoked",
+            facts={"units": answer.get("units"), "violations": answer.get("violations"), "ssh_left": ssh in left},
+        )
+        subject = emails[0].subject if emails else ""
+        checks.that(
+            len(emails) == 1 and ids["web"] in show.html_as_text(emails[0].body),
+            "one digest, naming the web account",
+            subject,
+            key=f"{key}.digest",
+            facts={"subjects": [email.subject for email in emails]},
         )
         return checks.ok
 

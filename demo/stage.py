@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,19 @@ class Account:
     def ec2(self) -> EC2Client:
         return self.session.client("ec2")
 
+    def other(self, account_id: str, name: str) -> Account:
+        """Another account, as its own admins see it (through a set-up role moto lets anyone assume)."""
+        credentials = self.session.client("sts").assume_role(
+            RoleArn=f"arn:aws:iam::{account_id}:role/demo-setup", RoleSessionName="opsbots-demo-setup"
+        )["Credentials"]
+        session = boto3.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+            region_name=REGION,
+        )
+        return Account(account_id, name, session)
+
     def __str__(self) -> str:
         return f"{self.id} ({self.name})"
 
@@ -101,19 +115,7 @@ class Stage:
 def build(endpoint: str) -> Stage:
     """Accounts, the SES sender, the run-once table and every bot's own tables, and the app wired to them."""
     home = Account(HOME, "home", boto3.Session(region_name=REGION))
-    credentials = home.session.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{MEMBER}:role/demo-setup", RoleSessionName="opsbots-demo-setup"
-    )["Credentials"]
-    member = Account(
-        MEMBER,
-        "workloads",
-        boto3.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-            region_name=REGION,
-        ),
-    )
+    member = home.other(MEMBER, "workloads")
     home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
     create_table(home.session.client("dynamodb"), "IdempotencyTable")
     os.environ.update({settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE, settings.EXTERNAL_ID: EXTERNAL_ID})
@@ -163,3 +165,28 @@ def sample_event(name: str, replacements: Mapping[str, str], at: datetime | None
     if "eventTime" in event.get("detail", {}):
         event["detail"]["eventTime"] = stamp
     return event
+
+
+@contextmanager
+def own_policies() -> Iterator[None]:
+    """A chapter that reads policies of its own (`read_policies`): afterwards the runtime reads those it read
+    before, as a new container would."""
+    previous = os.environ.get(settings.POLICIES_DIR)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(settings.POLICIES_DIR, None)
+        else:
+            os.environ[settings.POLICIES_DIR] = previous
+        from chalicelib.runtime import current
+
+        current.cache_clear()
+
+
+def read_policies(folder: Path) -> None:
+    """The functions read their policies from `folder`, from their next invocation on (a new container)."""
+    from chalicelib.runtime import current
+
+    os.environ[settings.POLICIES_DIR] = str(folder)
+    current.cache_clear()

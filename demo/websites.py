@@ -11,7 +11,6 @@ email from SES and the page from S3.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -20,10 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.runtime import current
-from chalicelib.settings import POLICIES_DIR
 from demo import show
-from demo.stage import ROOT, SENDER, WEBSITES_TABLE, Stage
+from demo.stage import ROOT, SENDER, WEBSITES_TABLE, Stage, own_policies, read_policies
 from demo.status_page import Dom
 from demo.web import Traffic, http_site, https_site
 
@@ -84,8 +81,7 @@ class WebsitesChapter:
             f'  - {{checks: [shop], start: "{start}", end: "{end}"}}\n'
             f"status_page: {{bucket: {STATUS_BUCKET}, key: index.html}}\n"
         )
-        os.environ[POLICIES_DIR] = str(folder)
-        current.cache_clear()
+        read_policies(folder)
 
     def shop_check(self) -> str:
         return (
@@ -313,17 +309,5 @@ def run(stage: Stage) -> bool:
         shop_port, shop = stack.enter_context(http_site())
         secure_port, _, ca = stack.enter_context(https_site(workdir, leaf_days=5, site="localhost"))
         stage.s3.create_bucket(Bucket=STATUS_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        previous = os.environ.get(POLICIES_DIR)
-        try:
-            return WebsitesChapter(stage, workdir, shop, shop_port, secure_port, ca).play()
-        finally:
-            restore(previous)
-
-
-def restore(previous: str | None) -> None:
-    """The runtime back on the policies it read before this chapter, as a new container would read them."""
-    if previous is None:
-        os.environ.pop(POLICIES_DIR, None)
-    else:
-        os.environ[POLICIES_DIR] = previous
-    current.cache_clear()
+        stack.enter_context(own_policies())
+        return WebsitesChapter(stage, workdir, shop, shop_port, secure_port, ca).play()

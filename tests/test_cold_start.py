@@ -51,7 +51,18 @@ def test_a_bot_loads_no_other_bot_and_never_pillow(bot: str) -> None:
 # What `import app` loads of ours: the wiring, the runtime and what every function shares. Nothing else.
 APP_LOADS = {
     f"chalicelib.{name}"
-    for name in ("aws", "bots", "dedupe", "notify", "observability", "outbox", "runtime", "settings", "triggers")
+    for name in (
+        "aws",
+        "bots",
+        "dedupe",
+        "fleet",
+        "notify",
+        "observability",
+        "outbox",
+        "runtime",
+        "settings",
+        "triggers",
+    )
 } | {"chalicelib"}
 
 

@@ -23,7 +23,7 @@ from chalicelib import outbox, triggers
 from chalicelib.bots import BOTS, DNS_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
-from chalicelib.policy import MemberBot, MemberRoles, load_policies
+from chalicelib.policy import MemberBot, MemberRoles, Organization, load_policies
 from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
@@ -255,7 +255,9 @@ def test_functions_assume_only_their_own_bots_member_role(resources: dict[str, A
     assumes = _resources_of(_statements(resources, function), "sts:AssumeRole")
     bots = [bot for bot, users in MEMBER_ROLE_USERS.items() if function in users]
 
-    assert assumes == [f"arn:aws:iam::*:role/{getattr(MemberRoles(), bot)}" for bot in bots]
+    # and, to find the members of an organization accounts.yml names, its reader (deploy/organization-role.yml)
+    reader = [f"arn:aws:iam::*:role/{READER_ROLE}"] if bots else []
+    assert assumes == [f"arn:aws:iam::*:role/{getattr(MemberRoles(), bot)}" for bot in bots] + reader
     assert ("sts:AssumeRole" in PACKAGED[function][0]) == bool(bots)
 
 
@@ -485,6 +487,7 @@ ALARMED_METRICS = (
     "DedupeUnavailable",
     "SweepFailures",
     "StatusPageFailures",
+    "OrganizationUnavailable",
     "InvalidPolicy",
 )
 
@@ -657,6 +660,43 @@ def test_only_the_snapshot_role_deletes_only_managed_snapshots_and_tags_only_at_
             for statement in granting:
                 assert _actions([statement]) == {action}
                 assert statement["Condition"] == condition
+
+
+# ----- the organization reader (in the management or a delegated administrator account) ------------------
+
+ORGANIZATION_ROLE = ROOT / "deploy" / "organization-role.yml"
+READER_ROLE = Organization.model_fields["role"].default
+
+
+def test_organization_role_template_passes_cfn_lint() -> None:
+    done = subprocess.run(
+        [str(BIN / "cfn-lint"), str(ORGANIZATION_ROLE)], env=_environment(), capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_organization_reader_only_lists_and_trusts_only_the_functions_that_work_in_members() -> None:
+    from cfnlint.decode import cfn_yaml
+
+    [role] = cfn_yaml.load(str(ORGANIZATION_ROLE))["Resources"].values()
+    properties = role["Properties"]
+    [trust] = properties["AssumeRolePolicyDocument"]["Statement"]
+    users = [function for bot in MEMBER_ROLE_USERS.values() for function in bot]
+
+    assert properties["RoleName"] == READER_ROLE  # policies/accounts.yml's default organization.role
+    assert _actions(_member_statements(properties)) == {
+        "organizations:ListAccounts",
+        "organizations:ListAccountsForParent",
+        "organizations:ListOrganizationalUnitsForParent",
+    }
+    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    assert sorted(str(arn) for arn in trust["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == sorted(
+        str(
+            {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{HomeAccountId}}:role/${{HomeRolePrefix}}-{_function_name(f)}"}
+        )
+        for f in users
+    )
 
 
 # ----- the tag guard (an SCP: only security and opsbots may set opsbots:* tags) ------------------------

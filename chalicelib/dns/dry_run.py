@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import HOME, units_of
 from chalicelib.dns.decisions import (
     BOT,
     RUNNING,
@@ -136,7 +135,7 @@ def _show_records(instance: Instance, policy: DnsPolicy, account: str, out: IO[s
 def reconcile_dns(raw: Mapping[str, Any], run: DryRun) -> None:
     policy = run.policies.of(DnsPolicy)
     zones = ", ".join(f"{zone.zone} ({zone.address})" for zone in policy.zones)
-    units = units_of(run.policies.accounts, HOME, BOT)
+    units = run.units(BOT)
     run.out.write(
         f"  over {len(units)} account/region unit(s): ec2.describe_instances (running instances) per unit,\n"
         "  one registry scan, one listing per zone with new names, change batches of up to 1,000 records;\n"

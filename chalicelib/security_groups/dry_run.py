@@ -10,7 +10,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import HOME, units_of
 from chalicelib.security_groups.decisions import (
     ALL_PROTOCOLS,
     BOT,
@@ -144,7 +143,7 @@ def on_security_group_change(raw: Mapping[str, Any], run: DryRun) -> None:
 
 def sweep_security_groups(raw: Mapping[str, Any], run: DryRun) -> None:
     policy = run.policies.of(SecurityGroupsPolicy)
-    units = units_of(run.policies.accounts, HOME, BOT)
+    units = run.units(BOT)
     action = "revoke" if policy.mode == "enforce" else "report"
     run.out.write(
         f"  over {len(units)} account/region unit(s): describe_security_groups and describe_security_group_rules\n"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import HOME, units_of
 from chalicelib.snapshots.decisions import BOT, POLICY, WINDOW, Unit, plan_units, policy_window, window_tag
 from chalicelib.snapshots.executors import ledger_scope
 from chalicelib.snapshots.policy import SnapshotsPolicy
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
 def take_snapshots(raw: Mapping[str, Any], run: DryRun) -> None:
     policies = run.policies.of(SnapshotsPolicy)
-    units = plan_units(policies, run.policies.accounts, units_of(run.policies.accounts, HOME, BOT), run.at)
+    units = plan_units(policies, run.policies.accounts, run.units(BOT), run.at)
     run.out.write(f"  {len(units)} unit(s) with a policy due (nothing is taken or deleted here):\n")
     for unit in units:
         print_unit(unit, policies, run.out)

@@ -136,7 +136,8 @@ def work_on(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, Any]:
     """The SQS worker: one unit per message. A message is a request, not a command: a malformed one, or one
-    naming an account that is not listed or a time far from `clock`, is logged, counted and dropped.
+    naming an account that is neither listed nor in the organization accounts.yml names, or a time far from
+    `clock`, is logged, counted and dropped.
 
     SQS delivers at least once: with a run-once guard, a message seen before (the same body: the same
     unit of the same run) returns the first delivery's result, so a failing unit is emailed once.
@@ -157,7 +158,11 @@ def _work_on(
     results = []
     for body in bodies:
         try:
-            unit = resolve(UnitRequest.from_message(body), accounts, deps.clients.home().account_id, now)
+            request = UnitRequest.from_message(body)
+            if accounts.member(request.account_id) is None and accounts.organization is not None:
+                # An account of the organization: checked against its listing (unavailable: the batch is retried).
+                accounts = deps.clients.fleet(accounts)
+            unit = resolve(request, accounts, deps.clients.home().account_id, now)
         except RejectedMessageError as error:
             logger.warning("snapshot message rejected", extra={"reason": str(error)})
             metrics.add_metric(name="MalformedEvents", unit="Count", value=1)

@@ -61,6 +61,7 @@ EXPECTED_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
         "prefix_list": ("reverted", "ssh_revoked", "https_stays", "one_email", "email_names_cause"),
         "compliant_egress": ("compliant", "rule_stays", "no_email", "no_ec2_call"),
         "sweep": ("one_violation_reverted", "only_rdp_removed", "earlier_rules_untouched", "one_email", "digest"),
+        "organization": ("members", "revoked", "digest"),
     },
     "dns": {
         "estate": ("zones", "only_the_manual_record", "registry_empty"),
@@ -794,3 +795,14 @@ def test_every_run_wrote_the_status_page_with_each_checks_state_its_uptime_and_t
     assert [incident.split(" down from ")[0] for incident in incidents] == ["secure", "metadata", "shop"]
     assert incidents[2].endswith("(2 min): status 500, expected 200-299")
     assert demo.facts("web.status_page.self_contained")["fetches"] == []
+
+
+def test_the_sweep_reaches_the_organizations_accounts_under_the_ou_named_and_no_others(demo: Played) -> None:
+    members = demo.facts("sg.organization.members")
+    ids = members["ids"]
+    assert members["members"] == ["shop", "web", "workloads"]
+    assert members["ids_found"] == sorted([ids["shop"], ids["web"]])  # not lab (excluded), old (closed), sandbox
+    assert demo.facts("sg.organization.revoked") == {"units": 4, "violations": 1, "ssh_left": False}
+    assert demo.facts("sg.organization.digest")["subjects"] == [
+        "[opsbots] security-group sweep: 1 violation(s), 0 account failure(s), 1 kept open by exemptions"
+    ]

@@ -65,9 +65,10 @@ def sent_emails() -> list[Message]:
     return list(ses_backends[HOME][REGION].sent_messages)
 
 
-def member_client(service: str) -> Any:
+def member_client(service: str, account: str = MEMBER) -> Any:
+    """A client of another account (the member's unless said), as its own admins would use it."""
     credentials = boto3.client("sts").assume_role(
-        RoleArn=f"arn:aws:iam::{MEMBER}:role/test-setup", RoleSessionName="test-setup"
+        RoleArn=f"arn:aws:iam::{account}:role/test-setup", RoleSessionName="test-setup"
     )["Credentials"]
     return boto3.client(  # type: ignore[call-overload]  # any service's client
         service,

@@ -110,6 +110,9 @@ UNKNOWN_FIELD = (
 )
 
 
+ORGANIZATION = 'organization: {account: "111111111111", ous: [prod], exclude: ["333333333333"]}\n'
+
+
 def sg(old: str, new: str) -> dict[str, str | None]:
     assert old in SECURITY_GROUPS_YML
     return {"security_groups.yml": SECURITY_GROUPS_YML.replace(old, new)}
@@ -292,6 +295,19 @@ def test_the_valid_test_documents_load(policies: Path) -> None:
                 "expected one of: security_groups, dns, snapshots"
             ],
             id="role-of-a-bot-that-has-none",
+        ),
+        pytest.param(
+            accounts("    roles: {snapshots: data-opsbots}\n", "    roles: {snapshots: data-opsbots}\n" + ORGANIZATION),
+            [f"{ACCOUNTS}:11: organization.ous[0]: 'prod' is not an OU id (ou-...) or a root id (r-...)"],
+            id="organization-ou-by-name",
+        ),
+        pytest.param(
+            accounts(
+                "    roles: {snapshots: data-opsbots}\n",
+                "    roles: {snapshots: data-opsbots}\n" + ORGANIZATION.replace("[prod]", "[ou-ab12-cd34ef56]"),
+            ),
+            [f"{ACCOUNTS}:11: organization: exclude names 333333333333, which accounts lists: keep one"],
+            id="organization-excludes-a-listed-account",
         ),
         pytest.param(
             sg("recipients: [security@example.com]", "recipients: [security@example.com"),
