@@ -614,7 +614,10 @@ def _member_roles() -> dict[MemberBot, dict[str, Any]]:
     from cfnlint.decode import cfn_yaml
 
     resources = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]
-    assert {name for name, resource in resources.items() if resource["Type"] == "AWS::IAM::Role"} == set(MEMBER_ROLES)
+    roles = {name for name, resource in resources.items() if resource["Type"] == "AWS::IAM::Role"}
+    assert roles == set(MEMBER_ROLES) | {FORWARDER}
+    for name in MEMBER_ROLES:  # named, so IAM (global) has them once: from the home region's stack instance
+        assert resources[name]["Condition"] == "InHomeRegion"
     return {bot: resources[name]["Properties"] for name, bot in MEMBER_ROLES.items()}
 
 
@@ -660,6 +663,68 @@ def test_only_the_snapshot_role_deletes_only_managed_snapshots_and_tags_only_at_
             for statement in granting:
                 assert _actions([statement]) == {action}
                 assert statement["Condition"] == condition
+
+
+# ----- a member's events, forwarded to the home bus ----------------------------------------------------
+
+FORWARDER = "ForwardEventsRole"
+HOME_BUS = {"Fn::Sub": "arn:${AWS::Partition}:events:${HomeRegion}:${HomeAccountId}:event-bus/default"}
+# The member rules of deploy/member-role.yml, by the home function whose events each forwards.
+FORWARDED = {
+    "ForwardSecurityGroupChanges": "on_security_group_change",
+    "ForwardInstanceStateChanges": "on_instance_state_change",
+}
+
+
+def test_a_member_forwards_exactly_what_the_home_functions_react_to_to_the_home_bus() -> None:
+    from cfnlint.decode import cfn_yaml
+
+    resources = cfn_yaml.load(str(MEMBER_ROLE))["Resources"]
+    rules = {
+        name: resource["Properties"] for name, resource in resources.items() if resource["Type"] == "AWS::Events::Rule"
+    }
+
+    assert set(rules) == set(FORWARDED)
+    for name, function in FORWARDED.items():
+        # the member rule's pattern is the home rule's (chalicelib/bots.py), so nothing is lost between them
+        assert json.loads(json.dumps(rules[name]["EventPattern"])) == REGISTERED[function].event_pattern, name
+        assert rules[name]["Targets"] == [
+            {"Id": "opsbots-home", "Arn": HOME_BUS, "RoleArn": {"Fn::GetAtt": [FORWARDER, "Arn"]}}
+        ]
+    # every event pattern function whose bot works in member accounts has its forwarding rule
+    assert set(FORWARDED.values()) == {
+        function.name for bot in BOTS if bot.member_calls for function in bot.functions if function.trigger == "event"
+    }
+
+
+def test_the_forwarding_role_only_puts_events_on_the_home_bus_for_this_accounts_eventbridge() -> None:
+    from cfnlint.decode import cfn_yaml
+
+    role = cfn_yaml.load(str(MEMBER_ROLE))["Resources"][FORWARDER]["Properties"]
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    [statement] = _member_statements(role)
+
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert (statement["Action"], statement["Resource"]) == (["events:PutEvents"], HOME_BUS)
+
+
+def test_the_home_bus_takes_events_from_the_organization_or_the_accounts_given_and_no_one_else(
+    resources: dict[str, Any],
+) -> None:
+    policies = {name: r for name, r in resources.items() if r["Type"] == "AWS::Events::EventBusPolicy"}
+    by_organization = policies["MemberEventsFromOrganization"]
+    by_account = policies["MemberEventsFromAccounts"]
+
+    assert set(policies) == {"MemberEventsFromOrganization", "MemberEventsFromAccounts"}
+    assert (by_organization["Condition"], by_account["Condition"]) == ("ForwardFromOrganization", "ForwardFromAccounts")
+    for policy in policies.values():
+        statement = policy["Properties"]["Statement"]
+        assert (statement["Action"], policy["Properties"]["EventBusName"]) == ("events:PutEvents", "default")
+    organization = by_organization["Properties"]["Statement"]
+    assert organization["Principal"] == "*"
+    assert organization["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+    assert by_account["Properties"]["Statement"]["Principal"] == {"AWS": {"Ref": "MemberAccountIds"}}
 
 
 # ----- the organization reader (in the management or a delegated administrator account) ------------------
