@@ -16,7 +16,7 @@ from chalicelib.bots import FUNCTIONS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import answer_when_off, current
 from chalicelib.settings import Settings
-from chalicelib.triggers import SNAPSHOT_QUEUE_NAME, LenientCloudWatchEvent
+from chalicelib.triggers import SNAPSHOT_QUEUE_NAME, SWEEP_QUEUE_NAME, LenientCloudWatchEvent
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -36,6 +36,13 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.security_groups import handlers
 
     return handlers.sweep_security_groups(event, current().acting_as("sweep_security_groups"))
+
+
+@app.on_sqs_message(queue=SWEEP_QUEUE_NAME, batch_size=1)
+def sweep_worker(event: SQSEvent) -> dict[str, Any]:
+    from chalicelib.security_groups import handlers
+
+    return handlers.sweep_worker(event, current().acting_as("sweep_worker"))
 
 
 @app.on_cw_event(FUNCTIONS["on_instance_state_change"].event_pattern)

@@ -92,6 +92,10 @@ DNS_TABLE: Final = "OPSBOTS_DNS_TABLE"  # the DNS bot's registry: what it owns
 SNAPSHOT_LEDGER: Final = "OPSBOTS_SNAPSHOT_LEDGER"  # the snapshot bot's ledger: what it owns
 SNAPSHOT_QUEUE: Final = "OPSBOTS_SNAPSHOT_QUEUE"  # where the hourly run queues its units (else it runs them)
 WEBSITES_TABLE: Final = "OPSBOTS_WEBSITES_TABLE"  # each website check's state: up or down, since when
+SWEEP_QUEUE: Final = (
+    "OPSBOTS_SWEEP_QUEUE"  # where the hourly sweep queues its account x region units (else it runs them)
+)
+SWEEP_RUNS: Final = "OPSBOTS_SWEEP_RUNS"  # each fanned-out sweep's units and what each found, for its one digest
 
 # What each bot's code calls. Every function is also granted what the platform needs, by what it is
 # (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
@@ -149,7 +153,26 @@ BOTS: Final = (
                 once_per_delivery=True,
                 patterns=(SECURITY_GROUP_CHANGE,),
             ),
-            Function("sweep_security_groups", "schedule", 512, 300, _GUARD, once_per_delivery=True),
+            Function(
+                "sweep_security_groups",
+                "schedule",
+                512,
+                300,
+                (*_GUARD, "sqs:SendMessage", "dynamodb:PutItem"),  # with a queue: the units, and the run's record
+                once_per_delivery=True,
+                resources={SWEEP_QUEUE: "SweepQueue", SWEEP_RUNS: "SweepRunsTable"},
+            ),
+            Function(
+                "sweep_worker",
+                "queue",
+                512,
+                300,
+                # the run's record (read; each unit's finding and the count, in one transaction; the digest's
+                # claim), and every finding for the digest
+                (*_GUARD, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
+                once_per_delivery=True,
+                resources={SWEEP_RUNS: "SweepRunsTable"},
+            ),
         ),
         emails=True,
         member_calls=_GUARD_EC2,

@@ -22,6 +22,7 @@ SECURITY_GROUP_CALLS = frozenset(
     }
 )
 SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
+SWEEP_QUEUE_NAME = "opsbots-sweep"
 
 # The EventBridge patterns of the event-driven functions (chalicelib/bots.py names which is whose).
 SECURITY_GROUP_CHANGE: Final[Mapping[str, Any]] = {
@@ -105,3 +106,10 @@ def delivery_id(event: Any) -> str | None:
     (the run then goes unguarded rather than keyed on a value every such event would share)."""
     event_id = getattr(event, "event_id", None)
     return event_id if isinstance(event_id, str) and event_id.strip() else None
+
+
+def deliveries(record: Any) -> int:
+    """How many times SQS has delivered this message, this time included (1 when it does not say)."""
+    attributes = record.to_dict().get("attributes", {}) if hasattr(record, "to_dict") else {}
+    count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, dict) else None
+    return int(count) if isinstance(count, str) and count.isdigit() else 1

@@ -73,10 +73,13 @@ OWN_EXTRAS = {"websites": {".status_page"}}  # its history is read and written b
 @pytest.mark.parametrize("bot", REGISTERED, ids=lambda bot: bot.name)
 def test_each_function_loads_its_own_bot_and_the_shared_parts_only(bot: Bot) -> None:
     # What a function's first event adds: its bot's policy, events, decisions, executors and handlers, and the
-    # shared policy loading and event envelope; never its dry run (the CLI's) nor another bot's anything.
+    # shared policy loading, event envelope and (a bot with a queue worker) fan-out; never its dry run (the
+    # CLI's) nor another bot's anything.
     own = {"", ".policy", ".decisions", ".executors", ".handlers"} | OWN_EXTRAS.get(bot.name, set())
     has_events = (ROOT / "chalicelib" / bot.name / "events.py").is_file()
+    fans_out = any(function.trigger == "queue" for function in bot.functions)
     shared = {"chalicelib.policy", "chalicelib.names"} | ({"chalicelib.events"} if has_events else set())
+    shared |= {"chalicelib.fanout"} if fans_out else set()
     expected = APP_LOADS | shared | {bot.module + part for part in own | ({".events"} if has_events else set())}
 
     loaded = {name for name in loaded_by(f"import app, {bot.module}.handlers") if name.startswith("chalicelib")}

@@ -24,6 +24,7 @@ from chalicelib.bots import BOTS, DNS_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
 from chalicelib.policy import MemberBot, MemberRoles, Organization, load_policies
+from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
 from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
@@ -59,6 +60,8 @@ HOSTED_ZONE_ARN = "arn:aws:route53:::hostedzone/*"
 SNAPSHOT_QUEUE_ARN = in_stack("sqs", triggers.SNAPSHOT_QUEUE_NAME)
 SNAPSHOT_LEDGER_ARN = in_stack("dynamodb", "table/opsbots-snapshot-ledger")
 WEBSITES_TABLE_ARN = in_stack("dynamodb", "table/opsbots-websites")
+SWEEP_QUEUE_ARN = in_stack("sqs", triggers.SWEEP_QUEUE_NAME)
+SWEEP_RUNS_ARN = in_stack("dynamodb", "table/opsbots-sweep-runs")
 FAILED_EVENTS_QUEUE_ARN = in_stack("sqs", "opsbots-failed-events")
 SES_IDENTITIES_ARN = in_stack("ses", "identity/*")
 ZIPPED_LIMIT = 50 * 2**20  # Lambda's limit on a directly uploaded zip
@@ -278,6 +281,11 @@ DYNAMODB_STATEMENTS = {
     "DrainTheOutbox": (DRAIN, OUTBOX_INDEX_ARN),
     "SnapshotLedger": (frozenset({"dynamodb:Query", "dynamodb:BatchWriteItem"}), SNAPSHOT_LEDGER_ARN),
     "CheckStates": (frozenset({"dynamodb:BatchGetItem", "dynamodb:PutItem"}), WEBSITES_TABLE_ARN),
+    "StartSweepRuns": (frozenset({"dynamodb:PutItem"}), SWEEP_RUNS_ARN),
+    "SweepRuns": (
+        frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
+        SWEEP_RUNS_ARN,
+    ),
 }
 
 
@@ -403,21 +411,31 @@ def test_website_checks_write_only_the_status_page_and_its_history(resources: di
     assert _resources_of(statements, "s3:ListBucket") == [f"arn:aws:s3:::{page.bucket}"]
 
 
-def test_only_the_scheduler_sends_to_the_snapshot_queue_and_lambda_only_to_the_failed_events_queue(
+# Each scheduler that fans out, the queue only it sends to, and the worker that alone reads it.
+FAN_OUTS = {
+    "TakeSnapshots": (SNAPSHOT_QUEUE_ARN, "SnapshotWorker"),
+    "SweepSecurityGroups": (SWEEP_QUEUE_ARN, "SweepWorker"),
+}
+
+
+def test_only_the_schedulers_send_to_their_queues_and_lambda_only_to_the_failed_events_queue(
     resources: dict[str, Any],
 ) -> None:
-    scheduler = _resources_of(_statements(resources, "TakeSnapshots"), "sqs:SendMessage")
-    assert sorted(map(str, scheduler)) == sorted(map(str, [SNAPSHOT_QUEUE_ARN, FAILED_EVENTS_QUEUE_ARN]))
-    for function in set(PACKAGED) - {"TakeSnapshots"}:
+    for scheduler, (queue, _) in FAN_OUTS.items():
+        sends = _resources_of(_statements(resources, scheduler), "sqs:SendMessage")
+        assert sorted(map(str, sends)) == sorted(map(str, [queue, FAILED_EVENTS_QUEUE_ARN]))
+    for function in set(PACKAGED) - set(FAN_OUTS):
         sends = _resources_of(_statements(resources, function), "sqs:SendMessage")
         assert sends == ([FAILED_EVENTS_QUEUE_ARN] if function in ASYNC_FUNCTIONS else [])
 
 
-def test_the_worker_consumes_only_the_snapshot_queue(resources: dict[str, Any]) -> None:
-    statements = _statements(resources, "SnapshotWorker")
+@pytest.mark.parametrize("scheduler", sorted(FAN_OUTS))
+def test_each_worker_consumes_only_its_own_queue(resources: dict[str, Any], scheduler: str) -> None:
+    queue, worker = FAN_OUTS[scheduler]
+    statements = _statements(resources, worker)
 
     for action in SQS_CONSUME:
-        assert _resources_of(statements, action) == [SNAPSHOT_QUEUE_ARN]
+        assert _resources_of(statements, action) == [queue]
 
 
 # ----- the template -------------------------------------------------------------------------------
@@ -532,33 +550,45 @@ def test_merge_template_adds_the_dns_registry_table_with_its_owner_index(resourc
     assert properties["SSESpecification"] == {"SSEEnabled": True}
 
 
-def test_merge_template_adds_the_snapshot_queue_with_its_dead_letter_queue(resources: dict[str, Any]) -> None:
-    queue, dead_letters = resources["SnapshotQueue"], resources["SnapshotDeadLetterQueue"]
-    worker_timeout = resources["SnapshotWorker"]["Properties"]["Timeout"]
+# Each fan-out's queue (by its resource), its name, its worker and its scheduler.
+QUEUES = {
+    "SnapshotQueue": (triggers.SNAPSHOT_QUEUE_NAME, "SnapshotWorker", "TakeSnapshots"),
+    "SweepQueue": (triggers.SWEEP_QUEUE_NAME, "SweepWorker", "SweepSecurityGroups"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUEUES))
+def test_merge_template_adds_each_queue_with_its_dead_letter_queue(resources: dict[str, Any], name: str) -> None:
+    queue_name, worker, _ = QUEUES[name]
+    dead_letter_name = name.replace("Queue", "DeadLetterQueue")
+    queue, dead_letters = resources[name], resources[dead_letter_name]
+    worker_timeout = resources[worker]["Properties"]["Timeout"]
 
     assert queue["Type"] == dead_letters["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"]["QueueName"] == triggers.SNAPSHOT_QUEUE_NAME
+    assert queue["Properties"]["QueueName"] == queue_name
     assert queue["Properties"]["VisibilityTimeout"] >= 6 * worker_timeout  # AWS's advice for Lambda consumers
     assert queue["Properties"]["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": ["SnapshotDeadLetterQueue", "Arn"]},
-        "maxReceiveCount": 3,
+        "deadLetterTargetArn": {"Fn::GetAtt": [dead_letter_name, "Arn"]},
+        "maxReceiveCount": SWEEP_DELIVERIES,  # the sweep worker records a unit failed on its last delivery
     }
-    assert dead_letters["Properties"]["QueueName"] == f"{triggers.SNAPSHOT_QUEUE_NAME}-dlq"
+    assert dead_letters["Properties"]["QueueName"] == f"{queue_name}-dlq"
     assert dead_letters["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert queue["Properties"]["SqsManagedSseEnabled"] is True
     assert dead_letters["Properties"]["SqsManagedSseEnabled"] is True
 
 
-def test_the_worker_listens_to_the_snapshot_queue_once_it_exists(resources: dict[str, Any]) -> None:
-    worker = resources["SnapshotWorker"]
+@pytest.mark.parametrize("name", sorted(QUEUES))
+def test_each_worker_listens_to_its_queue_once_it_exists(resources: dict[str, Any], name: str) -> None:
+    queue_name, worker_name, _ = QUEUES[name]
+    worker = resources[worker_name]
     (source,) = worker["Properties"]["Events"].values()
 
     assert source["Type"] == "SQS"
     assert source["Properties"]["BatchSize"] == 1
     # chalice names the queue by an ARN built from its name, so nothing orders the mapping after the
     # queue but this: SAM's mapping refers to the function, and the function waits for the queue.
-    assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{triggers.SNAPSHOT_QUEUE_NAME}")
-    assert "SnapshotQueue" in worker["DependsOn"]
+    assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{queue_name}")
+    assert name in worker["DependsOn"]
 
 
 @pytest.mark.parametrize("function", sorted(PACKAGED))
@@ -884,15 +914,17 @@ def test_merge_template_adds_the_snapshot_ledger_to_the_snapshot_functions_only(
             assert SNAPSHOT_LEDGER not in variables
 
 
-def test_only_the_scheduler_may_send_to_the_snapshot_queue(resources: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", sorted(QUEUES))
+def test_only_its_scheduler_may_send_to_each_queue(resources: dict[str, Any], name: str) -> None:
     # A queue message is a request for work in a member account: no other principal may write one.
-    policy = resources["SnapshotQueuePolicy"]["Properties"]
+    scheduler = QUEUES[name][2]
+    policy = resources[f"{name}Policy"]["Properties"]
     [statement] = policy["PolicyDocument"]["Statement"]
 
-    assert policy["Queues"] == [{"Ref": "SnapshotQueue"}]
+    assert policy["Queues"] == [{"Ref": name}]
     assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "sqs:SendMessage")
     assert statement["Condition"] == {
-        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [_role_of(resources, "TakeSnapshots"), "Arn"]}}
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": [_role_of(resources, scheduler), "Arn"]}}
     }
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chalicelib import notify
 from chalicelib.aws import is_transient, reason
+from chalicelib.fanout import RejectedMessageError, member_in
+from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.policy import MemberBot
 from chalicelib.security_groups.events import (
     Direction,
@@ -22,6 +27,9 @@ from chalicelib.security_groups.events import (
     Source,
 )
 from chalicelib.security_groups.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
+
+if TYPE_CHECKING:
+    from chalicelib.policy import AccountsPolicy
 
 BOT: MemberBot = "security_groups"  # its role in member accounts, and the outbox's name for its parked emails
 SWEEP_THREADS = 8
@@ -520,3 +528,63 @@ def digest_notice(findings: Sequence[SweepFinding], policy: SecurityGroupsPolicy
     subject += f", {kept_count} kept open by exemptions" if kept_count else ""
     facts = {"started": started.isoformat(), "mode": policy.mode, "units": units}
     return notify.notice("sg_digest", to=policy.notify.email, subject=subject, facts=facts)
+
+
+# ----- the sweep fanned out: one queue message per account x region, one digest per run ---------------------
+
+RUN_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")  # the scheduled event's id
+SWEEP_DELIVERIES = 3  # a unit's deliveries before its dead-letter queue (deploy/resources.json's maxReceiveCount)
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep queue message as written: which run, which account and region. The worker trusts none of it:
+    the run must be one the scheduler recorded (its time is taken from that record, never from a message),
+    and the account one of the fleet's, in one of its regions."""
+
+    run: str
+    account_id: str
+    region: str
+
+    def to_message(self) -> str:
+        return json.dumps({"run": self.run, "account_id": self.account_id, "region": self.region})
+
+    @classmethod
+    def from_message(cls, body: str) -> SweepRequest:
+        """RejectedMessageError for anything that is not a sweep message at all."""
+        try:
+            data = json.loads(body)
+            fields = (data["run"], data["account_id"], data["region"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise RejectedMessageError(f"not a sweep message: {error}") from None
+        for value, pattern, what in zip(
+            fields, (RUN_ID, ACCOUNT_ID, REGION_NAME), ("run", "account_id", "region"), strict=True
+        ):
+            if not isinstance(value, str) or pattern.fullmatch(value) is None:
+                raise RejectedMessageError(f"{what}: {value!r} is not valid in a sweep message")
+        return cls(*fields)
+
+
+def sweep_unit(request: SweepRequest, accounts: AccountsPolicy, home_account_id: str) -> tuple[str | None, str]:
+    """The role to sweep the request's account through (None: the home account) and the account's name, from
+    accounts.yml, never from the message (`member_in`)."""
+    member = member_in(accounts, request.account_id, request.region, home_account_id)
+    if member is None:
+        return None, "home"
+    return accounts.role_arn(member, "security_groups"), member.name
+
+
+@cache
+def _findings() -> Any:
+    from pydantic import TypeAdapter  # loaded by the policy already; the adapter is built on first use
+
+    return TypeAdapter(SweepFinding)
+
+
+def finding_to_json(finding: SweepFinding) -> str:
+    return str(_findings().dump_json(finding).decode())
+
+
+def finding_from_json(stored: str) -> SweepFinding:
+    finding: SweepFinding = _findings().validate_json(stored)
+    return finding

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws import Target, reason
+from chalicelib.aws import HOME, Target, reason
+from chalicelib.bots import SWEEP_QUEUE, SWEEP_RUNS
 from chalicelib.dedupe import always
 from chalicelib.events import SkippedEvent
+from chalicelib.fanout import RejectedMessageError, queue_all
 from chalicelib.observability import logger, metrics
+from chalicelib.runtime import NotConfiguredError
 from chalicelib.security_groups.decisions import (
     BOT,
+    SWEEP_DELIVERIES,
     SWEEP_THREADS,
     Failure,
     SweepFinding,
+    SweepRequest,
     Verdict,
     act_on,
     could_not_act,
@@ -32,15 +38,17 @@ from chalicelib.security_groups.decisions import (
     needs_action,
     prefix_lists_to_resolve,
     read_exemption,
+    sweep_unit,
     violation_notice,
 )
 from chalicelib.security_groups.events import SecurityGroupChange, parse_security_group_change
-from chalicelib.security_groups.executors import Ec2Executor
+from chalicelib.security_groups.executors import Ec2Executor, SweepRuns
 from chalicelib.security_groups.policy import SecurityGroupsPolicy
-from chalicelib.triggers import delivery_id, delivery_time
+from chalicelib.triggers import deliveries, delivery_id, delivery_time
 
 if TYPE_CHECKING:
-    from chalice.app import CloudWatchEvent
+    from chalice.app import CloudWatchEvent, SQSEvent, SQSRecord
+    from mypy_boto3_sqs import SQSClient
 
     from chalicelib.aws import Clients
     from chalicelib.dedupe import Once
@@ -186,6 +194,15 @@ def sweep_target(
     return SweepFinding(target.account_id, account_name, target.region, verdict, len(tags))
 
 
+@dataclass(frozen=True)
+class SweepFanout:
+    """Where a fanned-out sweep queues its units, and keeps its record."""
+
+    sqs: SQSClient
+    queue_url: str
+    runs: SweepRuns
+
+
 def sweep(
     *,
     policies: Policies,
@@ -194,20 +211,40 @@ def sweep(
     at: datetime | None = None,
     once: Once = always,
     event_id: str | None = None,
+    fanout: SweepFanout | None = None,
 ) -> dict[str, Any]:
     """Check every group of the home account and of every member account/region; one digest email.
 
-    `at` is the scheduled event's time: exemptions are judged at it, so a retried delivery decides alike.
-    Given the event's id and a run-once guard, a second delivery of the same scheduled event returns
-    the first run's result: no second digest for what was already reported. (A run that raised left
-    no record, so Lambda's retry runs it; a guard whose table is down lets the run go ahead.)
+    With `fanout`, one queue message per account/region instead, each swept by `sweep_worker`, the last
+    of which sends the digest. `at` is the scheduled event's time: exemptions are judged at it, so a
+    retried delivery decides alike. Given the event's id and a run-once guard, a second delivery of the
+    same scheduled event returns the first run's result: no second digest for what was already
+    reported. (A run that raised left no record, so Lambda's retry runs it; a guard whose table is down
+    lets the run go ahead.)
     """
     started = at or datetime.now(UTC)
 
     def run() -> dict[str, Any]:
+        if fanout is not None:
+            run_id = event_id or f"sweep-{started:%Y-%m-%dT%H:%M:%S}"
+            return _fan_out(policies=policies, clients=clients, mailer=mailer, started=started, run=run_id, to=fanout)
         return _sweep(policies=policies, clients=clients, mailer=mailer, started=started, event_id=event_id)
 
     return run() if event_id is None else once("sweep", event_id, run)
+
+
+def _sweep_one(
+    target: Target, name: str, policy: SecurityGroupsPolicy, clients: Clients, started: datetime
+) -> SweepFinding:
+    """One account/region's finding; what AWS refuses or fails is the finding's error, for the digest."""
+    try:
+        return sweep_target(target, name, policy, Ec2Executor(clients.client("ec2", target)), started)
+    except (ClientError, BotoCoreError) as error:
+        logger.error(
+            "sweep failed for an account",
+            extra={"account": target.account_id, "region": target.region, "reason": reason(error)},
+        )
+        return SweepFinding(target.account_id, name, target.region, Verdict("failed"), error=reason(error))
 
 
 def _sweep(
@@ -216,34 +253,46 @@ def _sweep(
     policy = policies.of(SecurityGroupsPolicy)
     outbox = mailer.flush()  # what earlier runs could not send goes first
     units = clients.units(policies.accounts, BOT)
-
-    def run(unit: tuple[Target, str]) -> SweepFinding:
-        target, name = unit
-        try:
-            return sweep_target(target, name, policy, Ec2Executor(clients.client("ec2", target)), started)
-        except (ClientError, BotoCoreError) as error:
-            logger.error(
-                "sweep failed for an account",
-                extra={"account": target.account_id, "region": target.region, "reason": reason(error)},
-            )
-            return SweepFinding(target.account_id, name, target.region, Verdict("failed"), error=reason(error))
-
     with ThreadPoolExecutor(max_workers=SWEEP_THREADS) as pool:
-        findings = list(pool.map(run, units))
+        findings = list(pool.map(lambda unit: _sweep_one(unit[0], unit[1], policy, clients, started), units))
+    email = _report(findings, policy, started, mailer, f"sg-sweep:{event_id or mailer.request_id}")
+    return {**_summary(findings), "email": email, "outbox": outbox}
+
+
+def _fan_out(
+    *, policies: Policies, clients: Clients, mailer: Mailer, started: datetime, run: str, to: SweepFanout
+) -> dict[str, Any]:
+    outbox = mailer.flush()
+    units = clients.units(policies.accounts, BOT)
+    to.runs.start(run, started, len(units))  # before any message: a worker acts only for a recorded run
+    messages = {
+        f"{target.account_id}/{target.region}": SweepRequest(run, target.account_id, target.region).to_message()
+        for target, _ in units
+    }
+    queue_all(to.sqs, to.queue_url, messages, "SweepUnits")
+    return {"run": run, "queued": len(units), "outbox": outbox}
+
+
+def _report(
+    findings: Sequence[SweepFinding], policy: SecurityGroupsPolicy, started: datetime, mailer: Mailer, key: str
+) -> str | None:
+    """Count what the sweep found and send its digest if anything calls for one; the email's outcome."""
     failures = [finding for finding in findings if finding.error]
     metrics.add_metric(name="GroupsEvaluated", unit="Count", value=sum(f.groups_checked for f in findings))
     metrics.add_metric(name="SweepFailures", unit="Count", value=len(failures))
     _count([finding.verdict for finding in findings])
-    email = None
-    if digest_due(findings, started):
-        email = mailer.deliver(f"sg-sweep:{event_id or mailer.request_id}", digest_notice(findings, policy, started))
+    email = mailer.deliver(key, digest_notice(findings, policy, started)) if digest_due(findings, started) else None
     violations = sum(len(finding.verdict.violations) for finding in findings)
-    logger.info("sweep finished", extra={"units": len(units), "violations": violations, "failures": len(failures)})
+    logger.info("sweep finished", extra={"units": len(findings), "violations": violations, "failures": len(failures)})
+    return email
+
+
+def _summary(findings: Sequence[SweepFinding]) -> dict[str, Any]:
     return {
-        "units": len(units),
-        "violations": violations,
+        "units": len(findings),
+        "violations": sum(len(finding.verdict.violations) for finding in findings),
         "reverted": sum(len(f.verdict.reverted) for f in findings),
-        "failed_units": [f"{f.account_id}/{f.region}: {f.error}" for f in failures],
+        "failed_units": [f"{f.account_id}/{f.region}: {f.error}" for f in findings if f.error],
         "revoke_failures": [
             f"{f.account_id}/{f.region}/{failure.rule}: {failure.reason}"
             for f in findings
@@ -257,8 +306,63 @@ def _sweep(
         "exempt_groups": [
             f"{f.account_id}/{f.region}/{e.group_id}: {e.note}" for f in findings for e in f.verdict.exemptions
         ],
-        "email": email,
-        "outbox": outbox,
+    }
+
+
+def work_on_unit(
+    body: str, attempt: int, *, policies: Policies, clients: Clients, runs: SweepRuns, mailer: Mailer
+) -> dict[str, Any]:
+    """The sweep worker: one account/region of a fanned-out sweep, then, if it completes the run, the digest.
+
+    The message is a request: its run must be one the scheduler recorded (and the sweep's time is that
+    record's), its account one of the fleet's in one of its regions; anything else is logged, counted and
+    dropped. A unit that fails every delivery is recorded as failed on its last one, so the digest lists it,
+    and raises, so that it is kept in the dead-letter queue too.
+    """
+    try:
+        request = SweepRequest.from_message(body)
+        started = runs.started(request.run)
+        if started is None:
+            raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
+        accounts = policies.accounts
+        if accounts.member(request.account_id) is None and accounts.organization is not None:
+            accounts = clients.fleet(accounts)
+        role_arn, name = sweep_unit(request, accounts, clients.home().account_id)
+    except RejectedMessageError as error:
+        logger.warning("sweep message rejected", extra={"reason": str(error)})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+        return {"rejected": str(error)}
+    policy = policies.of(SecurityGroupsPolicy)
+    target = Target(request.account_id, request.region, role_arn)
+    try:
+        finding = _sweep_one(target, name, policy, clients, started)
+    except Exception as error:
+        metrics.add_metric(name="SweepUnitsCrashed", unit="Count", value=1)
+        if attempt < SWEEP_DELIVERIES:
+            raise  # SQS delivers it again
+        failed = SweepFinding(
+            target.account_id, name, target.region, Verdict("failed"), error=f"{type(error).__name__}: {error}"
+        )
+        _finish(request.run, failed, started, policy, runs, mailer)
+        raise  # and keeps it in the dead-letter queue
+    return _finish(request.run, finding, started, policy, runs, mailer)
+
+
+def _finish(
+    run: str, finding: SweepFinding, started: datetime, policy: SecurityGroupsPolicy, runs: SweepRuns, mailer: Mailer
+) -> dict[str, Any]:
+    recorded = runs.record(run, finding)
+    metrics.add_metric(name="SweepUnitsDone", unit="Count", value=int(recorded))
+    email = None
+    if runs.claim_digest(run):  # this unit completed the run: its digest, once, from every unit's finding
+        email = _report(runs.findings(run), policy, started, mailer, f"sg-sweep:{run}")
+    unit = f"{finding.account_id}/{finding.region}"
+    return {
+        "run": run,
+        "unit": unit,
+        "recorded": recorded,
+        "violations": len(finding.verdict.violations),
+        "digest": email,
     }
 
 
@@ -282,4 +386,39 @@ def sweep_security_groups(event: CloudWatchEvent, runtime: Runtime) -> dict[str,
         at=delivery_time(event),
         once=runtime.once(event.context),
         event_id=delivery_id(event),
+        fanout=runtime.built(sweep_fanout),
     )
+
+
+def sweep_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
+    mailer = runtime.mailer(BOT, event.context)
+    runs = runtime.built(sweep_runs)
+    policies, clients, once = runtime.policies, runtime.clients, runtime.once(event.context)
+
+    def unit(record: SQSRecord) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            return work_on_unit(
+                record.body, deliveries(record), policies=policies, clients=clients, runs=runs, mailer=mailer
+            )
+
+        # a message delivered again after it was done returns what it did (a crash left no record: it runs)
+        return once("sweep-unit", hashlib.sha256(record.body.encode()).hexdigest(), work)
+
+    return {"units": [unit(record) for record in event]}
+
+
+def sweep_runs(runtime: Runtime) -> SweepRuns:
+    """Built once per container: the table where each fanned-out sweep keeps its units' findings."""
+    table = runtime.settings.resource(SWEEP_RUNS)
+    if not table:
+        raise NotConfiguredError(f"{SWEEP_RUNS} is not set: a fanned-out sweep assembles its digest from it")
+    return SweepRuns(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
+
+
+def sweep_fanout(runtime: Runtime) -> SweepFanout | None:
+    """Built once per container: with a queue set, the sweep fans out to it (else it sweeps every unit itself)."""
+    queue = runtime.settings.resource(SWEEP_QUEUE)
+    if not queue:
+        return None
+    sqs = runtime.clients.client("sqs", Target(HOME, runtime.clients.home_region))
+    return SweepFanout(sqs, queue, sweep_runs(runtime))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from chalicelib.aws import Target
+from chalicelib.fanout import RejectedMessageError, member_in
 from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.policy import MemberBot
 
@@ -221,10 +222,6 @@ class Unit:
         )
 
 
-class RejectedMessageError(ValueError):
-    """A queue message the scheduler would not have written, or not for this estate: dropped, never acted on."""
-
-
 @dataclass(frozen=True)
 class UnitRequest:
     """A queue message as written: a request to work on a unit, to be checked against accounts.yml."""
@@ -261,12 +258,7 @@ def resolve(request: UnitRequest, accounts: AccountsPolicy, home_account_id: str
     """The unit a request names, with the account's name, role and regions from accounts.yml, never from the
     message; RejectedMessageError for an account that is not listed, a region it is not worked in, or a time
     far from the worker's clock (a forged `now` would age every snapshot at once)."""
-    member = accounts.member(request.account_id)
-    if member is None and request.account_id != home_account_id:
-        raise RejectedMessageError(f"account {request.account_id} is not in accounts.yml")
-    regions = accounts.regions_of(member) if member else accounts.defaults.regions
-    if request.region not in regions:
-        raise RejectedMessageError(f"region {request.region} is not one of account {request.account_id}'s")
+    member = member_in(accounts, request.account_id, request.region, home_account_id)
     if not clock - MESSAGE_AGE_LIMIT <= request.now <= clock + MESSAGE_CLOCK_SKEW:
         raise RejectedMessageError(f"now {request.now.isoformat()} is too far from the worker's clock")
     role_arn = accounts.role_arn(member, BOT) if member else None

@@ -13,12 +13,12 @@ from chalicelib import notify
 from chalicelib.aws import HOME, Target
 from chalicelib.bots import SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.dedupe import always
+from chalicelib.fanout import RejectedMessageError, queue_all
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
 from chalicelib.snapshots.decisions import (
     BOT,
     UNIT_THREADS,
-    RejectedMessageError,
     Unit,
     UnitRequest,
     plan_units,
@@ -53,11 +53,6 @@ class SnapshotDeps:
     ledger: Ledger
 
 
-class UnitsNotQueuedError(Exception):
-    """SQS refused some unit messages twice: the run fails so that Lambda retries it (the workers deduplicate
-    the units already queued, which carry the same body)."""
-
-
 def schedule_snapshots(
     *,
     policies: SnapshotsPolicy,
@@ -88,41 +83,15 @@ def _take_snapshots(
 ) -> dict[str, Any]:
     units = plan_units(policies, accounts, deps.clients.units(accounts, BOT), now)
     if deps.queue_url and deps.sqs:
-        _queue(deps.sqs, deps.queue_url, units)
+        queue_all(
+            deps.sqs, deps.queue_url, {f"{u.account_id}/{u.region}": u.to_message() for u in units}, "SnapshotUnits"
+        )
         return {"queued": len(units)}
     with ThreadPoolExecutor(max_workers=UNIT_THREADS) as pool:
         results = list(
             pool.map(lambda unit: run_unit(unit, policies, _ec2_for(deps.clients, unit), deps.ledger), units)
         )
     return _summarize(results, policies, mailer)
-
-
-def _queue(sqs: SQSClient, queue_url: str, units: Sequence[Unit]) -> None:
-    """One message per unit, in batches of 10; entries SQS refuses are sent again once, then reported."""
-    refused: list[Unit] = []
-    for start in range(0, len(units), 10):
-        refused += _send_batch(sqs, queue_url, units[start : start + 10])
-    if refused:
-        refused = [
-            unit
-            for start in range(0, len(refused), 10)
-            for unit in _send_batch(sqs, queue_url, refused[start : start + 10])
-        ]
-    queued = len(units) - len(refused)
-    logger.info("snapshot units queued", extra={"units": queued})
-    metrics.add_metric(name="SnapshotUnitsQueued", unit="Count", value=queued)
-    if refused:
-        names = [f"{unit.account_id}/{unit.region}" for unit in refused]
-        logger.error("snapshot units not queued: the run fails for Lambda to retry it", extra={"units": names})
-        metrics.add_metric(name="SnapshotUnitsNotQueued", unit="Count", value=len(refused))
-        raise UnitsNotQueuedError(f"SQS refused {len(refused)} unit message(s) twice: {', '.join(names)}")
-
-
-def _send_batch(sqs: SQSClient, queue_url: str, units: Sequence[Unit]) -> list[Unit]:
-    """The units whose message SQS refused."""
-    entries = [{"Id": str(i), "MessageBody": unit.to_message()} for i, unit in enumerate(units)]
-    answer = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[arg-type]
-    return [units[int(failure["Id"])] for failure in answer.get("Failed", [])]
 
 
 def work_on(

@@ -38,6 +38,7 @@ import copy
 import dataclasses
 import io
 import json
+import os
 import re
 import threading
 import uuid
@@ -65,10 +66,12 @@ from PIL import Image
 from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, WEBSITES_TABLE
+from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, SWEEP_QUEUE, SWEEP_RUNS, WEBSITES_TABLE
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.runtime import current
-from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError
+from chalicelib.security_groups.decisions import SweepRequest
+from chalicelib.security_groups.executors import SweepRuns
+from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError, SweepFanout, sweep
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import Unit, plan_units
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
@@ -122,6 +125,7 @@ MEMBER_ROLE_OF: dict[str, MemberBot | None] = {
 MEMBER_USE: dict[str, frozenset[str]] = {
     "on_security_group_change": frozenset({"ec2:DescribeSecurityGroups", "ec2:RevokeSecurityGroupIngress"}),
     "sweep_security_groups": GUARD_IN_MEMBERS,
+    "sweep_worker": GUARD_IN_MEMBERS,
     "on_instance_state_change": frozenset({"ec2:DescribeInstances"}),
     "reconcile_dns": frozenset({"ec2:DescribeInstances"}),
     "take_snapshots": SNAPSHOTS_IN_MEMBERS,
@@ -137,7 +141,9 @@ def logical_id(function: str) -> str:
 
 # Asynchronous functions whose code sends no SQS message: only Lambda sends, to the on-failure destination.
 LAMBDA_SENDS_ONLY = frozenset(
-    name for name in FUNCTION_NAMES if logical_id(name) in ASYNC_FUNCTIONS and name != "take_snapshots"
+    name
+    for name in FUNCTION_NAMES
+    if logical_id(name) in ASYNC_FUNCTIONS and "sqs:SendMessage" not in FUNCTIONS[name].calls
 )
 
 
@@ -908,14 +914,34 @@ def test_on_security_group_change(
     iam.assert_least_privilege(bot)
 
 
-def test_sweep_security_groups(
-    iam: Iam, estate: Estate, lambdas: Any, sg_policies: Path, idempotency_table: str
-) -> None:
-    # Given SSH open to the internet and to a prefix list, at home and in the member account (and every
-    # group's default egress rule open to the internet, which the egress rule forbids)
+def sg_violations(estate: Estate) -> list[Opened]:
+    """SSH open to the internet and to a prefix list, at home and in the member account (and every group's
+    default egress rule open to the internet, which the egress rule forbids)."""
     rules = []
     for ec2 in (estate.home_ec2, estate.member_ec2):
         rules += [opened(estate, tcp(22), ec2=ec2), opened(estate, from_list(22, prefix_list(ec2)), ec2=ec2)]
+    return rules
+
+
+@pytest.fixture
+def sweep_queue(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The sweep's queue and runs table, as the template creates them; not yet in the environment."""
+    monkeypatch.setenv(SWEEP_RUNS, create_table(boto3.client("dynamodb"), "SweepRunsTable"))
+    return boto3.client("sqs").create_queue(QueueName=triggers.SWEEP_QUEUE_NAME)["QueueUrl"]
+
+
+def test_sweep_security_groups(
+    iam: Iam,
+    estate: Estate,
+    lambdas: Any,
+    sg_policies: Path,
+    idempotency_table: str,
+    sweep_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the sweep's two modes: without OPSBOTS_SWEEP_QUEUE it sweeps every unit itself, which is what its
+    # EC2, SES and AssumeRole grants are for; with it, it records the run and queues the units
+    rules = sg_violations(estate)
     bot = iam.bot("sweep_security_groups")
 
     # When the schedule fires, and EventBridge delivers it again
@@ -923,14 +949,52 @@ def test_sweep_security_groups(
         result = handle(lambdas, bot.function, load_event("scheduled-event"))
         with sdk_without_return_values_on_condition_check_failure(bot):
             again = handle(lambdas, bot.function, load_event("scheduled-event"))
+    # And, deployed with its queue, the next run fans out
+    monkeypatch.setenv(SWEEP_QUEUE, sweep_queue)
+    current.cache_clear()
+    bot.install()
+    with enforced():
+        queued = handle(lambdas, bot.function, {**load_event("scheduled-event"), "id": "next-hour"})
 
-    # Then every account was checked and reverted, and one digest went out
+    # Then every account was checked and reverted, and one digest went out; then one message per unit
     assert result["failed_units"] == []
     assert result["reverted"] > len(rules)
     assert again == result
     assert all(rule.gone(estate) for rule in rules)
     assert len(sent_emails()) == 1
+    assert queued["queued"] == queue_depth(sweep_queue) == 2
     a_crashed_run_leaves_no_record("sweep")
+    iam.assert_least_privilege(bot)
+
+
+def test_sweep_worker(
+    iam: Iam, estate: Estate, chalice: Client, sg_policies: Path, idempotency_table: str, sweep_queue: str
+) -> None:
+    # Given a fanned-out run of the sweep, its units queued
+    rules = sg_violations(estate)
+    runtime = current().acting_as("sweep_security_groups")
+    runs = SweepRuns(boto3.client("dynamodb"), os.environ[SWEEP_RUNS])
+    fanout = SweepFanout(boto3.client("sqs"), sweep_queue, runs)
+    mailer = runtime.mailer("security_groups", None)
+    sweep(policies=runtime.policies, clients=runtime.clients, mailer=mailer, event_id="run-1", fanout=fanout)
+    bot = iam.bot("sweep_worker")
+    sqs = bot.clients.client("sqs", Target(HOME_KEY, REGION))  # the event source mapping polls as the function
+
+    # When the worker takes each unit, and SQS delivers the first again
+    with enforced():
+        results = consume(sqs, sweep_queue, chalice, "sweep_worker")
+    again = SweepRequest("run-1", HOME, REGION).to_message()
+    boto3.client("sqs").send_message(QueueUrl=sweep_queue, MessageBody=again)
+    with enforced(), sdk_without_return_values_on_condition_check_failure(bot):
+        redelivered = consume(sqs, sweep_queue, chalice, "sweep_worker")
+    a_crashed_run_leaves_no_record("sweep-unit")
+
+    # Then both units were swept and reverted, the last sent the one digest, and the redelivery did nothing again
+    units = [unit for result in results for unit in result["units"]]
+    assert [unit["digest"] for unit in units] == [None, "sent"]
+    assert all(rule.gone(estate) for rule in rules)
+    assert len(sent_emails()) == 1
+    assert redelivered[0]["units"][0] in units
     iam.assert_least_privilege(bot)
 
 
@@ -1165,16 +1229,14 @@ def queue_depth(queue_url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"])
 
 
-def consume(sqs: Any, queue_url: str, chalice: Client) -> list[dict[str, Any]]:
+def consume(sqs: Any, queue_url: str, chalice: Client, worker: str = "snapshot_worker") -> list[dict[str, Any]]:
     """What Lambda's SQS event source mapping does, with the function's role: receive, invoke, delete."""
     sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])
     results = []
     while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
         for message in messages:  # batch_size=1: one invocation per message
-            event = chalice.events.generate_sqs_event(
-                message_bodies=[message["Body"]], queue_name=triggers.SNAPSHOT_QUEUE_NAME
-            )
-            results.append(chalice.lambda_.invoke("snapshot_worker", event).payload)
+            event = chalice.events.generate_sqs_event(message_bodies=[message["Body"]], queue_name=queue_url)
+            results.append(chalice.lambda_.invoke(worker, event).payload)
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     return results
 

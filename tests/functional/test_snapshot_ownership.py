@@ -20,10 +20,10 @@ import pytest
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Target
 from chalicelib.bots import SNAPSHOT_QUEUE
+from chalicelib.fanout import NotQueuedError
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import MANAGED, POLICY, VOLUME, WINDOW, Unit, window_tag
-from chalicelib.snapshots.handlers import UnitsNotQueuedError
 from tests.support.aws import HOME, MEMBER, REGION, load_event
 from tests.support.estate import Estate
 from tests.support.faults import Faults, body_names
@@ -226,7 +226,7 @@ def test_unit_messages_sqs_refuses_are_sent_again_or_the_run_fails(
     if queued:
         assert run(FIRST_RUN) == {"queued": 2}
     else:
-        with pytest.raises(UnitsNotQueuedError, match="refused 1 unit message"):
+        with pytest.raises(NotQueuedError, match="refused 1 unit message"):
             run(FIRST_RUN)
         assert emitted("SnapshotUnitsNotQueued") == 1
 

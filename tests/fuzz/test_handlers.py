@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from chalicelib.dns.handlers import handle_state_change
-from chalicelib.security_groups.handlers import handle_change
+from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
+from chalicelib.security_groups.handlers import handle_change, work_on_unit
 from chalicelib.snapshots.handlers import work_on
 from chalicelib.thumbnails.handlers import handle_upload
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.fuzz
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 MESSAGES = [fuzz.unit_message(account) for account in (HOME, MEMBER)]
+SWEEP_MESSAGES = [fuzz.sweep_message(account) for account in (HOME, MEMBER)]
 
 
 def mutated_sample(names: list[str], depth: int = 1_000) -> st.SearchStrategy[Any]:
@@ -65,6 +67,12 @@ def upload_ids(world: fuzz.World) -> dict[str, str]:
 @pytest.fixture
 def volumes(world: fuzz.World) -> None:
     fuzz.snapshot_volumes(world)
+
+
+@pytest.fixture
+def sweep_run(world: fuzz.World, sg_ids: dict[str, str]) -> None:
+    """A fanned-out sweep the scheduler recorded, over the estate the guard's targets use."""
+    world.sweep_runs().start(fuzz.SWEEP_RUN, fuzz.SNAPSHOT_TIME, len(SWEEP_MESSAGES))
 
 
 def test_the_unmutated_samples_do_real_work(
@@ -118,6 +126,17 @@ def test_the_thumbnail_bot_survives_mutated_events(world: fuzz.World, upload_ids
 @given(bodies=st.lists(st.sampled_from(MESSAGES).flatmap(mutated_json), min_size=1, max_size=3))
 def test_the_snapshot_worker_survives_mutated_messages(world: fuzz.World, volumes: None, bodies: list[str]) -> None:
     summary(work_on(bodies, **world.snapshot_kwargs()))
+
+
+@FUZZ
+@given(
+    body=st.sampled_from(SWEEP_MESSAGES).flatmap(mutated_json),
+    delivery=st.integers(1, SWEEP_DELIVERIES),
+)
+def test_the_sweep_worker_survives_mutated_messages(
+    world: fuzz.World, sweep_run: None, body: str, delivery: int
+) -> None:
+    summary(work_on_unit(body, delivery, **world.sweep_kwargs()))
 
 
 # Found by fuzzing: each of these reached botocore or a time comparison, outside the unit's error handling.

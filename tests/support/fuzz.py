@@ -24,6 +24,8 @@ from chalicelib.dns.executors import Registry
 from chalicelib.dns.handlers import DnsDeps, ZoneCache
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
+from chalicelib.security_groups.decisions import SweepRequest
+from chalicelib.security_groups.executors import SweepRuns
 from chalicelib.snapshots.decisions import Unit
 from chalicelib.snapshots.executors import Ledger
 from chalicelib.snapshots.handlers import SnapshotDeps
@@ -43,6 +45,8 @@ S3_EVENTS = ["s3-object-created", "s3-notification-put"]
 SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
 DNS_TABLE = "opsbots-dns"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
+SWEEP_RUNS_TABLE = "opsbots-sweep-runs"
+SWEEP_RUN = "fuzz-sweep-run"  # the fanned-out sweep the worker's messages belong to
 WEBSITES_TABLE = "opsbots-websites"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
 SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
@@ -83,6 +87,7 @@ class World:
         boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
         create_table(boto3.client("dynamodb", region_name=REGION), "SnapshotLedgerTable")
         create_table(boto3.client("dynamodb", region_name=REGION), "WebsiteStateTable")
+        create_table(boto3.client("dynamodb", region_name=REGION), "SweepRunsTable")
         return cls(_shipped_policies(), Clients(external_id="test-external-id", home_session=_home_session()))
 
     def mailer(self, bot: str) -> Mailer:
@@ -98,6 +103,13 @@ class World:
             "clients": self.clients,
             "mailer": self.mailer("security_groups"),
         }
+
+    def sweep_runs(self) -> SweepRuns:
+        return SweepRuns(self.clients.client("dynamodb", Target(HOME, REGION)), SWEEP_RUNS_TABLE)
+
+    def sweep_kwargs(self) -> dict[str, Any]:
+        """The sweep worker's arguments."""
+        return {**self.sg_kwargs(), "runs": self.sweep_runs()}
 
     def dns_deps(self) -> DnsDeps:
         home = Target(HOME, REGION)
@@ -198,6 +210,12 @@ def unit_message(account: str) -> dict[str, Any]:
     """The worker's message for the shipped `daily` policy in `account`, as the schedule queues it."""
     name, role = ("home", None) if account == HOME else ("workloads", SNAPSHOT_ROLE)
     message: dict[str, Any] = json.loads(Unit(account, name, REGION, role, ("daily",), SNAPSHOT_TIME).to_message())
+    return message
+
+
+def sweep_message(account: str) -> dict[str, Any]:
+    """The sweep worker's message for `account` in the run `SWEEP_RUN`, as the schedule queues it."""
+    message: dict[str, Any] = json.loads(SweepRequest(SWEEP_RUN, account, REGION).to_message())
     return message
 
 

@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.aws import Target
+from chalicelib.fanout import RejectedMessageError
 from chalicelib.policy import AccountsPolicy
 from chalicelib.snapshots.decisions import (
     MANAGED,
     POLICY,
     Entry,
-    RejectedMessageError,
     Snapshot,
     Unit,
     UnitRequest,
@@ -226,7 +226,7 @@ def test_a_message_carries_a_request_and_the_worker_looks_up_the_rest() -> None:
 @pytest.mark.parametrize(
     ("account", "region", "sent", "why"),
     [
-        pytest.param("999999999999", "eu-west-1", NOW, "is not in accounts.yml", id="an account not listed"),
+        pytest.param("999999999999", "eu-west-1", NOW, "is not one the bots work in", id="an account not listed"),
         pytest.param(MEMBER, "ap-south-1", NOW, "is not one of account", id="a region the account is not worked in"),
         pytest.param(HOME, "us-east-1", NOW, "is not one of account", id="a member's region for home"),
         pytest.param(MEMBER, "eu-west-1", datetime(9999, 1, 1, tzinfo=UTC), "too far", id="now in 9999"),
