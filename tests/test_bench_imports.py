@@ -10,7 +10,7 @@ from chalicelib.bots import BOTS
 
 # Named, not imported from bench.suite: importing the bench package fakes the AWS environment, which must
 # not happen while the other tests are collected.
-SECTIONS = ["coldstart", *(bot.name for bot in BOTS), "package_size"]  # one section per bot
+SECTIONS = ["coldstart", *(bot.name for bot in BOTS), "fleet", "package_size"]  # one section per bot, and the fleet
 BENCHES = [
     *(f"bench.{section}" for section in SECTIONS),
     "bench.custodian",  # runs in the peers' venv; imports c7n only when it runs

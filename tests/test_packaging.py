@@ -589,6 +589,8 @@ def test_each_worker_listens_to_its_queue_once_it_exists(resources: dict[str, An
     # queue but this: SAM's mapping refers to the function, and the function waits for the queue.
     assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{queue_name}")
     assert name in worker["DependsOn"]
+    if name == "SweepQueue":  # a fleet's sweep: at most this many workers at once
+        assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": triggers.SWEEP_WORKERS}
 
 
 @pytest.mark.parametrize("function", sorted(PACKAGED))
