@@ -131,8 +131,37 @@ class Estate:
             list(pool.map(open_ssh, self.units))
 
 
+class OneTransactionAtATime:
+    """moto's `TransactWriteItems` is not thread-safe: one that fails restores the table as it copied it,
+    erasing a concurrent one's write (DynamoDB itself serializes them). This lets one through moto at a
+    time, after its latency: botocore `before-send` takes the lock, `needs-retry` (after every attempt)
+    gives it back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[tuple[str, Callable[..., Any]]]:
+        return [
+            ("before-send.dynamodb.TransactWriteItems", self.enter),
+            ("needs-retry.dynamodb.TransactWriteItems", self.leave),
+        ]
+
+    def enter(self, **_: Any) -> None:
+        self._lock.acquire()
+
+    def leave(self, **_: Any) -> None:
+        self._lock.release()
+
+
+TRANSACTIONS = OneTransactionAtATime()
+
+
 def instrumented(calls: Calls, latency: float) -> Clients:
-    handlers: list[tuple[str, Callable[..., Any]]] = [("before-call", calls), ("before-send", Latency(latency))]
+    handlers: list[tuple[str, Callable[..., Any]]] = [
+        ("before-call", calls),
+        ("before-send", Latency(latency)),
+        *TRANSACTIONS.handlers(),
+    ]
     return Clients(external_id=EXTERNAL_ID, home_session=boto3.Session(region_name=REGIONS[0]), handlers=handlers)
 
 
@@ -187,17 +216,20 @@ def fanned_out(policies: Policies, latency: float, started: datetime, workers: i
         workers_clients.client("ec2", target)
     calls.take()  # the warm-up's calls are the containers', before this run
 
-    def work(body: str) -> tuple[float, int]:
+    def work(body: str) -> tuple[float, int, bool]:
         began = time.perf_counter()
         done = work_on_unit(body, 1, policies=policies, clients=workers_clients, runs=worker_runs, mailer=mailer)
-        return time.perf_counter() - began, int(done.get("violations", 0))
+        return time.perf_counter() - began, int(done.get("violations", 0)), done.get("digest") == "sent"
 
     clock = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(work, bodies.values()))
     seconds = scheduler_seconds + time.perf_counter() - clock
-    unit_seconds = tuple(seconds for seconds, _ in results)
-    reverted = sum(violations for _, violations in results)
+    digests = sum(sent for _, _, sent in results)
+    if digests != 1:
+        raise RuntimeError(f"the fanned-out run sent {digests} digests, not one")
+    unit_seconds = tuple(seconds for seconds, _, _ in results)
+    reverted = sum(violations for _, violations, _ in results)
     return Measured("fanned out", seconds, calls.seen, reverted, scheduler_seconds, unit_seconds)
 
 

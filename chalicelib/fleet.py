@@ -27,16 +27,14 @@ if TYPE_CHECKING:
     from chalicelib.policy import AccountsPolicy, MemberAccount, Organization
 
 LIFETIME: Final = 600.0  # seconds a container keeps the accounts it listed: new accounts are found within it
-WHOLE_ORGANIZATION: Final = "organization"  # where an account was found when no OU is named
 
 
 @dataclass(frozen=True)
 class Found:
-    """An active account of the organization, and the OU it was found under (one that accounts.yml names)."""
+    """An active account of the organization."""
 
     id: str
     name: str
-    under: str
 
 
 def _active(account: Any) -> bool:
@@ -48,7 +46,7 @@ def list_accounts(organizations: OrganizationsClient, ous: Sequence[str]) -> lis
     """The active accounts under `ous` and every OU beneath them, or of the whole organization; each once."""
     if not ous:
         pages = organizations.get_paginator("list_accounts").paginate()
-        return [Found(a["Id"], a["Name"], WHOLE_ORGANIZATION) for page in pages for a in page["Accounts"] if _active(a)]
+        return [Found(a["Id"], a["Name"]) for page in pages for a in page["Accounts"] if _active(a)]
     found: dict[str, Found] = {}
     accounts = organizations.get_paginator("list_accounts_for_parent")
     children = organizations.get_paginator("list_organizational_units_for_parent")
@@ -59,7 +57,7 @@ def list_accounts(organizations: OrganizationsClient, ous: Sequence[str]) -> lis
             for page in accounts.paginate(ParentId=parent):
                 for account in page["Accounts"]:
                     if _active(account):
-                        found.setdefault(account["Id"], Found(account["Id"], account["Name"], ou))
+                        found.setdefault(account["Id"], Found(account["Id"], account["Name"]))
             pending += [
                 unit["Id"] for page in children.paginate(ParentId=parent) for unit in page["OrganizationalUnits"]
             ]

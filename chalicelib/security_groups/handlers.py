@@ -316,36 +316,45 @@ def work_on_unit(
 
     The message is a request: its run must be one the scheduler recorded (and the sweep's time is that
     record's), its account one of the fleet's in one of its regions; anything else is logged, counted and
-    dropped. A unit that fails every delivery is recorded as failed on its last one, so the digest lists it,
-    and raises, so that it is kept in the dead-letter queue too.
+    dropped. A unit that fails every delivery (its worker crashes, or its account cannot be looked up in
+    the organization) is recorded as failed on its last one, so the digest lists it, and raises, so that
+    it is kept in the dead-letter queue too.
     """
     try:
         request = SweepRequest.from_message(body)
         started = runs.started(request.run)
         if started is None:
             raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
-        accounts = policies.accounts
-        if accounts.member(request.account_id) is None and accounts.organization is not None:
-            accounts = clients.fleet(accounts)
-        role_arn, name = sweep_unit(request, accounts, clients.home().account_id)
+        policy = policies.of(SecurityGroupsPolicy)
+        try:
+            finding = _requested_unit(request, started, policy, policies.accounts, clients)
+        except RejectedMessageError:
+            raise
+        except Exception as error:
+            metrics.add_metric(name="SweepUnitsCrashed", unit="Count", value=1)
+            if attempt < SWEEP_DELIVERIES:
+                raise  # SQS delivers it again
+            crash = f"{type(error).__name__}: {error}"
+            listed = policies.accounts.member(request.account_id)
+            name = listed.name if listed else request.account_id
+            failed = SweepFinding(request.account_id, name, request.region, Verdict("failed"), error=crash)
+            _finish(request.run, failed, started, policy, runs, mailer)
+            raise  # and keeps it in the dead-letter queue
     except RejectedMessageError as error:
         logger.warning("sweep message rejected", extra={"reason": str(error)})
         metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
         return {"rejected": str(error)}
-    policy = policies.of(SecurityGroupsPolicy)
-    target = Target(request.account_id, request.region, role_arn)
-    try:
-        finding = _sweep_one(target, name, policy, clients, started)
-    except Exception as error:
-        metrics.add_metric(name="SweepUnitsCrashed", unit="Count", value=1)
-        if attempt < SWEEP_DELIVERIES:
-            raise  # SQS delivers it again
-        failed = SweepFinding(
-            target.account_id, name, target.region, Verdict("failed"), error=f"{type(error).__name__}: {error}"
-        )
-        _finish(request.run, failed, started, policy, runs, mailer)
-        raise  # and keeps it in the dead-letter queue
     return _finish(request.run, finding, started, policy, runs, mailer)
+
+
+def _requested_unit(
+    request: SweepRequest, started: datetime, policy: SecurityGroupsPolicy, accounts: AccountsPolicy, clients: Clients
+) -> SweepFinding:
+    """The unit a request names, checked against the fleet (RejectedMessageError), swept."""
+    if accounts.member(request.account_id) is None and accounts.organization is not None:
+        accounts = clients.fleet(accounts)
+    role_arn, name = sweep_unit(request, accounts, clients.home().account_id)
+    return _sweep_one(Target(request.account_id, request.region, role_arn), name, policy, clients, started)
 
 
 def _finish(

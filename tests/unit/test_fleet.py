@@ -25,10 +25,10 @@ def accounts(**organization: object) -> AccountsPolicy:
 @pytest.mark.parametrize(
     ("found", "added"),
     [
-        pytest.param([Found("555555555555", "shop", "ou-ab12-cd34ef56")], ["555555555555"], id="found"),
-        pytest.param([Found("222222222222", "renamed", "ou-ab12-cd34ef56")], [], id="listed-keeps-its-entry"),
-        pytest.param([Found("444444444444", "lab", "ou-ab12-cd34ef56")], [], id="excluded"),
-        pytest.param([Found(HOME, "home", "ou-ab12-cd34ef56")], [], id="home-is-always-its-own"),
+        pytest.param([Found("555555555555", "shop")], ["555555555555"], id="found"),
+        pytest.param([Found("222222222222", "renamed")], [], id="listed-keeps-its-entry"),
+        pytest.param([Found("444444444444", "lab")], [], id="excluded"),
+        pytest.param([Found(HOME, "home")], [], id="home-is-always-its-own"),
     ],
 )
 def test_members_are_the_listed_then_those_found_that_are_not_listed_excluded_or_home(
@@ -41,7 +41,7 @@ def test_members_are_the_listed_then_those_found_that_are_not_listed_excluded_or
 
 
 def test_a_found_account_takes_the_organizations_regions_or_else_the_defaults() -> None:
-    shop = [Found("555555555555", "shop", "ou-ab12-cd34ef56")]
+    shop = [Found("555555555555", "shop")]
 
     [_, own] = members(accounts(regions=["us-west-2"]), shop, HOME)
     [_, default] = members(accounts(), shop, HOME)
