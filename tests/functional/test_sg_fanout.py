@@ -5,6 +5,8 @@ redelivery counted once, and messages the scheduler never wrote dropped."""
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,16 @@ import pytest
 
 from chalicelib.aws import Target
 from chalicelib.bots import SWEEP_QUEUE, SWEEP_RUNS
+from chalicelib.fleet import OrganizationUnavailableError
 from chalicelib.runtime import current
 from chalicelib.security_groups.decisions import SWEEP_DELIVERIES, SweepRequest
+from chalicelib.security_groups.executors import SweepRuns
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.triggers import SWEEP_QUEUE_NAME
 from demo.environment import create_table
 from tests.support.aws import HOME, MEMBER, REGION, load_event
 from tests.support.estate import Estate, sent_emails, tcp
-from tests.support.faults import answer_with_error
+from tests.support.faults import Faults, answer_with_error, body_names
 from tests.support.lambdas import Emitted
 
 BROKEN = "333333333333"
@@ -183,3 +187,31 @@ def test_a_message_the_scheduler_never_wrote_is_dropped_unacted(
 
     assert reason in deliver(lambdas, queue)["rejected"]
     assert sent_emails() == []
+
+
+def test_a_unit_whose_account_the_organization_cannot_confirm_is_retried_then_listed_as_failed(
+    estate: Estate, lambdas: Any, queue: str, policies_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given accounts.yml naming an organization whose reader role is refused, and a run's unit in an account
+    # only the organization could confirm
+    accounts = policies_dir / "accounts.yml"
+    accounts.write_text(accounts.read_text() + 'organization: {account: "111111111111"}\n')
+    monkeypatch.setenv(POLICIES_DIR, str(policies_dir))
+    current.cache_clear()
+    faults = Faults()
+    faults.fail("sts", "AssumeRole", "denied", times=None, when=body_names("opsbots-organization-reader"))
+    faults.on(current().clients.client("sts", current().clients.home()))
+    SweepRuns(boto3.client("dynamodb"), os.environ[SWEEP_RUNS]).start("run-org", datetime.now(UTC), 1)
+    unit = SweepRequest("run-org", "444455556666", REGION).to_message()
+    boto3.client("sqs").send_message(QueueUrl=queue, MessageBody=unit)
+
+    # When SQS delivers it as often as the queue allows, then every delivery fails (for SQS to retry it, then to
+    # keep it in the dead-letter queue), never dropped
+    for _ in range(SWEEP_DELIVERIES):
+        with pytest.raises(OrganizationUnavailableError):
+            deliver(lambdas, queue)
+
+    # Then on its last delivery it was recorded failed: the run's digest lists it
+    [digest] = sent_emails()
+    assert "444455556666" in digest.body
+    assert "OrganizationUnavailableError" in digest.body
