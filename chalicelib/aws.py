@@ -24,7 +24,7 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Deferre
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries.standard import OrRetryChecker, RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 
-from chalicelib.fleet import OrganizationAccounts, OrganizationUnavailableError, members
+from chalicelib.fleet import Found, OrganizationAccounts, OrganizationUnavailableError, members
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -158,6 +158,7 @@ class Clients:
         self._loader = botocore.loaders.create_loader()
         self._lock = threading.RLock()
         self._organization = OrganizationAccounts(self._organizations)
+        self._merged: tuple[AccountsPolicy, list[Found], AccountsPolicy] | None = None  # the last fleet() made
 
     def act_as(self, function: str) -> None:
         """Name the member-account sessions after the Lambda function, so member CloudTrail tells the bots apart.
@@ -231,11 +232,17 @@ class Clients:
         return units_of(members, self.home().account_id, bot)
 
     def fleet(self, accounts: AccountsPolicy) -> AccountsPolicy:
-        """accounts.yml with the organization's accounts it names (chalicelib/fleet.py) added to those it lists."""
+        """accounts.yml with the organization's accounts it names (chalicelib/fleet.py) added to those it lists;
+        merged once per listing, not once per event."""
         if accounts.organization is None:
             return accounts
         found = self._organization.found(accounts.organization)
-        return accounts.model_copy(update={"accounts": members(accounts, found, self.home().account_id)})
+        with self._lock:
+            merged = self._merged
+            if merged is None or merged[0] is not accounts or merged[1] is not found:
+                fleet = accounts.model_copy(update={"accounts": members(accounts, found, self.home().account_id)})
+                merged = self._merged = (accounts, found, fleet)
+            return merged[2]
 
     def _organizations(self, organization: Organization) -> OrganizationsClient:
         # Organizations answers in us-east-1 only, whatever region the bots run in.

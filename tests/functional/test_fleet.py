@@ -112,6 +112,7 @@ def test_an_event_from_an_account_found_in_the_organization_is_acted_on(
     assert target is not None
     assert target.role_arn == f"arn:aws:iam::{shop}:role/opsbots-member-security-groups"
     assert elsewhere is None  # an account outside the OUs named is not ours to touch
+    assert clients.fleet(accounts) is clients.fleet(accounts)  # merged once per listing, not once per event
 
 
 def denied_organization() -> Clients:
