@@ -16,7 +16,7 @@ from chalicelib.bots import FUNCTIONS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import answer_when_off, current
 from chalicelib.settings import Settings
-from chalicelib.triggers import SNAPSHOT_QUEUE_NAME, SWEEP_QUEUE_NAME, SWEEP_WORKERS, LenientCloudWatchEvent
+from chalicelib.triggers import FLEET_WORKERS, SNAPSHOT_QUEUE_NAME, SWEEP_QUEUE_NAME, LenientCloudWatchEvent
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -38,7 +38,7 @@ def sweep_security_groups(event: CloudWatchEvent) -> dict[str, Any]:
     return handlers.sweep_security_groups(event, current().acting_as("sweep_security_groups"))
 
 
-@app.on_sqs_message(queue=SWEEP_QUEUE_NAME, batch_size=1, maximum_concurrency=SWEEP_WORKERS)
+@app.on_sqs_message(queue=SWEEP_QUEUE_NAME, batch_size=1, maximum_concurrency=FLEET_WORKERS)
 def sweep_worker(event: SQSEvent) -> dict[str, Any]:
     from chalicelib.security_groups import handlers
 

@@ -40,13 +40,14 @@ from bench.common import Calls, verdict
 from bench.machine import publish
 from bench.snapshots import Latency
 from chalicelib.aws import HOME, Clients, Target
+from chalicelib.fanout import Runs
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import Policies, load_policies
-from chalicelib.security_groups.executors import Ec2Executor, SweepRuns
+from chalicelib.security_groups.executors import Ec2Executor
 from chalicelib.security_groups.handlers import SweepFanout, sweep, sweep_target, work_on_unit
 from chalicelib.security_groups.policy import SecurityGroupsPolicy
 from chalicelib.settings import SHIPPED_POLICIES
-from chalicelib.triggers import SWEEP_QUEUE_NAME, SWEEP_WORKERS
+from chalicelib.triggers import FLEET_WORKERS, SWEEP_QUEUE_NAME
 from demo.environment import create_table, moto_server
 
 TITLE = "Fleet: the security-group sweep fanned out"  # its heading in bench/results/latest.md
@@ -57,7 +58,7 @@ GROUPS = 10  # per account and region
 EXTERNAL_ID = "bench-external-id"
 SETUP_THREADS = 16
 PROJECTED_UNITS = 1_000 * 3
-PROJECTED_WORKERS = SWEEP_WORKERS  # the worker's maximum concurrency, as deployed
+PROJECTED_WORKERS = FLEET_WORKERS  # the worker's maximum concurrency, as deployed
 TARGET_SECONDS = 300.0  # the projection, end to end
 ACCOUNTS_YML = """\
 defaults:
@@ -192,12 +193,12 @@ def serial(policies: Policies, latency: float, started: datetime, units: int) ->
 def fanned_out(policies: Policies, latency: float, started: datetime, workers: int) -> Measured:
     sqs = boto3.client("sqs", region_name=REGIONS[0])
     queue = sqs.create_queue(QueueName=f"{SWEEP_QUEUE_NAME}-{int(time.time() * 1000)}")["QueueUrl"]
-    table = "opsbots-sweep-runs"
+    table = "opsbots-runs"
     calls = Calls()
     clock = time.perf_counter()
     clients = instrumented(calls, latency)
     home = Target(HOME, REGIONS[0])
-    runs = SweepRuns(clients.client("dynamodb", home), table)
+    runs = Runs(clients.client("dynamodb", home), table)
     fanout = SweepFanout(clients.client("sqs", home), queue, runs)
     mailer = mailer_for("security_groups", clients, None)
     queued = sweep(policies=policies, clients=clients, mailer=mailer, at=started, event_id="bench-run", fanout=fanout)
@@ -211,7 +212,7 @@ def fanned_out(policies: Policies, latency: float, started: datetime, workers: i
     # sessions at once the way 50 Lambda containers do, each on its own CPU; the cold start is its own section)
     workers_clients = instrumented(calls, latency)
     workers_clients.home()
-    worker_runs = SweepRuns(workers_clients.client("dynamodb", home), table)
+    worker_runs = Runs(workers_clients.client("dynamodb", home), table)
     for target, _ in workers_clients.units(policies.accounts, "security_groups"):
         workers_clients.client("ec2", target)
     calls.take()  # the warm-up's calls are the containers', before this run
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="opsbots-bench-fleet-") as directory, moto_server():
         policies = write_policies(Path(directory), accounts)
         boto3.client("sesv2", region_name=REGIONS[0]).create_email_identity(EmailIdentity="opsbots@example.com")
-        create_table(boto3.client("dynamodb", region_name=REGIONS[0]), "SweepRunsTable")
+        create_table(boto3.client("dynamodb", region_name=REGIONS[0]), "RunsTable")
         estate = Estate(accounts)
         print(f"  building {len(estate.units)} units x {GROUPS} groups", flush=True)
         estate.build()

@@ -95,7 +95,7 @@ WEBSITES_TABLE: Final = "OPSBOTS_WEBSITES_TABLE"  # each website check's state: 
 SWEEP_QUEUE: Final = (
     "OPSBOTS_SWEEP_QUEUE"  # where the hourly sweep queues its account x region units (else it runs them)
 )
-SWEEP_RUNS: Final = "OPSBOTS_SWEEP_RUNS"  # each fanned-out sweep's units and what each found, for its one digest
+RUNS: Final = "OPSBOTS_RUNS"  # each fanned-out sweep's units and what each found, for its one digest
 
 # What each bot's code calls. Every function is also granted what the platform needs, by what it is
 # (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
@@ -160,7 +160,7 @@ BOTS: Final = (
                 300,
                 (*_GUARD, "sqs:SendMessage", "dynamodb:PutItem"),  # with a queue: the units, and the run's record
                 once_per_delivery=True,
-                resources={SWEEP_QUEUE: "SweepQueue", SWEEP_RUNS: "SweepRunsTable"},
+                resources={SWEEP_QUEUE: "SweepQueue", RUNS: "RunsTable"},
             ),
             Function(
                 "sweep_worker",
@@ -171,7 +171,7 @@ BOTS: Final = (
                 # claim), and every finding for the digest
                 (*_GUARD, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"),
                 once_per_delivery=True,
-                resources={SWEEP_RUNS: "SweepRunsTable"},
+                resources={RUNS: "RunsTable"},
             ),
         ),
         emails=True,

@@ -8,12 +8,22 @@ against what only the bot writes before acting on it.
 
 from __future__ import annotations
 
+import json
+import re
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from botocore.exceptions import ClientError
+
+from chalicelib.aws import error_code
+from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.observability import logger, metrics
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
     from chalicelib.policy import AccountsPolicy, MemberAccount
@@ -68,3 +78,191 @@ def _send(sqs: SQSClient, queue_url: str, messages: Mapping[str, str]) -> list[s
         answer = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         refused += [batch[int(failure["Id"])] for failure in answer.get("Failed", [])]
     return refused
+
+
+# ----- a fanned-out run: the message its scheduler queues per unit, and its record ----------------------------
+
+RUN_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")  # the scheduled event's id, perhaps with the bot's prefix
+RUN_ITEM = "#run"  # the run's own item, beside its units' (`unit#<account>/<region>`)
+KEPT_DAYS = 7  # a run's items expire (TTL) after this
+# A unit's result is stored compressed in one item, under DynamoDB's 400 KB: past this it is not stored.
+MAX_RESULT_BYTES = 350_000
+
+
+@dataclass(frozen=True)
+class UnitRequest:
+    """A unit's queue message as written: which run, which account and region. The worker trusts none of it:
+    the run must be one the scheduler recorded (its time is taken from that record, never from a message),
+    and the account one of the fleet's, in one of its regions (`member_in`)."""
+
+    run: str
+    account_id: str
+    region: str
+
+    @property
+    def unit(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+    def to_message(self) -> str:
+        return json.dumps({"run": self.run, "account_id": self.account_id, "region": self.region})
+
+    @classmethod
+    def from_message(cls, body: str) -> UnitRequest:
+        """RejectedMessageError for anything that is not a unit's message at all."""
+        try:
+            data = json.loads(body)
+            fields = (data["run"], data["account_id"], data["region"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise RejectedMessageError(f"not a unit's message: {error}") from None
+        for value, pattern, what in zip(
+            fields, (RUN_ID, ACCOUNT_ID, REGION_NAME), ("run", "account_id", "region"), strict=True
+        ):
+            if not isinstance(value, str) or pattern.fullmatch(value) is None:
+                raise RejectedMessageError(f"{what}: {value!r} is not valid in a unit's message")
+        return cls(*fields)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A fanned-out run as its scheduler recorded it."""
+
+    started: datetime  # the scheduled event's time: what the run decides from
+    units: int
+    # Whether the units are the whole fleet: False when the organization could not be listed and the run covers
+    # only the accounts listed, so what it does not reach must not be taken as gone.
+    complete: bool = True
+
+
+class ResultTooLargeError(ValueError):
+    """A unit's result that one item cannot hold, even compressed."""
+
+
+class Runs:
+    """Each fanned-out run in a table only the bots write (`OPSBOTS_RUNS`): the run's item (when it started, how
+    many units it queued, how many are done) and one item per unit with its result (the bot's own JSON).
+
+    A unit's result and the run's count move together, in one transaction conditional on the unit not
+    being recorded yet, so a redelivered message counts once; the worker whose unit completes the count
+    claims the run's completion, on condition nobody has, so what follows a run (the sweep's digest, the
+    DNS reconcile's writes) happens once, from what the workers stored.
+    """
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._dynamodb = dynamodb
+        self._table = table
+
+    def start(self, run: str, started: datetime, units: int, *, complete: bool = True) -> None:
+        """Record the run before its units are queued; a retried run finds its record kept."""
+        expires = int((started + timedelta(days=KEPT_DAYS)).timestamp())
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table,
+                Item={
+                    "run": {"S": run},
+                    "unit": {"S": RUN_ITEM},
+                    "started": {"S": started.isoformat()},
+                    "units": {"N": str(units)},
+                    "complete": {"BOOL": complete},
+                    "done": {"N": "0"},
+                    "expires": {"N": str(expires)},
+                },
+                ConditionExpression="attribute_not_exists(#run)",
+                ExpressionAttributeNames={"#run": "run"},
+            )
+        except ClientError as error:
+            if error_code(error) != "ConditionalCheckFailedException":
+                raise
+
+    def get(self, run: str) -> Run | None:
+        """The run as its scheduler recorded it; None for a run it never recorded."""
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}}, ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        complete = item.get("complete", {}).get("BOOL", True)
+        return Run(datetime.fromisoformat(item["started"]["S"]), int(item["units"]["N"]), complete)
+
+    def record(self, run: str, unit: str, result: str) -> bool:
+        """Store a unit's result and count it done; False when this unit was recorded already.
+        ResultTooLargeError for a result that one item cannot hold."""
+        stored = zlib.compress(result.encode())
+        if len(stored) > MAX_RESULT_BYTES:
+            raise ResultTooLargeError(f"{len(stored):,} bytes compressed: over the {MAX_RESULT_BYTES:,} one item holds")
+        expires = {"N": str(int((datetime.now(UTC) + timedelta(days=KEPT_DAYS)).timestamp()))}
+        try:
+            self._dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {
+                                "run": {"S": run},
+                                "unit": {"S": f"unit#{unit}"},
+                                "result": {"B": stored},
+                                "expires": expires,
+                            },
+                            "ConditionExpression": "attribute_not_exists(#unit)",
+                            "ExpressionAttributeNames": {"#unit": "unit"},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"run": {"S": run}, "unit": {"S": RUN_ITEM}},
+                            "UpdateExpression": "ADD done :one",
+                            "ConditionExpression": "attribute_exists(#units)",
+                            "ExpressionAttributeNames": {"#units": "units"},
+                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                        }
+                    },
+                ]
+            )
+        except ClientError as error:
+            if error_code(error) == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def claim_completion(self, run: str) -> bool:
+        """True for the one worker that finds every unit done and claims the run's completion first."""
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table,
+                Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}},
+                UpdateExpression="SET completed = :claimed",
+                ConditionExpression="done = #units AND attribute_not_exists(completed)",
+                ExpressionAttributeNames={"#units": "units"},
+                ExpressionAttributeValues={":claimed": {"S": datetime.now(UTC).isoformat()}},
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def give_back_completion(self, run: str) -> None:
+        """Undo a claim whose work could not be handed on, so the message's next delivery claims it again."""
+        self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}},
+            UpdateExpression="REMOVE completed",
+        )
+
+    def completed(self, run: str) -> bool:
+        """Whether every unit of the run is done and its completion was claimed."""
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}}, ConsistentRead=True
+        ).get("Item")
+        return item is not None and "completed" in item
+
+    def results(self, run: str) -> list[str]:
+        """What every unit of the run found, as its worker stored it."""
+        pages = self._dynamodb.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="#run = :run AND begins_with(#unit, :units)",
+            ExpressionAttributeNames={"#run": "run", "#unit": "unit"},
+            ExpressionAttributeValues={":run": {"S": run}, ":units": {"S": "unit#"}},
+            ConsistentRead=True,
+        )
+        return [zlib.decompress(item["result"]["B"]).decode() for page in pages for item in page["Items"]]

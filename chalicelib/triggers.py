@@ -25,7 +25,7 @@ SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
 SWEEP_QUEUE_NAME = "opsbots-sweep"
 # The sweep's workers at once, at most: 3,000 account/regions in 30 waves, without one hour's sweep taking
 # all of the account's Lambda concurrency or flooding the home table and STS.
-SWEEP_WORKERS = 100
+FLEET_WORKERS = 100
 
 # The EventBridge patterns of the event-driven functions (chalicelib/bots.py names which is whose).
 SECURITY_GROUP_CHANGE: Final[Mapping[str, Any]] = {

@@ -61,7 +61,7 @@ SNAPSHOT_QUEUE_ARN = in_stack("sqs", triggers.SNAPSHOT_QUEUE_NAME)
 SNAPSHOT_LEDGER_ARN = in_stack("dynamodb", "table/opsbots-snapshot-ledger")
 WEBSITES_TABLE_ARN = in_stack("dynamodb", "table/opsbots-websites")
 SWEEP_QUEUE_ARN = in_stack("sqs", triggers.SWEEP_QUEUE_NAME)
-SWEEP_RUNS_ARN = in_stack("dynamodb", "table/opsbots-sweep-runs")
+RUNS_ARN = in_stack("dynamodb", "table/opsbots-runs")
 FAILED_EVENTS_QUEUE_ARN = in_stack("sqs", "opsbots-failed-events")
 SES_IDENTITIES_ARN = in_stack("ses", "identity/*")
 ZIPPED_LIMIT = 50 * 2**20  # Lambda's limit on a directly uploaded zip
@@ -281,10 +281,10 @@ DYNAMODB_STATEMENTS = {
     "DrainTheOutbox": (DRAIN, OUTBOX_INDEX_ARN),
     "SnapshotLedger": (frozenset({"dynamodb:Query", "dynamodb:BatchWriteItem"}), SNAPSHOT_LEDGER_ARN),
     "CheckStates": (frozenset({"dynamodb:BatchGetItem", "dynamodb:PutItem"}), WEBSITES_TABLE_ARN),
-    "StartSweepRuns": (frozenset({"dynamodb:PutItem"}), SWEEP_RUNS_ARN),
+    "StartSweepRuns": (frozenset({"dynamodb:PutItem"}), RUNS_ARN),
     "SweepRuns": (
         frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
-        SWEEP_RUNS_ARN,
+        RUNS_ARN,
     ),
 }
 
@@ -590,7 +590,7 @@ def test_each_worker_listens_to_its_queue_once_it_exists(resources: dict[str, An
     assert source["Properties"]["Queue"]["Fn::Sub"].endswith(f":{queue_name}")
     assert name in worker["DependsOn"]
     if name == "SweepQueue":  # a fleet's sweep: at most this many workers at once
-        assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": triggers.SWEEP_WORKERS}
+        assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": triggers.FLEET_WORKERS}
 
 
 @pytest.mark.parametrize("function", sorted(PACKAGED))

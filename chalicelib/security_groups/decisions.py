@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chalicelib import notify
 from chalicelib.aws import is_transient, reason
-from chalicelib.fanout import RejectedMessageError, member_in
-from chalicelib.names import ACCOUNT_ID, REGION_NAME
+from chalicelib.fanout import member_in
 from chalicelib.policy import MemberBot
 from chalicelib.security_groups.events import (
     Direction,
@@ -29,6 +26,7 @@ from chalicelib.security_groups.events import (
 from chalicelib.security_groups.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
 
 if TYPE_CHECKING:
+    from chalicelib.fanout import UnitRequest
     from chalicelib.policy import AccountsPolicy
 
 BOT: MemberBot = "security_groups"  # its role in member accounts, and the outbox's name for its parked emails
@@ -532,40 +530,10 @@ def digest_notice(findings: Sequence[SweepFinding], policy: SecurityGroupsPolicy
 
 # ----- the sweep fanned out: one queue message per account x region, one digest per run ---------------------
 
-RUN_ID = re.compile(r"[A-Za-z0-9:._-]{1,128}")  # the scheduled event's id
 SWEEP_DELIVERIES = 3  # a unit's deliveries before its dead-letter queue (deploy/resources.json's maxReceiveCount)
 
 
-@dataclass(frozen=True)
-class SweepRequest:
-    """A sweep queue message as written: which run, which account and region. The worker trusts none of it:
-    the run must be one the scheduler recorded (its time is taken from that record, never from a message),
-    and the account one of the fleet's, in one of its regions."""
-
-    run: str
-    account_id: str
-    region: str
-
-    def to_message(self) -> str:
-        return json.dumps({"run": self.run, "account_id": self.account_id, "region": self.region})
-
-    @classmethod
-    def from_message(cls, body: str) -> SweepRequest:
-        """RejectedMessageError for anything that is not a sweep message at all."""
-        try:
-            data = json.loads(body)
-            fields = (data["run"], data["account_id"], data["region"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise RejectedMessageError(f"not a sweep message: {error}") from None
-        for value, pattern, what in zip(
-            fields, (RUN_ID, ACCOUNT_ID, REGION_NAME), ("run", "account_id", "region"), strict=True
-        ):
-            if not isinstance(value, str) or pattern.fullmatch(value) is None:
-                raise RejectedMessageError(f"{what}: {value!r} is not valid in a sweep message")
-        return cls(*fields)
-
-
-def sweep_unit(request: SweepRequest, accounts: AccountsPolicy, home_account_id: str) -> tuple[str | None, str]:
+def sweep_unit(request: UnitRequest, accounts: AccountsPolicy, home_account_id: str) -> tuple[str | None, str]:
     """The role to sweep the request's account through (None: the home account) and the account's name, from
     accounts.yml, never from the message (`member_in`)."""
     member = member_in(accounts, request.account_id, request.region, home_account_id)

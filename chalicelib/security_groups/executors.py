@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,9 +17,6 @@ from chalicelib.security_groups.decisions import (
     Failure,
     Revocation,
     RevokeResult,
-    SweepFinding,
-    finding_from_json,
-    finding_to_json,
     port_span,
 )
 from chalicelib.security_groups.events import (
@@ -34,7 +30,6 @@ from chalicelib.security_groups.events import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import SecurityGroupRuleTypeDef
 
@@ -191,118 +186,3 @@ class Ec2Executor:
 def _failed(revocation: Revocation, error: ClientError | BotoCoreError) -> RevokeResult:
     why, transient = reason(error), is_transient(error)
     return RevokeResult(failed=tuple(Failure(rule_id, why, transient) for rule_id in revocation.rule_ids))
-
-
-# ----- a fanned-out sweep's record: its units, what each found, and who sends the digest ----------------------
-
-RUN_ITEM = "#run"  # the run's own item, beside its units' (`unit#<account>/<region>`)
-KEPT_DAYS = 7  # a run's items expire (TTL) after this
-
-
-class SweepRuns:
-    """Each fanned-out sweep in a table only the bot writes: the run's item (when it started, how many units it
-    queued, how many are done) and one item per unit with what it found.
-
-    A unit's finding and the run's count move together, in one transaction conditional on the unit not
-    being recorded yet, so a redelivered message counts once; the worker whose unit completes the count
-    claims the digest, on condition nobody has, so the run's one digest is assembled once, from what the
-    workers stored.
-    """
-
-    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
-        self._dynamodb = dynamodb
-        self._table = table
-
-    def start(self, run: str, started: datetime, units: int) -> None:
-        """Record the run before its units are queued; a retried run finds its record kept."""
-        expires = int((started + timedelta(days=KEPT_DAYS)).timestamp())
-        try:
-            self._dynamodb.put_item(
-                TableName=self._table,
-                Item={
-                    "run": {"S": run},
-                    "unit": {"S": RUN_ITEM},
-                    "started": {"S": started.isoformat()},
-                    "units": {"N": str(units)},
-                    "done": {"N": "0"},
-                    "expires": {"N": str(expires)},
-                },
-                ConditionExpression="attribute_not_exists(#run)",
-                ExpressionAttributeNames={"#run": "run"},
-            )
-        except ClientError as error:
-            if error_code(error) != "ConditionalCheckFailedException":
-                raise
-
-    def started(self, run: str) -> datetime | None:
-        """When the run started, as its scheduler recorded it; None for a run it never recorded."""
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}}, ConsistentRead=True
-        ).get("Item")
-        return datetime.fromisoformat(item["started"]["S"]) if item else None
-
-    def record(self, run: str, finding: SweepFinding) -> bool:
-        """Store a unit's finding and count it done; False when this unit was recorded already."""
-        unit = f"unit#{finding.account_id}/{finding.region}"
-        expires = {"N": str(int((datetime.now(UTC) + timedelta(days=KEPT_DAYS)).timestamp()))}
-        try:
-            self._dynamodb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": {
-                                "run": {"S": run},
-                                "unit": {"S": unit},
-                                "finding": {"S": finding_to_json(finding)},
-                                "expires": expires,
-                            },
-                            "ConditionExpression": "attribute_not_exists(#unit)",
-                            "ExpressionAttributeNames": {"#unit": "unit"},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"run": {"S": run}, "unit": {"S": RUN_ITEM}},
-                            "UpdateExpression": "ADD done :one",
-                            "ConditionExpression": "attribute_exists(#units)",
-                            "ExpressionAttributeNames": {"#units": "units"},
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
-            )
-        except ClientError as error:
-            if error_code(error) == "TransactionCanceledException":
-                return False
-            raise
-        return True
-
-    def claim_digest(self, run: str) -> bool:
-        """True for the one worker that finds every unit done and claims the run's digest first."""
-        try:
-            self._dynamodb.update_item(
-                TableName=self._table,
-                Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}},
-                UpdateExpression="SET digest = :claimed",
-                ConditionExpression="done = #units AND attribute_not_exists(digest)",
-                ExpressionAttributeNames={"#units": "units"},
-                ExpressionAttributeValues={":claimed": {"S": datetime.now(UTC).isoformat()}},
-            )
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    def findings(self, run: str) -> list[SweepFinding]:
-        """What every unit of the run found, as its worker stored it."""
-        pages = self._dynamodb.get_paginator("query").paginate(
-            TableName=self._table,
-            KeyConditionExpression="#run = :run AND begins_with(#unit, :units)",
-            ExpressionAttributeNames={"#run": "run", "#unit": "unit"},
-            ExpressionAttributeValues={":run": {"S": run}, ":units": {"S": "unit#"}},
-            ConsistentRead=True,
-        )
-        return [finding_from_json(item["finding"]["S"]) for page in pages for item in page["Items"]]

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws import HOME, Target, reason
-from chalicelib.bots import SWEEP_QUEUE, SWEEP_RUNS
+from chalicelib.bots import RUNS, SWEEP_QUEUE
 from chalicelib.dedupe import always
 from chalicelib.events import SkippedEvent
-from chalicelib.fanout import RejectedMessageError, queue_all
+from chalicelib.fanout import RejectedMessageError, Runs, UnitRequest, queue_all
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
 from chalicelib.security_groups.decisions import (
@@ -24,7 +24,6 @@ from chalicelib.security_groups.decisions import (
     SWEEP_THREADS,
     Failure,
     SweepFinding,
-    SweepRequest,
     Verdict,
     act_on,
     could_not_act,
@@ -33,6 +32,8 @@ from chalicelib.security_groups.decisions import (
     digest_due,
     digest_notice,
     find_violations,
+    finding_from_json,
+    finding_to_json,
     judge,
     keep_exempt,
     needs_action,
@@ -42,7 +43,7 @@ from chalicelib.security_groups.decisions import (
     violation_notice,
 )
 from chalicelib.security_groups.events import SecurityGroupChange, parse_security_group_change
-from chalicelib.security_groups.executors import Ec2Executor, SweepRuns
+from chalicelib.security_groups.executors import Ec2Executor
 from chalicelib.security_groups.policy import SecurityGroupsPolicy
 from chalicelib.triggers import deliveries, delivery_id, delivery_time
 
@@ -200,7 +201,7 @@ class SweepFanout:
 
     sqs: SQSClient
     queue_url: str
-    runs: SweepRuns
+    runs: Runs
 
 
 def sweep(
@@ -266,7 +267,7 @@ def _fan_out(
     units = clients.units(policies.accounts, BOT)
     to.runs.start(run, started, len(units))  # before any message: a worker acts only for a recorded run
     messages = {
-        f"{target.account_id}/{target.region}": SweepRequest(run, target.account_id, target.region).to_message()
+        f"{target.account_id}/{target.region}": UnitRequest(run, target.account_id, target.region).to_message()
         for target, _ in units
     }
     queue_all(to.sqs, to.queue_url, messages, "SweepUnits")
@@ -310,7 +311,7 @@ def _summary(findings: Sequence[SweepFinding]) -> dict[str, Any]:
 
 
 def work_on_unit(
-    body: str, attempt: int, *, policies: Policies, clients: Clients, runs: SweepRuns, mailer: Mailer
+    body: str, attempt: int, *, policies: Policies, clients: Clients, runs: Runs, mailer: Mailer
 ) -> dict[str, Any]:
     """The sweep worker: one account/region of a fanned-out sweep, then, if it completes the run, the digest.
 
@@ -321,10 +322,11 @@ def work_on_unit(
     it is kept in the dead-letter queue too.
     """
     try:
-        request = SweepRequest.from_message(body)
-        started = runs.started(request.run)
-        if started is None:
+        request = UnitRequest.from_message(body)
+        recorded = runs.get(request.run)
+        if recorded is None:
             raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
+        started = recorded.started
         policy = policies.of(SecurityGroupsPolicy)
         try:
             finding = _requested_unit(request, started, policy, policies.accounts, clients)
@@ -348,7 +350,7 @@ def work_on_unit(
 
 
 def _requested_unit(
-    request: SweepRequest, started: datetime, policy: SecurityGroupsPolicy, accounts: AccountsPolicy, clients: Clients
+    request: UnitRequest, started: datetime, policy: SecurityGroupsPolicy, accounts: AccountsPolicy, clients: Clients
 ) -> SweepFinding:
     """The unit a request names, checked against the fleet (RejectedMessageError), swept."""
     if accounts.member(request.account_id) is None and accounts.organization is not None:
@@ -358,14 +360,15 @@ def _requested_unit(
 
 
 def _finish(
-    run: str, finding: SweepFinding, started: datetime, policy: SecurityGroupsPolicy, runs: SweepRuns, mailer: Mailer
+    run: str, finding: SweepFinding, started: datetime, policy: SecurityGroupsPolicy, runs: Runs, mailer: Mailer
 ) -> dict[str, Any]:
-    recorded = runs.record(run, finding)
+    unit = f"{finding.account_id}/{finding.region}"
+    recorded = runs.record(run, unit, finding_to_json(finding))
     metrics.add_metric(name="SweepUnitsDone", unit="Count", value=int(recorded))
     email = None
-    if runs.claim_digest(run):  # this unit completed the run: its digest, once, from every unit's finding
-        email = _report(runs.findings(run), policy, started, mailer, f"sg-sweep:{run}")
-    unit = f"{finding.account_id}/{finding.region}"
+    if runs.claim_completion(run):  # this unit completed the run: its digest, once, from every unit's finding
+        findings = [finding_from_json(stored) for stored in runs.results(run)]
+        email = _report(findings, policy, started, mailer, f"sg-sweep:{run}")
     return {
         "run": run,
         "unit": unit,
@@ -416,12 +419,12 @@ def sweep_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
     return {"units": [unit(record) for record in event]}
 
 
-def sweep_runs(runtime: Runtime) -> SweepRuns:
+def sweep_runs(runtime: Runtime) -> Runs:
     """Built once per container: the table where each fanned-out sweep keeps its units' findings."""
-    table = runtime.settings.resource(SWEEP_RUNS)
+    table = runtime.settings.resource(RUNS)
     if not table:
-        raise NotConfiguredError(f"{SWEEP_RUNS} is not set: a fanned-out sweep assembles its digest from it")
-    return SweepRuns(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
+        raise NotConfiguredError(f"{RUNS} is not set: a fanned-out sweep assembles its digest from it")
+    return Runs(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
 
 
 def sweep_fanout(runtime: Runtime) -> SweepFanout | None:

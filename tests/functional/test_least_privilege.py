@@ -66,11 +66,10 @@ from PIL import Image
 from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import BOT_OF, FUNCTIONS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, SWEEP_QUEUE, SWEEP_RUNS, WEBSITES_TABLE
+from chalicelib.bots import BOT_OF, FUNCTIONS, RUNS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, SWEEP_QUEUE, WEBSITES_TABLE
+from chalicelib.fanout import Runs, UnitRequest
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.runtime import current
-from chalicelib.security_groups.decisions import SweepRequest
-from chalicelib.security_groups.executors import SweepRuns
 from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError, SweepFanout, sweep
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import Unit, plan_units
@@ -926,7 +925,7 @@ def sg_violations(estate: Estate) -> list[Opened]:
 @pytest.fixture
 def sweep_queue(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
     """The sweep's queue and runs table, as the template creates them; not yet in the environment."""
-    monkeypatch.setenv(SWEEP_RUNS, create_table(boto3.client("dynamodb"), "SweepRunsTable"))
+    monkeypatch.setenv(RUNS, create_table(boto3.client("dynamodb"), "RunsTable"))
     return boto3.client("sqs").create_queue(QueueName=triggers.SWEEP_QUEUE_NAME)["QueueUrl"]
 
 
@@ -973,7 +972,7 @@ def test_sweep_worker(
     # Given a fanned-out run of the sweep, its units queued
     rules = sg_violations(estate)
     runtime = current().acting_as("sweep_security_groups")
-    runs = SweepRuns(boto3.client("dynamodb"), os.environ[SWEEP_RUNS])
+    runs = Runs(boto3.client("dynamodb"), os.environ[RUNS])
     fanout = SweepFanout(boto3.client("sqs"), sweep_queue, runs)
     mailer = runtime.mailer("security_groups", None)
     sweep(policies=runtime.policies, clients=runtime.clients, mailer=mailer, event_id="run-1", fanout=fanout)
@@ -983,7 +982,7 @@ def test_sweep_worker(
     # When the worker takes each unit, and SQS delivers the first again
     with enforced():
         results = consume(sqs, sweep_queue, chalice, "sweep_worker")
-    again = SweepRequest("run-1", HOME, REGION).to_message()
+    again = UnitRequest("run-1", HOME, REGION).to_message()
     boto3.client("sqs").send_message(QueueUrl=sweep_queue, MessageBody=again)
     with enforced(), sdk_without_return_values_on_condition_check_failure(bot):
         redelivered = consume(sqs, sweep_queue, chalice, "sweep_worker")

@@ -14,11 +14,11 @@ import boto3
 import pytest
 
 from chalicelib.aws import Target
-from chalicelib.bots import SWEEP_QUEUE, SWEEP_RUNS
+from chalicelib.bots import RUNS, SWEEP_QUEUE
+from chalicelib.fanout import Runs, UnitRequest
 from chalicelib.fleet import OrganizationUnavailableError
 from chalicelib.runtime import current
-from chalicelib.security_groups.decisions import SWEEP_DELIVERIES, SweepRequest
-from chalicelib.security_groups.executors import SweepRuns
+from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.triggers import SWEEP_QUEUE_NAME
 from demo.environment import create_table
@@ -35,7 +35,7 @@ def queue(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
     """The sweep's queue (redelivering at once: no visibility timeout) and its runs table, in the environment."""
     url = boto3.client("sqs").create_queue(QueueName=SWEEP_QUEUE_NAME, Attributes={"VisibilityTimeout": "0"})
     monkeypatch.setenv(SWEEP_QUEUE, url["QueueUrl"])
-    monkeypatch.setenv(SWEEP_RUNS, create_table(boto3.client("dynamodb"), "SweepRunsTable"))
+    monkeypatch.setenv(RUNS, create_table(boto3.client("dynamodb"), "RunsTable"))
     current.cache_clear()
     return url["QueueUrl"]
 
@@ -166,16 +166,16 @@ def test_a_unit_that_crashes_on_every_delivery_goes_to_the_dead_letter_queue_and
 def _next_is(queue: str, account: str) -> bool:
     """Whether the queue's next message is `account`'s, leaving it there (no visibility timeout)."""
     [message] = boto3.client("sqs").receive_message(QueueUrl=queue)["Messages"]
-    return SweepRequest.from_message(message["Body"]).account_id == account
+    return UnitRequest.from_message(message["Body"]).account_id == account
 
 
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        ("not json", "not a sweep message"),
-        (SweepRequest("sweep-never-scheduled", HOME, REGION).to_message(), "never started by the scheduler"),
-        (SweepRequest("sweep-run-1", "999999999999", REGION).to_message(), "not one the bots work in"),
-        (SweepRequest("sweep-run-1", MEMBER, "ap-south-2").to_message(), "is not one of account"),
+        ("not json", "not a unit's message"),
+        (UnitRequest("sweep-never-scheduled", HOME, REGION).to_message(), "never started by the scheduler"),
+        (UnitRequest("sweep-run-1", "999999999999", REGION).to_message(), "not one the bots work in"),
+        (UnitRequest("sweep-run-1", MEMBER, "ap-south-2").to_message(), "is not one of account"),
     ],
 )
 def test_a_message_the_scheduler_never_wrote_is_dropped_unacted(
@@ -201,8 +201,8 @@ def test_a_unit_whose_account_the_organization_cannot_confirm_is_retried_then_li
     faults = Faults()
     faults.fail("sts", "AssumeRole", "denied", times=None, when=body_names("opsbots-organization-reader"))
     faults.on(current().clients.client("sts", current().clients.home()))
-    SweepRuns(boto3.client("dynamodb"), os.environ[SWEEP_RUNS]).start("run-org", datetime.now(UTC), 1)
-    unit = SweepRequest("run-org", "444455556666", REGION).to_message()
+    Runs(boto3.client("dynamodb"), os.environ[RUNS]).start("run-org", datetime.now(UTC), 1)
+    unit = UnitRequest("run-org", "444455556666", REGION).to_message()
     boto3.client("sqs").send_message(QueueUrl=queue, MessageBody=unit)
 
     # When SQS delivers it as often as the queue allows, then every delivery fails (for SQS to retry it, then to

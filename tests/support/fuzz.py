@@ -22,10 +22,9 @@ from PIL import Image
 from chalicelib.aws import Clients, Target
 from chalicelib.dns.executors import Registry
 from chalicelib.dns.handlers import DnsDeps, ZoneCache
+from chalicelib.fanout import Runs, UnitRequest
 from chalicelib.outbox import Mailer, mailer_for
 from chalicelib.policy import Policies, load_policies
-from chalicelib.security_groups.decisions import SweepRequest
-from chalicelib.security_groups.executors import SweepRuns
 from chalicelib.snapshots.decisions import Unit
 from chalicelib.snapshots.executors import Ledger
 from chalicelib.snapshots.handlers import SnapshotDeps
@@ -45,7 +44,7 @@ S3_EVENTS = ["s3-object-created", "s3-notification-put"]
 SAMPLES = {name: load_event(name) for name in (*SG_EVENTS, *EC2_EVENTS, *S3_EVENTS, "scheduled-event")}
 DNS_TABLE = "opsbots-dns"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
-SWEEP_RUNS_TABLE = "opsbots-sweep-runs"
+RUNS_TABLE = "opsbots-runs"
 SWEEP_RUN = "fuzz-sweep-run"  # the fanned-out sweep the worker's messages belong to
 WEBSITES_TABLE = "opsbots-websites"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
@@ -87,7 +86,7 @@ class World:
         boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
         create_table(boto3.client("dynamodb", region_name=REGION), "SnapshotLedgerTable")
         create_table(boto3.client("dynamodb", region_name=REGION), "WebsiteStateTable")
-        create_table(boto3.client("dynamodb", region_name=REGION), "SweepRunsTable")
+        create_table(boto3.client("dynamodb", region_name=REGION), "RunsTable")
         return cls(_shipped_policies(), Clients(external_id="test-external-id", home_session=_home_session()))
 
     def mailer(self, bot: str) -> Mailer:
@@ -104,8 +103,8 @@ class World:
             "mailer": self.mailer("security_groups"),
         }
 
-    def sweep_runs(self) -> SweepRuns:
-        return SweepRuns(self.clients.client("dynamodb", Target(HOME, REGION)), SWEEP_RUNS_TABLE)
+    def sweep_runs(self) -> Runs:
+        return Runs(self.clients.client("dynamodb", Target(HOME, REGION)), RUNS_TABLE)
 
     def sweep_kwargs(self) -> dict[str, Any]:
         """The sweep worker's arguments."""
@@ -215,7 +214,7 @@ def unit_message(account: str) -> dict[str, Any]:
 
 def sweep_message(account: str) -> dict[str, Any]:
     """The sweep worker's message for `account` in the run `SWEEP_RUN`, as the schedule queues it."""
-    message: dict[str, Any] = json.loads(SweepRequest(SWEEP_RUN, account, REGION).to_message())
+    message: dict[str, Any] = json.loads(UnitRequest(SWEEP_RUN, account, REGION).to_message())
     return message
 
 
