@@ -16,7 +16,13 @@ from chalicelib.bots import FUNCTIONS
 from chalicelib.observability import handler_wrappers
 from chalicelib.runtime import answer_when_off, current
 from chalicelib.settings import Settings
-from chalicelib.triggers import FLEET_WORKERS, SNAPSHOT_QUEUE_NAME, SWEEP_QUEUE_NAME, LenientCloudWatchEvent
+from chalicelib.triggers import (
+    DNS_RECONCILE_QUEUE_NAME,
+    FLEET_WORKERS,
+    SNAPSHOT_QUEUE_NAME,
+    SWEEP_QUEUE_NAME,
+    LenientCloudWatchEvent,
+)
 
 app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
@@ -57,6 +63,13 @@ def reconcile_dns(event: CloudWatchEvent) -> dict[str, Any]:
     from chalicelib.dns import handlers
 
     return handlers.reconcile_dns(event, current().acting_as("reconcile_dns"))
+
+
+@app.on_sqs_message(queue=DNS_RECONCILE_QUEUE_NAME, batch_size=1, maximum_concurrency=FLEET_WORKERS)
+def dns_reconcile_worker(event: SQSEvent) -> dict[str, Any]:
+    from chalicelib.dns import handlers
+
+    return handlers.dns_reconcile_worker(event, current().acting_as("dns_reconcile_worker"))
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))

@@ -29,6 +29,7 @@ from chalicelib.fleet import Found, OrganizationAccounts, OrganizationUnavailabl
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_organizations import OrganizationsClient
     from mypy_boto3_route53 import Route53Client
     from mypy_boto3_s3 import S3Client
@@ -185,6 +186,8 @@ class Clients:
     def client(self, service: Literal["s3"], target: Target) -> S3Client: ...
     @overload
     def client(self, service: Literal["organizations"], target: Target) -> OrganizationsClient: ...
+    @overload
+    def client(self, service: Literal["lambda"], target: Target) -> LambdaClient: ...
 
     def client(self, service: str, target: Target) -> Any:
         key = (target.role_arn or HOME, self._session_name if target.role_arn else "", target.region, service)
@@ -225,11 +228,16 @@ class Clients:
     def units(self, accounts: AccountsPolicy, bot: MemberBot) -> list[tuple[Target, str]]:
         """Every account/region `bot`'s scheduled run covers, with the account's name: home first. When the
         organization cannot be listed, the run goes on with the accounts listed (logged, counted, alarmed on)."""
+        return self.units_known(accounts, bot)[0]
+
+    def units_known(self, accounts: AccountsPolicy, bot: MemberBot) -> tuple[list[tuple[Target, str]], bool]:
+        """`units`, and whether they are the whole fleet: False when the organization could not be listed, so a
+        run must not take an account it did not cover for one that left."""
         try:
-            members = self.fleet(accounts)
+            members, complete = self.fleet(accounts), True
         except OrganizationUnavailableError:
-            members = accounts
-        return units_of(members, self.home().account_id, bot)
+            members, complete = accounts, False
+        return units_of(members, self.home().account_id, bot), complete
 
     def fleet(self, accounts: AccountsPolicy) -> AccountsPolicy:
         """accounts.yml with the organization's accounts it names (chalicelib/fleet.py) added to those it lists;

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from chalicelib.triggers import (
     INSTANCE_STATE_CHANGE,
     OBJECT_CREATED,
+    RECONCILE_READY,
     S3_NOTIFICATION,
     SCHEDULED,
     SECURITY_GROUP_CHANGE,
@@ -35,6 +36,7 @@ class Function:
     timeout_s: int  # lambda_timeout
     calls: tuple[str, ...]  # the IAM actions its bot's code calls at home (the platform's are added by role: below)
     once_per_delivery: bool = False  # uses the run-once table: its emails and scheduled runs happen once
+    reserved_concurrency: int | None = None  # at most this many invocations at once (Lambda queues the rest)
     # An event function's patterns (chalicelib/triggers.py): its EventBridge rule (app.py's), then any other
     # shape of event its handler reads. `opsbots simulate` finds the functions an event wakes by them.
     patterns: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
@@ -95,7 +97,9 @@ WEBSITES_TABLE: Final = "OPSBOTS_WEBSITES_TABLE"  # each website check's state: 
 SWEEP_QUEUE: Final = (
     "OPSBOTS_SWEEP_QUEUE"  # where the hourly sweep queues its account x region units (else it runs them)
 )
-RUNS: Final = "OPSBOTS_RUNS"  # each fanned-out sweep's units and what each found, for its one digest
+DNS_RECONCILE_QUEUE: Final = "OPSBOTS_DNS_RECONCILE_QUEUE"  # where the hourly reconcile queues its units
+DNS_WRITER: Final = "OPSBOTS_DNS_WRITER"  # the function every Route53 write goes through (a completed run too)
+RUNS: Final = "OPSBOTS_RUNS"  # each fanned-out run's units and what each found: what follows the run is built from it
 
 # What each bot's code calls. Every function is also granted what the platform needs, by what it is
 # (tests/support/iam.py adds it up): logs and traces; the on-failure queue for an EventBridge function;
@@ -181,22 +185,46 @@ BOTS: Final = (
         "dns",
         "DnsPolicy",
         (
-            Function(  # dynamodb:Query: the instance's records, by the owner index
+            Function(
+                # The DNS writer: every Route53 write goes through it, one invocation at a time (an instance's
+                # change, or a reconcile run its last worker hands on), so none competes with another for
+                # Route53's five requests a second.
                 "on_instance_state_change",
                 "event",
-                256,
-                30,
-                (*_DNS, "dynamodb:Query"),  # the instance's records, by the owner index
-                patterns=(INSTANCE_STATE_CHANGE,),
-                resources={DNS_TABLE: "DnsRegistryTable"},
+                1024,
+                600,
+                # the instance's records, by the owner index; for a run: the whole registry, and the run's scans
+                (*_DNS, "dynamodb:Query", "dynamodb:Scan", "dynamodb:GetItem"),
+                patterns=(INSTANCE_STATE_CHANGE, RECONCILE_READY),
+                resources={DNS_TABLE: "DnsRegistryTable", RUNS: "RunsTable"},
+                reserved_concurrency=1,
             ),
             Function(
                 "reconcile_dns",
                 "schedule",
                 1024,
                 600,
-                (*_DNS, "dynamodb:Scan"),  # the whole registry
-                resources={DNS_TABLE: "DnsRegistryTable"},
+                # the whole registry; with a queue: the units, and the run's record
+                (*_DNS, "dynamodb:Scan", "sqs:SendMessage"),
+                resources={DNS_TABLE: "DnsRegistryTable", DNS_RECONCILE_QUEUE: "DnsReconcileQueue", RUNS: "RunsTable"},
+            ),
+            Function(
+                "dns_reconcile_worker",
+                "queue",
+                512,
+                300,
+                # the run's record (read; each unit's scan and the count, in one transaction; the claim of its
+                # completion), and the writer the run is handed to
+                (
+                    "ec2:DescribeInstances",
+                    "sts:AssumeRole",
+                    "sts:GetCallerIdentity",
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "lambda:InvokeFunction",
+                ),
+                resources={RUNS: "RunsTable", DNS_WRITER: "OnInstanceStateChange"},
             ),
         ),
         emails=False,

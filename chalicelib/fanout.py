@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
-from chalicelib.aws import error_code
+from chalicelib.aws import Target, error_code
 from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.observability import logger, metrics
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
-    from chalicelib.policy import AccountsPolicy, MemberAccount
+    from chalicelib.aws import Clients
+    from chalicelib.policy import AccountsPolicy, MemberAccount, MemberBot
 
 BATCH: Final = 10  # SendMessageBatch's limit
 
@@ -46,6 +47,21 @@ def member_in(accounts: AccountsPolicy, account_id: str, region: str, home_accou
     if region not in regions:
         raise RejectedMessageError(f"region {region} is not one of account {account_id}'s")
     return member
+
+
+def requested_unit(
+    request: UnitRequest, accounts: AccountsPolicy, clients: Clients, bot: MemberBot
+) -> tuple[Target, str]:
+    """Where to work on the account/region a unit's message names, through `bot`'s role, and the account's name;
+    checked against the fleet, never taken from the message (RejectedMessageError, `member_in`). An account
+    accounts.yml does not list is looked for in its organization (OrganizationUnavailableError when that
+    cannot be listed: the message is delivered again)."""
+    if accounts.member(request.account_id) is None and accounts.organization is not None:
+        accounts = clients.fleet(accounts)
+    member = member_in(accounts, request.account_id, request.region, clients.home().account_id)
+    if member is None:
+        return Target(request.account_id, request.region), "home"
+    return Target(request.account_id, request.region, accounts.role_arn(member, bot)), member.name
 
 
 class NotQueuedError(Exception):
@@ -131,6 +147,7 @@ class Run:
     # Whether the units are the whole fleet: False when the organization could not be listed and the run covers
     # only the accounts listed, so what it does not reach must not be taken as gone.
     complete: bool = True
+    completed: bool = False  # every unit is done, and a worker claimed what follows
 
 
 class ResultTooLargeError(ValueError):
@@ -181,7 +198,7 @@ class Runs:
         if item is None:
             return None
         complete = item.get("complete", {}).get("BOOL", True)
-        return Run(datetime.fromisoformat(item["started"]["S"]), int(item["units"]["N"]), complete)
+        return Run(datetime.fromisoformat(item["started"]["S"]), int(item["units"]["N"]), complete, "completed" in item)
 
     def record(self, run: str, unit: str, result: str) -> bool:
         """Store a unit's result and count it done; False when this unit was recorded already.
@@ -248,13 +265,6 @@ class Runs:
             Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}},
             UpdateExpression="REMOVE completed",
         )
-
-    def completed(self, run: str) -> bool:
-        """Whether every unit of the run is done and its completion was claimed."""
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key={"run": {"S": run}, "unit": {"S": RUN_ITEM}}, ConsistentRead=True
-        ).get("Item")
-        return item is not None and "completed" in item
 
     def results(self, run: str) -> list[str]:
         """What every unit of the run found, as its worker stored it."""

@@ -23,8 +23,9 @@ SECURITY_GROUP_CALLS = frozenset(
 )
 SNAPSHOT_QUEUE_NAME = "opsbots-snapshots"
 SWEEP_QUEUE_NAME = "opsbots-sweep"
-# The sweep's workers at once, at most: 3,000 account/regions in 30 waves, without one hour's sweep taking
-# all of the account's Lambda concurrency or flooding the home table and STS.
+DNS_RECONCILE_QUEUE_NAME = "opsbots-dns-reconcile"
+# Each fleet run's workers at once, at most (the sweep's, the DNS reconcile's): 3,000 account/regions in 30
+# waves, without one hour's run taking all of the account's Lambda concurrency or flooding the home table and STS.
 FLEET_WORKERS = 100
 
 # The EventBridge patterns of the event-driven functions (chalicelib/bots.py names which is whose).
@@ -37,6 +38,8 @@ INSTANCE_STATE_CHANGE: Final[Mapping[str, Any]] = {
     "source": ["aws.ec2"],
     "detail-type": ["EC2 Instance State-change Notification"],
 }
+# What the DNS reconcile's last worker hands the DNS writer (the instance state-change function): the run to apply.
+RECONCILE_READY: Final[Mapping[str, Any]] = {"source": ["opsbots.dns"], "detail-type": ["DNS Reconcile Ready"]}
 OBJECT_CREATED: Final[Mapping[str, Any]] = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
 # S3's classic notification, for a bucket that invokes the function itself rather than through EventBridge.
 S3_NOTIFICATION: Final[Mapping[str, Any]] = {"Records": {"eventSource": ["aws:s3"]}}

@@ -13,9 +13,12 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import textwrap
 import threading
+import urllib.request
 import uuid
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,9 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.bots import DNS_RECONCILE_QUEUE, DNS_WRITER
+from chalicelib.dns.decisions import reconcile_ready
 from chalicelib.dns.handlers import dns_deps
+from chalicelib.triggers import DNS_RECONCILE_QUEUE_NAME
 from demo import show
-from demo.environment import MEMBER, REGION
+from demo.environment import HOME, MEMBER, REGION
 from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLES, Stage, sample_event
 
 if TYPE_CHECKING:
@@ -164,6 +170,71 @@ def bot_logs() -> Iterator[list[dict[str, Any]]]:
                 lines.append({"level": "?", "message": line})
 
 
+@contextmanager
+def deployed_fan_out(stage: Stage) -> Iterator[str]:
+    """The reconcile's queue and the DNS writer as the template deploys them (the writer known to moto's Lambda,
+    which keeps it without running it: the demo hands the run over itself, as Lambda would); yields the queue."""
+    from chalicelib.runtime import current
+
+    request = urllib.request.Request(
+        f"{stage.endpoint}/moto-api/config", data=json.dumps({"lambda": {"use_docker": False}}).encode(), method="POST"
+    )
+    urllib.request.urlopen(request).close()
+    queue = stage.sqs.create_queue(QueueName=DNS_RECONCILE_QUEUE_NAME, Attributes={"VisibilityTimeout": "0"})
+    iam = stage.home.session.client("iam")
+    role = iam.create_role(RoleName="opsbots-dns-writer", AssumeRolePolicyDocument=json.dumps(LAMBDA_TRUST))
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", "")
+    writer = stage.home.session.client("lambda").create_function(
+        FunctionName="opsbots-demo-on_instance_state_change",
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler="app.on_instance_state_change",
+        Code={"ZipFile": code.getvalue()},
+    )["FunctionName"]
+    os.environ.update({DNS_RECONCILE_QUEUE: queue["QueueUrl"], DNS_WRITER: writer})
+    current.cache_clear()  # the functions' runtime reads the environment again
+    try:
+        yield queue["QueueUrl"]
+    finally:
+        for variable in (DNS_RECONCILE_QUEUE, DNS_WRITER):
+            os.environ.pop(variable, None)
+        current.cache_clear()
+
+
+LAMBDA_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+def received(stage: Stage, queue: str) -> Iterator[dict[str, Any]]:
+    """Each message of the queue, as Lambda's SQS poller takes it: received, handed over, deleted."""
+    while messages := stage.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            yield dict(message)
+            stage.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+def sqs_event(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The event Lambda's SQS poller hands a worker for one message (batch size 1)."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:{HOME}:{DNS_RECONCILE_QUEUE_NAME}",
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
 def wrapped(text: str, indent: str = "  ") -> str:
     """Text folded to the timeline's width, continuation lines indented."""
     width = show.WIDTH - len(show.MARGIN) - show.STAMP_WIDTH
@@ -197,6 +268,7 @@ class DnsChapter:
             ("the running event again, then a stale 'stopped' while app-1 still runs", self.duplicates),
             ("app-1 stops, then is terminated", self.stop_and_terminate),
             ("the hourly reconcile finds an instance no event told it about", self.reconcile),
+            ("the reconcile as deployed: fanned out per account and region, one writer", self.fanned_out),
             ("a member-account instance with a public address asks for a public name", self.public_name),
         )
         return show.play_scenes("dns", scenes)
@@ -318,9 +390,12 @@ class DnsChapter:
         instance = reservation["Instances"][0]
         return instance["State"]["Name"], instance.get("PublicIpAddress")
 
-    def deliver(self, function: str, event: Mapping[str, Any], what: str) -> tuple[dict[str, Any], Counter[str]]:
-        source = "EventBridge schedule" if function.startswith("reconcile") else "EC2 → EventBridge"
-        show.step(wrapped(f"{source} invokes {function}: {what} (event {event['id'][:8]}…, time {event['time']})"))
+    def deliver(
+        self, function: str, event: Mapping[str, Any], what: str, source: str = ""
+    ) -> tuple[dict[str, Any], Counter[str]]:
+        source = source or ("EventBridge schedule" if function.startswith("reconcile") else "EC2 → EventBridge")
+        when = f", time {event['time']}" if "time" in event else ""
+        show.step(wrapped(f"{source} invokes {function}: {what} (event {event['id'][:8]}…{when})"))
         with bot_calls(function) as calls, bot_logs() as logs:
             answer = self.stage.invoke(function, event)
         self.last_logs = logs
@@ -724,6 +799,78 @@ class DnsChapter:
                 "records_before": self.record_facts(before),
                 "registry_before": self.registry_facts(registry_before),
             },
+        )
+        return checks.ok
+
+    def fanned_out(self) -> bool:
+        before, registry_before = self.records(), self.registry()
+        cache = self.start("cache-1", {SELECT_TAG: "yes"})
+        show.step("no event reaches the bot again; this time the reconcile runs as the template deploys it")
+        with deployed_fan_out(self.stage) as queue:
+            event = sample_event("scheduled-event", {})
+            scheduled, _ = self.deliver("reconcile_dns", event, "records the run, queues one message per unit")
+            units: list[dict[str, Any]] = []
+            worker_calls: Counter[str] = Counter()
+            for message in received(self.stage, queue):
+                show.step(wrapped(f"Lambda's SQS poller invokes dns_reconcile_worker with {message['Body']}"))
+                with bot_calls("dns_reconcile_worker") as calls:
+                    [unit] = self.stage.invoke("dns_reconcile_worker", sqs_event(message))["units"]
+                worker_calls.update(calls)
+                units.append(unit)
+                shown = {k: unit[k] for k in ("unit", "instances", "recorded", "handed_to_writer")}
+                show.step(wrapped(f"dns_reconcile_worker answered {shown}"))
+            show.note(wrapped(f"AWS calls by the workers: {calls_text(worker_calls)}"))
+            after_workers = self.records()
+            show.step(f"Route53 after the workers: {len(after_workers)} record(s), as before")
+            run = str(scheduled.get("run"))
+            applied, _ = self.deliver(
+                "on_instance_state_change",
+                reconcile_ready(run),
+                f"the run {run}, as the last worker handed it on",
+                source="Lambda (the last worker's asynchronous invocation)",
+            )
+        records = self.show_records()
+        wanted = self.expected(cache)
+
+        key = "dns.fanned_out"
+        checks = show.Checks()
+        checks.that(
+            (scheduled.get("queued"), scheduled.get("complete")) == (2, True),
+            "the hourly run recorded itself and queued one message per account/region (home, the member)",
+            f"{scheduled}",
+            key=f"{key}.queued",
+            facts={"answer": answer_facts(scheduled)},
+        )
+        checks.that(
+            sorted(unit["instances"] > 0 for unit in units) == [False, True]
+            and [unit["handed_to_writer"] for unit in units].count(True) == 1,
+            "each worker scanned its unit (the member's instances, none at home); the last handed the run on",
+            f"{units}",
+            key=f"{key}.scanned",
+            facts={"units": units},
+        )
+        checks.that(
+            not any(call.startswith("route53:") for call in worker_calls) and after_workers == before,
+            "the workers wrote nothing to Route53: they only scan (ec2) and store (dynamodb)",
+            f"{calls_text(worker_calls)}",
+            key=f"{key}.workers_only_scan",
+            facts={"aws_calls": dict(worker_calls)},
+        )
+        checks.that(
+            (applied.get("added"), applied.get("removed"), applied.get("failures")) == (len(wanted), 0, [])
+            and self.holds(records, wanted)
+            and self.claims_of(cache) == wanted,
+            f"the writer applied the run: cache-1's {len(wanted)} records, claimed in the registry",
+            f"{applied}",
+            key=f"{key}.written",
+            facts={"answer": answer_facts(applied), "records": self.record_facts(records)},
+        )
+        checks.that(
+            all(records.get(name_type) == record for name_type, record in before.items())
+            and {c for c in self.registry() if c.owner != cache.owner} == registry_before,
+            "every other record, and the registry, untouched",
+            key=f"{key}.others_untouched",
+            facts={"records_before": self.record_facts(before)},
         )
         return checks.ok
 

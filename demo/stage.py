@@ -112,6 +112,9 @@ class Stage:
         return self.home.session.client("sqs")
 
 
+FUNCTION_IDS = frozenset(function.logical_id for function in bots.FUNCTIONS.values())
+
+
 def build(endpoint: str) -> Stage:
     """Accounts, the SES sender, the run-once table and every bot's own tables, and the app wired to them."""
     home = Account(HOME, "home", boto3.Session(region_name=REGION))
@@ -119,11 +122,12 @@ def build(endpoint: str) -> Stage:
     home.session.client("sesv2").create_email_identity(EmailIdentity=SENDER)
     create_table(home.session.client("dynamodb"), "IdempotencyTable")
     os.environ.update({settings.IDEMPOTENCY_TABLE: IDEMPOTENCY_TABLE, settings.EXTERNAL_ID: EXTERNAL_ID})
-    # Each bot's own tables, as the registry names them for its functions (a queue: the snapshot chapter's own)
+    # Each bot's own tables, as the registry names them for its functions (a queue: the snapshot chapter's own;
+    # a function: the DNS writer, which the DNS chapter's fanned-out scene makes)
     for variable, resource in {
         variable: resource for function in bots.FUNCTIONS.values() for variable, resource in function.resources.items()
     }.items():
-        if declared(resource)["Type"] == "AWS::DynamoDB::Table":
+        if resource not in FUNCTION_IDS and declared(resource)["Type"] == "AWS::DynamoDB::Table":
             os.environ[variable] = create_table(home.session.client("dynamodb"), resource)
 
     from app import app

@@ -5,6 +5,9 @@ those documents say `arn:aws:dynamodb:*:*:table/opsbots-idempotency`. The templa
 deployed by CloudFormation, which does know them: this rewrites each such ARN there into
 `{"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/opsbots-idempotency"}`, so a
 function can reach its own stack's tables, queues and sender, and no other account's or region's.
+
+A function of opsbots that another may invoke is named as `chalice deploy` names it,
+`arn:aws:lambda:*:*:function:opsbots-*-<function>`; in the template it becomes that function's own ARN.
 """
 
 from __future__ import annotations
@@ -12,14 +15,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from chalicelib.bots import FUNCTIONS
+
 SCOPED_SERVICES = ("dynamodb", "sqs", "ses")
 _ANY_ACCOUNT_OR_REGION = re.compile(rf"arn:aws:({'|'.join(SCOPED_SERVICES)}):\*:\*:(.+)")
+_OUR_FUNCTION = re.compile(r"arn:aws:lambda:\*:\*:function:opsbots-\*-(\w+)")
 
 
 def scoped(resource: Any) -> Any:
     """One statement's Resource, its table, queue and identity ARNs pinned to the stack's account and region."""
     if isinstance(resource, list):
         return [scoped(item) for item in resource]
+    function = _OUR_FUNCTION.fullmatch(resource) if isinstance(resource, str) else None
+    if function is not None:
+        return {"Fn::GetAtt": [FUNCTIONS[function.group(1)].logical_id, "Arn"]}
     found = _ANY_ACCOUNT_OR_REGION.fullmatch(resource) if isinstance(resource, str) else None
     if found is None:
         return resource

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chalicelib import outbox, triggers
-from chalicelib.bots import BOTS, DNS_TABLE, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.bots import BOTS, DNS_TABLE, DNS_WRITER, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
 from chalicelib.policy import MemberBot, MemberRoles, Organization, load_policies
@@ -70,6 +70,9 @@ CREATE_TAGS_CONDITION = {"StringEquals": {"ec2:CreateAction": ["CreateSnapshot",
 DELETE_SNAPSHOT_CONDITION = {"StringEquals": {f"aws:ResourceTag/{MANAGED}": "true"}}
 
 DNS_FUNCTIONS = functions_of("dns")
+# The DNS functions that hold the registry and write Route53: the writer, and the reconcile run in one function.
+DNS_WRITERS = tuple(f.logical_id for f in REGISTERED.values() if DNS_TABLE in f.resources)
+DNS_RECONCILE_QUEUE_ARN = in_stack("sqs", triggers.DNS_RECONCILE_QUEUE_NAME)
 SNAPSHOT_FUNCTIONS = functions_of("snapshots")
 # Those with the run-once table: the SG event (its email ledger), and the schedules and worker that email.
 GUARDED_FUNCTIONS = tuple(f.logical_id for f in REGISTERED.values() if f.once_per_delivery)
@@ -286,6 +289,11 @@ DYNAMODB_STATEMENTS = {
         frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}),
         RUNS_ARN,
     ),
+    "DnsRegistryRecords": (frozenset({"dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"}), DNS_TABLE_ARN),
+    "DnsRegistryByOwner": (frozenset({"dynamodb:Query"}), DNS_INDEX_ARN),
+    "StartReconcileRuns": (frozenset({"dynamodb:PutItem"}), RUNS_ARN),
+    "ReconcileRuns": (frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}), RUNS_ARN),
+    "ReadReconcileRuns": (frozenset({"dynamodb:GetItem", "dynamodb:Query"}), RUNS_ARN),
 }
 
 
@@ -340,20 +348,22 @@ def test_tables_queues_and_identities_are_those_of_the_stacks_account_and_region
 
 
 @pytest.mark.parametrize("function", DNS_FUNCTIONS)
-def test_dns_registry_access_is_limited_to_its_table_and_index(resources: dict[str, Any], function: str) -> None:
-    statements = _statements(resources, function)
-    granted = PACKAGED[function][0]
-    table_actions = {action for action in granted if action.startswith("dynamodb:")} - {"dynamodb:Query"}
+def test_dns_registry_and_run_access_is_limited_to_their_tables_and_index(
+    resources: dict[str, Any], function: str
+) -> None:
+    statements = [s for s in _statements(resources, function) if any(a.startswith("dynamodb:") for a in _actions([s]))]
 
-    assert table_actions
-    for action in table_actions:
-        assert _resources_of(statements, action) == [DNS_TABLE_ARN]
-    # The event handler queries only the by-owner index, whose ARN is not the table's.
-    if "dynamodb:Query" in granted:
-        assert _resources_of(statements, "dynamodb:Query") == [DNS_INDEX_ARN]
+    assert statements
+    for statement in statements:
+        actions, resource = DYNAMODB_STATEMENTS[statement["Sid"]]
+        assert _actions([statement]) <= actions
+        assert statement["Resource"] == resource
+    # Only the registry's writers reach it (and query only its by-owner index, whose ARN is not the table's).
+    registry = [s for s in statements if s["Resource"] in (DNS_TABLE_ARN, DNS_INDEX_ARN)]
+    assert bool(registry) == (function in DNS_WRITERS)
 
 
-@pytest.mark.parametrize("function", DNS_FUNCTIONS)
+@pytest.mark.parametrize("function", DNS_WRITERS)
 def test_route53_writes_are_limited_to_hosted_zones(resources: dict[str, Any], function: str) -> None:
     statements = _statements(resources, function)
     zone_actions = {a for a in PACKAGED[function][0] if a.startswith("route53:")} - {"route53:ListHostedZones"}
@@ -362,6 +372,24 @@ def test_route53_writes_are_limited_to_hosted_zones(resources: dict[str, Any], f
     for action in zone_actions:
         assert _resources_of(statements, action) == [HOSTED_ZONE_ARN]
     assert _resources_of(statements, "route53:ListHostedZones") == ["*"]  # it supports no resource ARN
+
+
+def test_the_dns_writer_runs_one_at_a_time_and_only_the_reconcile_worker_hands_it_runs(
+    resources: dict[str, Any],
+) -> None:
+    # Every Route53 write of an instance event or a fanned-out reconcile is made by one invocation at a time.
+    assert resources["OnInstanceStateChange"]["Properties"]["ReservedConcurrentExecutions"] == 1
+    for function in PACKAGED:
+        invokes = _resources_of(_statements(resources, function), "lambda:InvokeFunction")
+        expected = [{"Fn::GetAtt": ["OnInstanceStateChange", "Arn"]}] if function == "DnsReconcileWorker" else []
+        assert invokes == expected, function
+        assert "ReservedConcurrentExecutions" not in resources[function]["Properties"] or (
+            function == "OnInstanceStateChange"
+        )
+    variables = resources["DnsReconcileWorker"]["Properties"]["Environment"]["Variables"]
+    assert variables[DNS_WRITER] == {"Ref": "OnInstanceStateChange"}
+    # The workers write nothing to Route53: only the writer and the reconcile run in one function do.
+    assert not {a for a in PACKAGED["DnsReconcileWorker"][0] if a.startswith("route53:")}
 
 
 @pytest.mark.parametrize("function", SNAPSHOT_FUNCTIONS)
@@ -415,6 +443,7 @@ def test_website_checks_write_only_the_status_page_and_its_history(resources: di
 FAN_OUTS = {
     "TakeSnapshots": (SNAPSHOT_QUEUE_ARN, "SnapshotWorker"),
     "SweepSecurityGroups": (SWEEP_QUEUE_ARN, "SweepWorker"),
+    "ReconcileDns": (DNS_RECONCILE_QUEUE_ARN, "DnsReconcileWorker"),
 }
 
 
@@ -504,6 +533,7 @@ ALARMED_METRICS = (
     "OutboxBacklog",
     "DedupeUnavailable",
     "SweepFailures",
+    "ReconcileFailures",
     "StatusPageFailures",
     "OrganizationUnavailable",
     "InvalidPolicy",
@@ -623,7 +653,7 @@ def test_only_the_dns_functions_get_the_dns_table(resources: dict[str, Any], fun
     variables = resources[function]["Properties"]["Environment"]["Variables"]
 
     assert variables["POWERTOOLS_SERVICE_NAME"] == "opsbots"  # merged into chalice's variables
-    if function in DNS_FUNCTIONS:
+    if function in DNS_WRITERS:
         assert variables[DNS_TABLE] == {"Ref": "DnsRegistryTable"}
     else:
         assert DNS_TABLE not in variables

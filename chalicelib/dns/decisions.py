@@ -6,11 +6,15 @@ import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chalicelib.dns.policy import DnsPolicy, DnsZone
+from chalicelib.fanout import RUN_ID, RejectedMessageError
 from chalicelib.policy import MemberBot
+from chalicelib.triggers import RECONCILE_READY
 
 if TYPE_CHECKING:
     from mypy_boto3_route53.type_defs import ChangeTypeDef
@@ -398,3 +402,120 @@ def batches(changes: Sequence[ChangeTypeDef], limit: int = MAX_RECORDS_PER_BATCH
         weight += _weight(change)
     if batch:
         yield batch
+
+
+# ----- the reconcile: each account/region scanned (perhaps by a worker of its own), then one plan for the run ----
+
+
+@dataclass(frozen=True)
+class UnitScan:
+    """What one account/region's scan found: its running instances, or why it could not be scanned (then its
+    records are kept as they are until a scan succeeds)."""
+
+    account_id: str
+    region: str
+    # The clock when the scan began: a registry entry changed after it was written by an event that knows
+    # better than this scan (an instance launched or terminated meanwhile), and the run leaves it alone.
+    scanned: datetime
+    instances: tuple[Instance, ...] = ()
+    error: str | None = None
+
+    @property
+    def unit(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+
+def unit_of(owner: str) -> str:
+    """The account/region of an owner ("<account>/<region>/<instance>")."""
+    return owner.rsplit("/", 1)[0]
+
+
+def trimmed(instance: Instance, policy: DnsPolicy) -> Instance:
+    """The instance with only the tags the policy reads: what a worker stores of it is small."""
+    read = {policy.name_tag, policy.alias_tag, policy.select_tag}
+    return replace(instance, tags={key: value for key, value in instance.tags.items() if key in read})
+
+
+def reconcile_plan(
+    scans: Sequence[UnitScan],
+    registry: Sequence[OwnedRecord],
+    changed: Mapping[tuple[str, str, str], datetime],
+    zones: Sequence[HostedZone],
+    policy: DnsPolicy,
+    *,
+    home_account_id: str,
+    complete: bool,
+) -> Plan:
+    """What one reconcile run writes, from every unit's scan and the registry (`changed`: when each of its items,
+    held or released, was last written).
+
+    Its scope: a unit scanned is reconciled whole; a unit that failed keeps its records; a unit the run did
+    not cover is no longer managed (taken out of accounts.yml), so its records go, but only when the run
+    covered the whole fleet (`complete`: a run that could not list the organization covers the accounts
+    listed, and an account only the organization knows is not gone). A name whose registry item changed after
+    its unit's scan is left as the event that changed it left it.
+    """
+    scanned_at = {scan.unit: scan.scanned for scan in scans if scan.error is None}
+    failed = {scan.unit for scan in scans if scan.error is not None}
+
+    def newer_than_scan(key: tuple[str, str, str], unit: str) -> bool:
+        at = changed.get(key)
+        return at is not None and unit in scanned_at and at > scanned_at[unit]
+
+    wanted = [
+        OwnedRecord(record, instance.owner)
+        for scan in scans
+        if scan.error is None
+        for instance in scan.instances
+        for record in desired_records(
+            instance, policy, zones, "home" if scan.account_id == home_account_id else scan.account_id
+        )[0]
+        if not newer_than_scan(record.key, scan.unit)
+    ]
+    owned = [entry for entry in registry if not newer_than_scan(entry.record.key, unit_of(entry.owner))]
+
+    def in_scope(owner: str) -> bool:
+        unit = unit_of(owner)
+        return unit not in failed and (unit in scanned_at or complete)
+
+    return plan_changes(wanted, owned, in_scope)
+
+
+RECONCILE_DELIVERIES = 3  # a unit's deliveries before its dead-letter queue (deploy/resources.json's maxReceiveCount)
+
+
+def reconcile_ready(run: str) -> dict[str, Any]:
+    """What the reconcile's last worker hands the DNS writer: an event in EventBridge's shape, which the writer's
+    function reads like the instance events it is woken by (chalicelib/triggers.py's RECONCILE_READY)."""
+    return {
+        "version": "0",
+        "id": f"{run}-ready",
+        "source": RECONCILE_READY["source"][0],
+        "detail-type": RECONCILE_READY["detail-type"][0],
+        "detail": {"run": run},
+    }
+
+
+def ready_run(event: Mapping[str, Any]) -> str:
+    """The run a reconcile-ready event names; RejectedMessageError for one that names none validly."""
+    detail = event.get("detail")
+    run = detail.get("run") if isinstance(detail, Mapping) else None
+    if not isinstance(run, str) or RUN_ID.fullmatch(run) is None:
+        raise RejectedMessageError(f"run: {run!r} is not valid in a reconcile-ready event")
+    return run
+
+
+@cache
+def _scans() -> Any:
+    from pydantic import TypeAdapter  # loaded by the policy already; the adapter is built on first use
+
+    return TypeAdapter(UnitScan)
+
+
+def scan_to_json(scan: UnitScan) -> str:
+    return str(_scans().dump_json(scan).decode())
+
+
+def scan_from_json(stored: str) -> UnitScan:
+    scan: UnitScan = _scans().validate_json(stored)
+    return scan

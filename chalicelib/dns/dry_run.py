@@ -23,6 +23,7 @@ from chalicelib.dns.decisions import (
     desired_records,
     owner_of,
     plan_changes,
+    ready_run,
     route53_changes,
     selected,
     settle_claims,
@@ -32,6 +33,8 @@ from chalicelib.dns.events import parse_state_change
 from chalicelib.dns.executors import instance_from_api
 from chalicelib.dns.policy import DnsPolicy
 from chalicelib.events import MalformedEventError
+from chalicelib.fanout import RejectedMessageError
+from chalicelib.triggers import RECONCILE_READY, matches
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,6 +58,9 @@ class PrintingNames:
 
 
 def on_instance_state_change(raw: Mapping[str, Any], run: DryRun) -> None:
+    if matches(RECONCILE_READY, raw):
+        _show_run_applied(raw, run.out)
+        return
     change = parse_state_change(raw)
     accounts, policy, out = run.policies.accounts, run.policies.of(DnsPolicy), run.out
     member = accounts.member(change.account_id)
@@ -132,6 +138,19 @@ def _show_records(instance: Instance, policy: DnsPolicy, account: str, out: IO[s
         out.write("  and a PTR for each address in a reverse zone Route53 holds for it (only Route53 can list them)\n")
 
 
+def _show_run_applied(raw: Mapping[str, Any], out: IO[str]) -> None:
+    try:
+        reconcile_run = ready_run(raw)
+    except RejectedMessageError as error:
+        raise MalformedEventError(str(raw.get("id")), str(error)) from None
+    out.write(
+        f"reconcile run {reconcile_run}, handed on by its last worker: the DNS writer (one at a time) would\n"
+        "  read the run's record (every unit done, or it is dropped) and each unit's stored scan, scan the registry,\n"
+        "  and write what the scans call for; a unit that failed keeps its records, and a name an event changed\n"
+        "  after its unit's scan is left as it is\n"
+    )
+
+
 def reconcile_dns(raw: Mapping[str, Any], run: DryRun) -> None:
     policy = run.policies.of(DnsPolicy)
     zones = ", ".join(f"{zone.zone} ({zone.address})" for zone in policy.zones)
@@ -140,4 +159,6 @@ def reconcile_dns(raw: Mapping[str, Any], run: DryRun) -> None:
         f"  over {len(units)} account/region unit(s): ec2.describe_instances (running instances) per unit,\n"
         "  one registry scan, one listing per zone with new names, change batches of up to 1,000 records;\n"
         f"  zones: {zones}; a unit that fails keeps its records\n"
+        "  deployed with its queue (OPSBOTS_DNS_RECONCILE_QUEUE), it records the run and queues one message per\n"
+        "  unit instead: dns_reconcile_worker scans each, and the last hands the run to the DNS writer\n"
     )

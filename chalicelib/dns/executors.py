@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from chalicelib.dns.decisions import (
     account_of,
     after_write,
     batches,
+    reconcile_ready,
     route53_changes,
     settle_claims,
     to_claim,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_route53 import Route53Client
     from mypy_boto3_route53.type_defs import ChangeTypeDef
 
@@ -123,6 +126,12 @@ def hosted_zones(route53: Route53Client) -> tuple[HostedZone, ...]:
     return tuple(zones)
 
 
+@dataclass(frozen=True)
+class RegistryContents:
+    held: tuple[OwnedRecord, ...]
+    changed: Mapping[tuple[str, str, str], datetime]
+
+
 class Registry:
     """The DynamoDB table of records opsbots wrote: key `record`, index `by-owner` on `owner`."""
 
@@ -140,10 +149,21 @@ class Registry:
         )
         return tuple(_entry(item) for page in pages for item in page.get("Items", []))
 
-    def everything(self) -> tuple[OwnedRecord, ...]:
-        """Every record opsbots holds (a name released by its instance, reserved for its account, is not held)."""
+    def everything(self) -> RegistryContents:
+        """Every record opsbots holds (a name released by its instance, reserved for its account, is not held),
+        and when each item, held or released, was last written."""
         pages = self._db.get_paginator("scan").paginate(TableName=self._table)
-        return tuple(_entry(item) for page in pages for item in page.get("Items", []) if "owner" in item)
+        items = [item for page in pages for item in page.get("Items", [])]
+        return RegistryContents(
+            held=tuple(_entry(item) for item in items if "owner" in item),
+            changed={
+                (item["zone_id"]["S"], item["name"]["S"], item["type"]["S"]): datetime.fromisoformat(
+                    item["updated"]["S"]
+                )
+                for item in items
+                if "updated" in item
+            },
+        )
 
     def claim(self, entry: OwnedRecord, holder: str | None = None) -> str | None:
         """Take the name if it is free (or already ours), or from `holder` if it still holds it.
@@ -506,3 +526,19 @@ def _send(
 def _conflict_text(conflict: Conflict) -> str:
     record = conflict.record
     return f"{record.name} {record.type} wanted by {conflict.owner} is held by {conflict.held_by}"
+
+
+class RunWriter:
+    """Hands a completed reconcile run to the DNS writer (`on_instance_state_change`, one at a time: its
+    reserved concurrency is 1), asynchronously: Lambda queues it behind the events before it, retries it,
+    and parks it in the failed-events queue if it keeps failing. Every Route53 write goes through that
+    one function, so none competes with another for Route53's five requests a second."""
+
+    def __init__(self, lambda_client: LambdaClient, function: str) -> None:
+        self._lambda = lambda_client
+        self._function = function
+
+    def apply(self, run: str) -> None:
+        self._lambda.invoke(
+            FunctionName=self._function, InvocationType="Event", Payload=json.dumps(reconcile_ready(run)).encode()
+        )

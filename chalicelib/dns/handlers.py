@@ -3,38 +3,56 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws import HOME, Target
-from chalicelib.bots import DNS_TABLE
+from chalicelib.aws import HOME, Target, reason
+from chalicelib.bots import DNS_RECONCILE_QUEUE, DNS_TABLE, DNS_WRITER, RUNS
 from chalicelib.dns.decisions import (
     BOT,
+    RECONCILE_DELIVERIES,
     RECONCILE_THREADS,
     RUNNING,
     ZONE_CACHE_SECONDS,
     HostedZone,
-    Instance,
     OwnedRecord,
     Record,
+    UnitScan,
     desired_records,
     owner_of,
     plan_changes,
+    ready_run,
+    reconcile_plan,
+    scan_from_json,
+    scan_to_json,
+    trimmed,
 )
 from chalicelib.dns.events import parse_state_change
-from chalicelib.dns.executors import Outcome, Registry, apply, describe_instance, hosted_zones, running_instances
+from chalicelib.dns.executors import (
+    Outcome,
+    Registry,
+    RunWriter,
+    apply,
+    describe_instance,
+    hosted_zones,
+    running_instances,
+)
 from chalicelib.dns.policy import DnsPolicy
 from chalicelib.events import SkippedEvent
+from chalicelib.fanout import RejectedMessageError, ResultTooLargeError, Runs, UnitRequest, queue_all, requested_unit
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
+from chalicelib.triggers import RECONCILE_READY, deliveries, delivery_id, delivery_time, matches
 
 if TYPE_CHECKING:
-    from chalice.app import CloudWatchEvent
+    from chalice.app import CloudWatchEvent, SQSEvent
     from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_sqs import SQSClient
 
     from chalicelib.aws import Clients
     from chalicelib.policy import Policies
@@ -116,50 +134,200 @@ def _report(outcome: Outcome) -> None:
         logger.info("dns record skipped: it would point at a name the instance lost", extra={"record": skipped})
 
 
-def reconcile(*, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
-    """Make Route53 match the running instances of every account and region; failed units keep their records."""
-    targets = [target for target, _ in deps.clients.units(policies.accounts, BOT)]
+@dataclass(frozen=True)
+class ReconcileFanout:
+    """Where a fanned-out reconcile queues its units, and keeps its record."""
 
-    def scan(target: Target) -> tuple[Target, tuple[Instance, ...] | str]:
-        try:
-            return target, running_instances(deps.clients.client("ec2", target), target, policies.of(DnsPolicy))
-        except (ClientError, BotoCoreError) as error:
-            return target, f"{type(error).__name__}: {error}"
+    sqs: SQSClient
+    queue_url: str
+    runs: Runs
 
+
+def reconcile(
+    *,
+    policies: Policies,
+    deps: DnsDeps,
+    at: datetime | None = None,
+    event_id: str | None = None,
+    fanout: ReconcileFanout | None = None,
+) -> dict[str, Any]:
+    """Make Route53 match the running instances of every account and region; failed units keep their records.
+
+    With `fanout`, one queue message per account/region instead: each is scanned by `reconcile_worker`, and
+    the last hands the run to the DNS writer (`apply_run`), which plans and writes it from what the workers
+    stored. A run that could not list the organization covers the accounts listed, and takes no other
+    account's records for gone.
+    """
+    units, complete = deps.clients.units_known(policies.accounts, BOT)
+    if fanout is not None:
+        started = at or datetime.now(UTC)
+        run = f"dns-{event_id or f'{started:%Y-%m-%dT%H:%M:%S}'}"
+        fanout.runs.start(run, started, len(units), complete=complete)  # before any message: see reconcile_worker
+        messages = {
+            f"{target.account_id}/{target.region}": UnitRequest(run, target.account_id, target.region).to_message()
+            for target, _ in units
+        }
+        queue_all(fanout.sqs, fanout.queue_url, messages, "ReconcileUnits")
+        return {"run": run, "queued": len(units), "complete": complete}
+    policy = policies.of(DnsPolicy)
     with ThreadPoolExecutor(max_workers=RECONCILE_THREADS) as pool:
-        scanned = list(pool.map(scan, targets))
-    zones = deps.zones.get()
-    failed = {(t.account_id, t.region) for t, found in scanned if isinstance(found, str)}
-    wanted: list[OwnedRecord] = []
-    for target, found in scanned:
-        for instance in found if not isinstance(found, str) else ():
-            records, _skipped = desired_records(instance, policies.of(DnsPolicy), zones, _account_key(target))
-            wanted.extend(OwnedRecord(record, instance.owner) for record in records)
+        scans = list(pool.map(lambda unit: scan_unit(unit[0], policy, deps.clients), units))
+    return _apply_scans(scans, complete, policies=policies, deps=deps)
 
-    def in_scope(owner: str) -> bool:
-        """Reached, or no longer managed at all (an account or region taken out of accounts.yml): its records
-        go. Only a unit that failed to answer keeps them, until it answers again."""
-        account_id, region, _ = owner.split("/", 2)
-        return (account_id, region) not in failed
 
-    plan = plan_changes(wanted, deps.registry.everything(), in_scope)
+def scan_unit(target: Target, policy: DnsPolicy, clients: Clients) -> UnitScan:
+    """One account/region's running instances; what AWS refuses or fails is the scan's error."""
+    scanned = datetime.now(UTC)
+    try:
+        found = running_instances(clients.client("ec2", target), target, policy)
+    except (ClientError, BotoCoreError) as error:
+        logger.error(
+            "dns scan failed: the unit's records are kept",
+            extra={"account": target.account_id, "region": target.region, "reason": reason(error)},
+        )
+        return UnitScan(target.account_id, target.region, scanned, error=reason(error))
+    return UnitScan(target.account_id, target.region, scanned, tuple(trimmed(i, policy) for i in found))
+
+
+def _apply_scans(scans: Sequence[UnitScan], complete: bool, *, policies: Policies, deps: DnsDeps) -> dict[str, Any]:
+    """Plan a run from its units' scans and the registry, and write it."""
+    registry = deps.registry.everything()
+    plan = reconcile_plan(
+        scans,
+        registry.held,
+        registry.changed,
+        deps.zones.get(),
+        policies.of(DnsPolicy),
+        home_account_id=deps.clients.home().account_id,
+        complete=complete,
+    )
     outcome = apply(plan, route53=deps.route53, registry=deps.registry)
-    outcome.failures = [f"{t.account_id}/{t.region}: {found}" for t, found in scanned if isinstance(found, str)]
+    outcome.failures = [f"{scan.unit}: {scan.error}" for scan in scans if scan.error]
     _report(outcome)
     metrics.add_metric(name="ReconcileFailures", unit="Count", value=len(outcome.failures))
-    logger.info("dns reconciled", extra={"units": len(targets), **outcome.as_dict()})
-    return {"units": len(targets), **outcome.as_dict()}
+    if not complete:
+        logger.warning("the organization could not be listed: records of accounts only it names are kept")
+    logger.info("dns reconciled", extra={"units": len(scans), "complete": complete, **outcome.as_dict()})
+    return {"units": len(scans), "complete": complete, **outcome.as_dict()}
+
+
+class Writer(Protocol):
+    """Where a completed run goes to be written: the DNS writer (executors.RunWriter), or, in-process, a test's."""
+
+    def apply(self, run: str) -> None: ...
+
+
+def reconcile_worker(
+    body: str, attempt: int, *, policies: Policies, clients: Clients, runs: Runs, writer: Writer
+) -> dict[str, Any]:
+    """One account/region of a fanned-out reconcile: scan it, store the scan, and if it completes the run, hand
+    the run to the writer.
+
+    The message is a request: its run must be one the scheduler recorded, its account one of the fleet's in
+    one of its regions; anything else is logged, counted and dropped. A unit that fails every delivery is
+    recorded as failed on its last one (its records are kept) and raises, so that it is kept in the
+    dead-letter queue too. The worker writes nothing to Route53: only the writer does.
+    """
+    try:
+        request = UnitRequest.from_message(body)
+        if runs.get(request.run) is None:
+            raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
+        try:
+            target, _ = requested_unit(request, policies.accounts, clients, BOT)
+            scan = scan_unit(target, policies.of(DnsPolicy), clients)
+        except RejectedMessageError:
+            raise
+        except Exception as error:
+            metrics.add_metric(name="ReconcileUnitsCrashed", unit="Count", value=1)
+            if attempt < RECONCILE_DELIVERIES:
+                raise  # SQS delivers it again
+            crash = f"{type(error).__name__}: {error}"
+            _finish(
+                request.run, UnitScan(request.account_id, request.region, datetime.now(UTC), error=crash), runs, writer
+            )
+            raise  # and keeps it in the dead-letter queue
+    except RejectedMessageError as error:
+        logger.warning("reconcile message rejected", extra={"reason": str(error)})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+        return {"rejected": str(error)}
+    return _finish(request.run, scan, runs, writer)
+
+
+def _finish(run: str, scan: UnitScan, runs: Runs, writer: Writer) -> dict[str, Any]:
+    try:
+        recorded = runs.record(run, scan.unit, scan_to_json(scan))
+    except ResultTooLargeError as error:
+        logger.error("dns scan too large to store: the unit's records are kept", extra={"unit": scan.unit})
+        scan = replace(scan, instances=(), error=f"{len(scan.instances)} instances, too many to store: {error}")
+        recorded = runs.record(run, scan.unit, scan_to_json(scan))
+    metrics.add_metric(name="ReconcileUnitsDone", unit="Count", value=int(recorded))
+    completes = runs.claim_completion(run)
+    if completes:  # this unit completed the run: the writer applies it, once, from every unit's scan
+        try:
+            writer.apply(run)
+        except (ClientError, BotoCoreError):
+            runs.give_back_completion(run)  # this message's next delivery hands it on
+            raise
+    answer = {"run": run, "unit": scan.unit, "recorded": recorded, "instances": len(scan.instances)}
+    return answer | {"error": scan.error, "handed_to_writer": completes}
+
+
+def apply_run(event: Mapping[str, Any], *, policies: Policies, deps: DnsDeps, runs: Runs) -> dict[str, Any]:
+    """The writer's half of a fanned-out reconcile: plan the run from its units' stored scans and write it.
+
+    The event is a request, not proof: the run must be one the scheduler recorded, every unit of which was
+    done. Applying a run twice writes nothing the second time, and a run applied late leaves alone every name
+    an event changed after its unit's scan.
+    """
+    try:
+        run_id = ready_run(event)
+        run = runs.get(run_id)
+        if run is None or not run.completed:
+            raise RejectedMessageError(f"run {run_id} is not a reconcile run whose units are all done")
+    except RejectedMessageError as error:
+        logger.warning("reconcile-ready event rejected", extra={"reason": str(error)})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+        return {"rejected": str(error)}
+    scans = [scan_from_json(stored) for stored in runs.results(run_id)]
+    return {"run": run_id, **_apply_scans(scans, run.complete, policies=policies, deps=deps)}
 
 
 # ----- the Lambda functions app.py wires: (event, runtime) -> answer -----------------------------
 
 
 def on_instance_state_change(event: CloudWatchEvent, runtime: Runtime) -> dict[str, Any]:
-    return handle_state_change(event.to_dict(), policies=runtime.policies, deps=runtime.built(dns_deps))
+    """The DNS writer: an instance's state change, or a reconcile run its last worker handed on."""
+    raw = event.to_dict()
+    if matches(RECONCILE_READY, raw):
+        return apply_run(raw, policies=runtime.policies, deps=runtime.built(dns_deps), runs=runtime.built(dns_runs))
+    return handle_state_change(raw, policies=runtime.policies, deps=runtime.built(dns_deps))
 
 
 def reconcile_dns(event: CloudWatchEvent, runtime: Runtime) -> dict[str, Any]:
-    return reconcile(policies=runtime.policies, deps=runtime.built(dns_deps))
+    return reconcile(
+        policies=runtime.policies,
+        deps=runtime.built(dns_deps),
+        at=delivery_time(event),
+        event_id=delivery_id(event),
+        fanout=runtime.built(reconcile_fanout),
+    )
+
+
+def dns_reconcile_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
+    runs, writer = runtime.built(dns_runs), runtime.built(run_writer)
+    return {
+        "units": [
+            reconcile_worker(
+                record.body,
+                deliveries(record),
+                policies=runtime.policies,
+                clients=runtime.clients,
+                runs=runs,
+                writer=writer,
+            )
+            for record in event
+        ]
+    }
 
 
 def dns_deps(runtime: Runtime) -> DnsDeps:
@@ -171,3 +339,28 @@ def dns_deps(runtime: Runtime) -> DnsDeps:
     route53 = runtime.clients.client("route53", home)
     registry = Registry(runtime.clients.client("dynamodb", home), table)
     return DnsDeps(runtime.clients, route53, registry, ZoneCache(route53))
+
+
+def dns_runs(runtime: Runtime) -> Runs:
+    """Built once per container: the table where each fanned-out reconcile keeps its units' scans."""
+    table = runtime.settings.resource(RUNS)
+    if not table:
+        raise NotConfiguredError(f"{RUNS} is not set: a fanned-out reconcile is applied from it")
+    return Runs(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
+
+
+def reconcile_fanout(runtime: Runtime) -> ReconcileFanout | None:
+    """Built once per container: with a queue set, the reconcile fans out to it (else it scans every unit itself)."""
+    queue = runtime.settings.resource(DNS_RECONCILE_QUEUE)
+    if not queue:
+        return None
+    sqs = runtime.clients.client("sqs", Target(HOME, runtime.clients.home_region))
+    return ReconcileFanout(sqs, queue, dns_runs(runtime))
+
+
+def run_writer(runtime: Runtime) -> RunWriter:
+    """Built once per container: the DNS writer a completed run is handed to."""
+    function = runtime.settings.resource(DNS_WRITER)
+    if not function:
+        raise NotConfiguredError(f"{DNS_WRITER} is not set: the reconcile's workers hand their run to it")
+    return RunWriter(runtime.clients.client("lambda", Target(HOME, runtime.clients.home_region)), function)

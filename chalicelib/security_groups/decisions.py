@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from chalicelib import notify
 from chalicelib.aws import is_transient, reason
-from chalicelib.fanout import member_in
 from chalicelib.policy import MemberBot
 from chalicelib.security_groups.events import (
     Direction,
@@ -24,10 +23,6 @@ from chalicelib.security_groups.events import (
     Source,
 )
 from chalicelib.security_groups.policy import PortRange, SecurityGroupRule, SecurityGroupsPolicy
-
-if TYPE_CHECKING:
-    from chalicelib.fanout import UnitRequest
-    from chalicelib.policy import AccountsPolicy
 
 BOT: MemberBot = "security_groups"  # its role in member accounts, and the outbox's name for its parked emails
 SWEEP_THREADS = 8
@@ -531,15 +526,6 @@ def digest_notice(findings: Sequence[SweepFinding], policy: SecurityGroupsPolicy
 # ----- the sweep fanned out: one queue message per account x region, one digest per run ---------------------
 
 SWEEP_DELIVERIES = 3  # a unit's deliveries before its dead-letter queue (deploy/resources.json's maxReceiveCount)
-
-
-def sweep_unit(request: UnitRequest, accounts: AccountsPolicy, home_account_id: str) -> tuple[str | None, str]:
-    """The role to sweep the request's account through (None: the home account) and the account's name, from
-    accounts.yml, never from the message (`member_in`)."""
-    member = member_in(accounts, request.account_id, request.region, home_account_id)
-    if member is None:
-        return None, "home"
-    return accounts.role_arn(member, "security_groups"), member.name
 
 
 @cache

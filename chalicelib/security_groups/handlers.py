@@ -15,7 +15,7 @@ from chalicelib.aws import HOME, Target, reason
 from chalicelib.bots import RUNS, SWEEP_QUEUE
 from chalicelib.dedupe import always
 from chalicelib.events import SkippedEvent
-from chalicelib.fanout import RejectedMessageError, Runs, UnitRequest, queue_all
+from chalicelib.fanout import RejectedMessageError, Runs, UnitRequest, queue_all, requested_unit
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
 from chalicelib.security_groups.decisions import (
@@ -39,7 +39,6 @@ from chalicelib.security_groups.decisions import (
     needs_action,
     prefix_lists_to_resolve,
     read_exemption,
-    sweep_unit,
     violation_notice,
 )
 from chalicelib.security_groups.events import SecurityGroupChange, parse_security_group_change
@@ -329,7 +328,8 @@ def work_on_unit(
         started = recorded.started
         policy = policies.of(SecurityGroupsPolicy)
         try:
-            finding = _requested_unit(request, started, policy, policies.accounts, clients)
+            target, name = requested_unit(request, policies.accounts, clients, BOT)
+            finding = _sweep_one(target, name, policy, clients, started)
         except RejectedMessageError:
             raise
         except Exception as error:
@@ -347,16 +347,6 @@ def work_on_unit(
         metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
         return {"rejected": str(error)}
     return _finish(request.run, finding, started, policy, runs, mailer)
-
-
-def _requested_unit(
-    request: UnitRequest, started: datetime, policy: SecurityGroupsPolicy, accounts: AccountsPolicy, clients: Clients
-) -> SweepFinding:
-    """The unit a request names, checked against the fleet (RejectedMessageError), swept."""
-    if accounts.member(request.account_id) is None and accounts.organization is not None:
-        accounts = clients.fleet(accounts)
-    role_arn, name = sweep_unit(request, accounts, clients.home().account_id)
-    return _sweep_one(Target(request.account_id, request.region, role_arn), name, policy, clients, started)
 
 
 def _finish(

@@ -15,14 +15,14 @@ from chalicelib.observability import metrics
 from chalicelib.settings import IDEMPOTENCY_TABLE
 from demo.environment import create_table
 from tests.support.aws import ROOT
-from tests.support.dns import Network, public_subnet, zones
+from tests.support.dns import MOTO_LAMBDA, Network, public_subnet, zones
 from tests.support.estate import SENDER, Estate, member_client
 from tests.support.lambdas import Emitted
 
 
 @pytest.fixture
 def estate(fresh_runtime: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Estate]:
-    with mock_aws():
+    with mock_aws(config=MOTO_LAMBDA):
         boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
         monkeypatch.setenv(SNAPSHOT_LEDGER, create_table(boto3.client("dynamodb"), "SnapshotLedgerTable"))
         yield Estate(home_ec2=boto3.client("ec2"), member_ec2=member_client("ec2"))

@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 
-from chalicelib.aws import Clients
+from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.aws import Clients, Target
+from chalicelib.dns.executors import Registry
+from chalicelib.dns.handlers import DnsDeps, ZoneCache, reconcile
 from chalicelib.fleet import OrganizationAccounts, OrganizationUnavailableError
 from chalicelib.policy import AccountsPolicy, Organization, Policies
 from chalicelib.runtime import current
 from chalicelib.settings import POLICIES_DIR
 from demo.organization import MANAGEMENT, Layout, build
-from tests.support.aws import HOME, MEMBER, REGION, TEST_EXTERNAL_ID, load_event
+from tests.support.aws import HOME, MEMBER, REGION, ROOT, TEST_EXTERNAL_ID, load_event
+from tests.support.dns import SELECT, Network, public_subnet
 from tests.support.estate import Estate, member_client, tcp
 from tests.support.faults import Faults, body_names
 from tests.support.lambdas import Emitted
@@ -160,3 +164,44 @@ def test_the_organization_is_listed_again_after_its_lifetime_and_its_last_listin
     now[0], denied = 601, True
     assert kept.found(named) == first  # listed again, refused: the last listing stands
     assert len(listings) == 2
+
+
+def test_a_dns_reconcile_without_the_organization_keeps_the_records_of_accounts_only_it_names(
+    organization: Layout, network: Network, tmp_path: Path
+) -> None:
+    # Given an instance in the organization's "shop" account, which accounts.yml does not list, with its records
+    shop = organization.accounts["shop"]
+    shop_ec2 = member_client("ec2", shop)
+    vpc, subnet = public_subnet(shop_ec2, "10.4.0.0/16")
+    network.route53.associate_vpc_with_hosted_zone(
+        HostedZoneId=network.zones["internal.example.com"], VPC={"VPCRegion": REGION, "VPCId": vpc}
+    )
+    shop_ec2.run_instances(
+        ImageId="ami-12345678",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "till"}, *SELECTED]}],
+    )
+    (tmp_path / "accounts.yml").write_text(accounts_yml(organization))
+    (tmp_path / "dns.yml").write_text((ROOT / "policies" / "dns.yml").read_text())
+    policies = Policies(tmp_path)
+    first = reconcile(policies=policies, deps=dns_deps_with(Clients(external_id=TEST_EXTERNAL_ID)))
+    assert (first["complete"], first["failures"]) == (True, [])
+    assert ("till.internal.example.com.", "A") in network.records("internal.example.com")
+
+    # When the next run cannot list the organization
+    second = reconcile(policies=policies, deps=dns_deps_with(denied_organization()))
+
+    # Then it reconciles the accounts listed, and takes shop, which it did not cover, for nothing: its records stay
+    assert (second["complete"], second["removed"]) == (False, 0)
+    assert ("till.internal.example.com.", "A") in network.records("internal.example.com")
+
+
+SELECTED = [{"Key": key, "Value": value} for key, value in SELECT.items()]
+
+
+def dns_deps_with(clients: Clients) -> DnsDeps:
+    home = Target(HOME_KEY, REGION)
+    route53 = clients.client("route53", home)
+    return DnsDeps(clients, route53, Registry(clients.client("dynamodb", home), "opsbots-dns"), ZoneCache(route53))

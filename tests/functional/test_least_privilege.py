@@ -66,7 +66,19 @@ from PIL import Image
 from chalicelib import triggers
 from chalicelib.aws import HOME as HOME_KEY
 from chalicelib.aws import Clients, Target, units_of
-from chalicelib.bots import BOT_OF, FUNCTIONS, RUNS, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, SWEEP_QUEUE, WEBSITES_TABLE
+from chalicelib.bots import (
+    BOT_OF,
+    DNS_RECONCILE_QUEUE,
+    DNS_WRITER,
+    FUNCTIONS,
+    RUNS,
+    SNAPSHOT_LEDGER,
+    SNAPSHOT_QUEUE,
+    SWEEP_QUEUE,
+    WEBSITES_TABLE,
+)
+from chalicelib.dns.decisions import reconcile_ready
+from chalicelib.dns.handlers import ReconcileFanout, dns_deps, reconcile, reconcile_worker
 from chalicelib.fanout import Runs, UnitRequest
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.runtime import current
@@ -80,7 +92,7 @@ from demo.environment import create_table
 from demo.web import http_site
 from deploy.scope_to_stack import scope_document
 from tests.support.aws import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
-from tests.support.dns import public_subnet, state_event, zones
+from tests.support.dns import MOTO_LAMBDA, public_subnet, state_event, writer_function, zones
 from tests.support.estate import SENDER, Estate, member_client, sent_emails, tcp
 from tests.support.faults import ATTEMPTS, Faults
 from tests.support.iam import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, PACKAGED, XRAY
@@ -104,7 +116,14 @@ PLATFORM = LOGS | XRAY
 # Statements for Lambda's own use of the role (logs, traces, the on-failure destination), never a code path's.
 PLATFORM_STATEMENTS = frozenset({"WriteLogs", "WriteTraces", "ReportFailedEvents"})
 # The stack the documents are deployed in: `make package` pins tables, queues and identities to it.
-STACK_PARAMETERS = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": HOME}
+# The DNS writer, named as SAM names a packaged function.
+WRITER = "opsbots-OnInstanceStateChange-1Q2W3E4R5T6Y"
+STACK_PARAMETERS = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": HOME,
+    "OnInstanceStateChange.Arn": f"arn:aws:lambda:{REGION}:{HOME}:function:{WRITER}",
+}
 # What moto cannot judge (a signing name, or signing name.operation): it lets these through, and the
 # recorded calls are checked instead.
 UNJUDGED = {
@@ -112,6 +131,7 @@ UNJUDGED = {
     "ses": "moto judges SES v2 against Resource '*' and without ses:FromAddress: no sender-scoped statement can match",
     "route53": "moto answers every Route53 request with SignatureDoesNotMatch once enforcement is on",
     "sqs.SendMessageBatch": "moto asks for sqs:SendMessageBatch, which IAM does not have: AWS asks for sqs:SendMessage",
+    "lambda.Invoke": "moto asks for lambda:Invoke, which IAM does not have: AWS asks for lambda:InvokeFunction",
 }
 GUARD_IN_MEMBERS = MEMBER_ROLE_ACTIONS["security_groups"]
 SNAPSHOTS_IN_MEMBERS = MEMBER_ROLE_ACTIONS["snapshots"]
@@ -127,6 +147,7 @@ MEMBER_USE: dict[str, frozenset[str]] = {
     "sweep_worker": GUARD_IN_MEMBERS,
     "on_instance_state_change": frozenset({"ec2:DescribeInstances"}),
     "reconcile_dns": frozenset({"ec2:DescribeInstances"}),
+    "dns_reconcile_worker": frozenset({"ec2:DescribeInstances"}),
     "take_snapshots": SNAPSHOTS_IN_MEMBERS,
     "snapshot_worker": SNAPSHOTS_IN_MEMBERS,
     "on_image_uploaded": frozenset(),
@@ -194,6 +215,7 @@ RENAMED = {
     ("s3", "ListObjectsV2"): "ListBucket",
     ("sqs", "SendMessageBatch"): "SendMessage",
     ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+    ("lambda", "Invoke"): "InvokeFunction",
 }
 TAGGED_ON_CREATE = frozenset({"CreateSnapshot", "CreateSnapshots", "CopySnapshot"})
 
@@ -239,6 +261,11 @@ def _no_context(call: Call) -> tuple[tuple[str, str], ...]:
 REQUEST_CONTEXT: dict[str, Callable[[Call], tuple[tuple[str, str], ...]]] = {"sesv2": _ses_context}
 
 
+def _lambda_resource(call: Call) -> str:
+    name = call.params["FunctionName"]
+    return name if name.startswith("arn:") else f"arn:aws:lambda:{call.region}:{call.account}:function:{name}"
+
+
 def _sts_resource(call: Call) -> str:
     return str(call.params.get("RoleArn", "*"))
 
@@ -257,6 +284,7 @@ RESOURCES: dict[str, Callable[[Call], str]] = {
     "sesv2": _ses_resource,
     "sts": _sts_resource,
     "ec2": _ec2_resource,
+    "lambda": _lambda_resource,
 }
 
 
@@ -413,6 +441,8 @@ def _resolved(node: Any, parameters: Mapping[str, str]) -> Any:
     if isinstance(node, Mapping):
         if set(node) == {"Ref"}:
             return parameters[node["Ref"]]
+        if set(node) == {"Fn::GetAtt"}:
+            return parameters[".".join(node["Fn::GetAtt"])]
         if set(node) == {"Fn::Sub"}:
             return re.sub(r"\$\{([^}]+)\}", lambda found: parameters[found.group(1)], node["Fn::Sub"])
         return {str(key): _resolved(value, parameters) for key, value in node.items()}
@@ -709,7 +739,7 @@ class Iam:
 @pytest.fixture
 def estate(fresh_runtime: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Estate]:
     """conftest's estate, with boto3's default session on the shared model cache (the set-up's biggest cost)."""
-    with mock_aws():
+    with mock_aws(config=MOTO_LAMBDA):
         boto3.setup_default_session(botocore_session=_core_session(), region_name=REGION)
         LOADER.search_paths[:] = list(dict.fromkeys(LOADER.search_paths))
         boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
@@ -1030,7 +1060,7 @@ def launch(ec2: EC2Client, subnet: str, name: str, **tags: str) -> str:
     )["Instances"][0]["InstanceId"]
 
 
-def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
+def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets, reconcile_queue: str) -> None:
     # Given an instance with an alias at home, and one in the member account
     home = launch(estate.home_ec2, dns.home, "app", **{"opsbots:dns-aliases": "api"})
     member = launch(estate.member_ec2, dns.member, "worker")
@@ -1056,7 +1086,57 @@ def test_on_instance_state_change(iam: Iam, estate: Estate, lambdas: Any, dns: S
     with enforced():
         refused = handle(lambdas, bot.function, state_event(web, "running"))
     assert any("a record opsbots did not write" in conflict for conflict in refused["conflicts"])
+
+    # And, as the DNS writer, it applies a fanned-out reconcile run its last worker hands it: web's is none of ours
+    run = fanned_out_run(estate)
+    with enforced():
+        applied = handle(lambdas, bot.function, reconcile_ready(run))
+    assert (applied["run"], applied["removed"], applied["failures"]) == (run, 0, [])
     iam.assert_least_privilege(bot)
+
+
+def fanned_out_run(estate: Estate) -> str:
+    """A reconcile run fanned out and every unit scanned (set-up, not what a scenario checks): its id."""
+    runtime = current()
+    previous = runtime.clients
+    runtime.clients = Clients(external_id=EXTERNAL_ID)
+    try:
+        reconcile_runs = Runs(boto3.client("dynamodb"), runs_table())
+        queue_url = boto3.client("sqs").create_queue(QueueName=triggers.DNS_RECONCILE_QUEUE_NAME)["QueueUrl"]
+        deps = dns_deps(runtime)
+        scheduled = reconcile(
+            policies=runtime.policies,
+            deps=deps,
+            event_id="hour-1",
+            fanout=ReconcileFanout(boto3.client("sqs"), queue_url, reconcile_runs),
+        )
+        sqs = boto3.client("sqs")
+        while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                reconcile_worker(
+                    message["Body"],
+                    1,
+                    policies=runtime.policies,
+                    clients=runtime.clients,
+                    runs=reconcile_runs,
+                    writer=NoWriter(),
+                )
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    finally:
+        runtime.clients = previous
+    return str(scheduled["run"])
+
+
+class NoWriter:
+    def apply(self, run: str) -> None:
+        """The scenario hands the run to the writer itself."""
+
+
+def runs_table() -> str:
+    """The runs table, as the template creates it, in the environment (made once per test)."""
+    if RUNS not in os.environ or os.environ[RUNS] not in boto3.client("dynamodb").list_tables()["TableNames"]:
+        os.environ[RUNS] = create_table(boto3.client("dynamodb"), "RunsTable")
+    return os.environ[RUNS]
 
 
 def write_by_hand(name: str) -> None:
@@ -1074,7 +1154,9 @@ def write_by_hand(name: str) -> None:
     )
 
 
-def test_reconcile_dns(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> None:
+def test_reconcile_dns(
+    iam: Iam, estate: Estate, lambdas: Any, dns: Subnets, reconcile_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given running instances at home and in the member account, and one whose name someone wrote by hand
     launch(estate.home_ec2, dns.home, "app", **{"opsbots:dns-aliases": "api"})
     member = launch(estate.member_ec2, dns.member, "worker")
@@ -1095,6 +1177,51 @@ def test_reconcile_dns(iam: Iam, estate: Estate, lambdas: Any, dns: Subnets) -> 
     assert (first["added"], first["failures"]) == (7 + 1, [])
     assert any("a record opsbots did not write" in conflict for conflict in first["conflicts"])
     assert (second["added"], second["removed"], second["failures"]) == (0, 2, [])
+
+    # And, deployed with its queue, the next run records itself and queues one message per account/region
+    monkeypatch.setenv(DNS_RECONCILE_QUEUE, reconcile_queue)
+    current.cache_clear()
+    bot.install()
+    with enforced():
+        queued = handle(lambdas, bot.function, {**load_event("scheduled-event"), "id": "next-hour"})
+    assert (queued["run"], queued["queued"]) == ("dns-next-hour", queue_depth(reconcile_queue)) == ("dns-next-hour", 2)
+    iam.assert_least_privilege(bot)
+
+
+@pytest.fixture
+def reconcile_queue(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The reconcile's queue, the runs table and the writer, as the template creates them; the queue not yet in
+    the environment."""
+    monkeypatch.setenv(RUNS, runs_table())
+    monkeypatch.setenv(DNS_WRITER, writer_function(WRITER))
+    return boto3.client("sqs").create_queue(QueueName=triggers.DNS_RECONCILE_QUEUE_NAME)["QueueUrl"]
+
+
+def test_dns_reconcile_worker(
+    iam: Iam, estate: Estate, chalice: Client, dns: Subnets, reconcile_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a fanned-out reconcile run, its units queued, with instances at home and in the member account
+    launch(estate.home_ec2, dns.home, "app")
+    launch(estate.member_ec2, dns.member, "worker")
+    runtime = current().acting_as("reconcile_dns")
+    runs = Runs(boto3.client("dynamodb"), os.environ[RUNS])
+    fanout = ReconcileFanout(boto3.client("sqs"), reconcile_queue, runs)
+    reconcile(policies=runtime.policies, deps=dns_deps(runtime), event_id="hour-1", fanout=fanout)
+    bot = iam.bot("dns_reconcile_worker")
+    sqs = bot.clients.client("sqs", Target(HOME_KEY, REGION))  # the event source mapping polls as the function
+
+    # When the worker takes each unit, and SQS delivers the first again
+    with enforced():
+        results = consume(sqs, reconcile_queue, chalice, "dns_reconcile_worker")
+    again = UnitRequest("dns-hour-1", HOME, REGION).to_message()
+    boto3.client("sqs").send_message(QueueUrl=reconcile_queue, MessageBody=again)
+    with enforced():
+        redelivered = consume(sqs, reconcile_queue, chalice, "dns_reconcile_worker")
+
+    # Then both units were scanned and stored, the last handed the run to the writer, the redelivery counted nothing
+    units = [unit for result in results for unit in result["units"]]
+    assert [(unit["instances"], unit["handed_to_writer"]) for unit in units] == [(1, False), (1, True)]
+    assert redelivered[0]["units"][0]["recorded"] is False
     iam.assert_least_privilege(bot)
 
 

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from chalicelib.dns.handlers import handle_state_change
+from chalicelib.dns.decisions import RECONCILE_DELIVERIES, reconcile_ready
+from chalicelib.dns.handlers import apply_run, handle_state_change, reconcile_worker
 from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
 from chalicelib.security_groups.handlers import handle_change, work_on_unit
 from chalicelib.snapshots.handlers import work_on
@@ -34,6 +35,7 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scope
 
 MESSAGES = [fuzz.unit_message(account) for account in (HOME, MEMBER)]
 SWEEP_MESSAGES = [fuzz.sweep_message(account) for account in (HOME, MEMBER)]
+DNS_MESSAGES = [fuzz.sweep_message(account, fuzz.DNS_RUN) for account in (HOME, MEMBER)]
 
 
 def mutated_sample(names: list[str], depth: int = 1_000) -> st.SearchStrategy[Any]:
@@ -137,6 +139,44 @@ def test_the_sweep_worker_survives_mutated_messages(
     world: fuzz.World, sweep_run: None, body: str, delivery: int
 ) -> None:
     summary(work_on_unit(body, delivery, **world.sweep_kwargs()))
+
+
+@pytest.fixture
+def dns_run(world: fuzz.World, dns_ids: dict[str, str]) -> None:
+    """A fanned-out DNS reconcile the scheduler recorded, over the estate the DNS targets use."""
+    world.sweep_runs().start(fuzz.DNS_RUN, fuzz.SNAPSHOT_TIME, len(DNS_MESSAGES))
+
+
+@FUZZ
+@given(
+    body=st.sampled_from(DNS_MESSAGES).flatmap(mutated_json),
+    delivery=st.integers(1, RECONCILE_DELIVERIES),
+)
+def test_the_dns_reconcile_worker_survives_mutated_messages(
+    world: fuzz.World, dns_run: None, body: str, delivery: int
+) -> None:
+    runs, writer = world.sweep_runs(), fuzz.HandedRuns()
+    summary(reconcile_worker(body, delivery, policies=world.policies, clients=world.clients, runs=runs, writer=writer))
+
+
+@pytest.fixture
+def completed_dns_run(world: fuzz.World, dns_run: None) -> None:
+    """The run with every unit scanned: what the writer is handed."""
+    for message in DNS_MESSAGES:
+        reconcile_worker(
+            json.dumps(message),
+            1,
+            policies=world.policies,
+            clients=world.clients,
+            runs=world.sweep_runs(),
+            writer=fuzz.HandedRuns(),
+        )
+
+
+@FUZZ
+@given(event=mutated(reconcile_ready(fuzz.DNS_RUN)))
+def test_the_dns_writer_survives_mutated_reconcile_runs(world: fuzz.World, completed_dns_run: None, event: Any) -> None:
+    summary(apply_run(event, policies=world.policies, deps=world.dns_deps(), runs=world.sweep_runs()))
 
 
 # Found by fuzzing: each of these reached botocore or a time comparison, outside the unit's error handling.

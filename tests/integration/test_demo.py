@@ -85,6 +85,7 @@ EXPECTED_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
             "terminated_changes_nothing",
         ),
         "reconcile": ("counts", "records", "registry", "untagged_ignored", "conflict_again", "others_untouched"),
+        "fanned_out": ("queued", "scanned", "workers_only_scan", "written", "others_untouched"),
         "public_name": ("private_names_added", "in_route53_and_registry", "nothing_public", "private_zones_only"),
     },
     "snapshots": {
@@ -491,6 +492,16 @@ def test_the_reconcile_names_db_1_and_not_the_untagged_batch_7(demo: Played) -> 
     assert [conflict.split(" wanted by ")[0] for conflict in conflicts] == ["web.internal.example.com. A"]
 
 
+def test_the_reconcile_fanned_out_scans_in_workers_and_writes_in_the_writer_alone(demo: Played) -> None:
+    queued = demo.facts("dns.fanned_out.queued")["answer"]
+    assert (queued["queued"], queued["complete"]) == (2, True)
+    calls = demo.facts("dns.fanned_out.workers_only_scan")["aws_calls"]
+    assert calls["ec2:DescribeInstances"] == 2
+    assert not any(call.startswith("route53:") for call in calls)
+    written = demo.facts("dns.fanned_out.written")["answer"]
+    assert (written["units"], written["added"], written["removed"], written["failures"]) == (2, 2, 0, [])
+
+
 def test_a_member_instance_with_a_public_address_gets_private_names_only(demo: Played) -> None:
     added = demo.facts("dns.public_name.private_names_added")
     ip, fqdn = added["instance"]["private_ip"], "login.internal.example.com."
@@ -501,7 +512,7 @@ def test_a_member_instance_with_a_public_address_gets_private_names_only(demo: P
     assert records[INTERNAL]["sso.internal.example.com. CNAME"] == record(fqdn)
     assert records[REVERSE][f"{reverse(ip)} PTR"] == record(fqdn)
     registry = demo.facts("dns.public_name.in_route53_and_registry")["registry"]
-    assert sorted(registry) == ["db-1", "login"]
+    assert sorted(registry) == ["cache-1", "db-1", "login"]
     assert len(registry["login"]) == 3
     public = demo.facts("dns.public_name.nothing_public")
     assert public["public_ip"]

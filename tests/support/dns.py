@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from tests.support.aws import HOME, REGION, load_event
 
+# moto keeps Lambda functions without running them (no Docker): an asynchronous invocation is accepted, as Lambda
+# accepts it, and the test then hands the payload to the function itself.
+MOTO_LAMBDA: dict[str, Any] = {"lambda": {"use_docker": False}}
+
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_route53 import Route53Client
@@ -101,3 +105,31 @@ def deliver(lambdas: Any, instance_id: str, state: str, account: str = HOME) -> 
         "on_instance_state_change", state_event(instance_id, state, account)
     ).payload
     return payload
+
+
+def writer_function(name: str = "opsbots-test-on_instance_state_change") -> str:
+    """The DNS writer as moto's Lambda knows it, for the reconcile's last worker to hand its run to: its name."""
+    import io
+    import json
+    import zipfile
+
+    import boto3
+
+    role = boto3.client("iam").create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", "")
+    boto3.client("lambda").create_function(
+        FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler", Code={"ZipFile": code.getvalue()}
+    )
+    return name

@@ -46,6 +46,7 @@ DNS_TABLE = "opsbots-dns"
 SNAPSHOT_LEDGER = "opsbots-snapshot-ledger"
 RUNS_TABLE = "opsbots-runs"
 SWEEP_RUN = "fuzz-sweep-run"  # the fanned-out sweep the worker's messages belong to
+DNS_RUN = "dns-fuzz-run"  # the fanned-out DNS reconcile the worker's messages belong to
 WEBSITES_TABLE = "opsbots-websites"
 SAMPLE_ETAG = "7f3e9a1c5b2d8e4f6a0c9b3d1e7f5a28"
 SAMPLE_VERSION = "kX3vQ8nR1tW6yB4mZ9pL2dF7hJ0sC5aE"
@@ -212,10 +213,21 @@ def unit_message(account: str) -> dict[str, Any]:
     return message
 
 
-def sweep_message(account: str) -> dict[str, Any]:
-    """The sweep worker's message for `account` in the run `SWEEP_RUN`, as the schedule queues it."""
-    message: dict[str, Any] = json.loads(UnitRequest(SWEEP_RUN, account, REGION).to_message())
+def sweep_message(account: str, run: str = SWEEP_RUN) -> dict[str, Any]:
+    """The sweep worker's message for `account` in the run `SWEEP_RUN` (or the DNS reconcile's in `run`), as the
+    schedule queues it."""
+    message: dict[str, Any] = json.loads(UnitRequest(run, account, REGION).to_message())
     return message
+
+
+class HandedRuns:
+    """The DNS writer, as the reconcile's last worker sees it: the runs handed to it."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def apply(self, run: str) -> None:
+        self.runs.append(run)
 
 
 def summary(result: Any) -> dict[str, Any]:

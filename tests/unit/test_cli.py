@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.cli import main
+from chalicelib.dns.decisions import reconcile_ready
 from chalicelib.policy import POLICY_FILES, json_schema
 from tests.support.aws import EVENTS, ROOT
 
@@ -108,6 +109,23 @@ def test_simulate_shows_the_look_up_and_the_revoke_for_an_event_from_before_rule
     assert lookup < revoke
     assert "revoked <the rule id the look-up finds>" in out
     assert "already gone" not in out
+
+
+def test_simulate_shows_the_dns_writer_applying_a_reconcile_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given what the reconcile's last worker hands the DNS writer
+    path = tmp_path / "ready.json"
+    path.write_text(json.dumps(reconcile_ready("dns-hour-1")))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+    # When it is dry-run
+    assert main(["simulate", str(path), "--policies", str(ROOT / "policies")]) == 0
+
+    # Then it says what the writer does with the run
+    out = capsys.readouterr().out
+    assert "reconcile run dns-hour-1" in out
+    assert "a unit that failed keeps its records" in out
 
 
 @pytest.mark.parametrize("name", sorted(POLICY_FILES))

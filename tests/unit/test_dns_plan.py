@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,13 +16,20 @@ from chalicelib.dns.decisions import (
     OwnedRecord,
     Plan,
     Record,
+    UnitScan,
     batches,
     desired_records,
     dns_label,
     plan_changes,
+    ready_run,
+    reconcile_plan,
+    reconcile_ready,
     route53_changes,
+    scan_from_json,
+    scan_to_json,
 )
 from chalicelib.dns.policy import DnsPolicy, DnsZone
+from chalicelib.fanout import RejectedMessageError
 
 PRIVATE = HostedZone("ZPRIV", "internal.example.com.", private=True, vpc_ids=frozenset({"vpc-1"}))
 PUBLIC = HostedZone("ZPUB", "example.com.", private=False)
@@ -295,3 +304,105 @@ def test_any_order_of_events_ends_in_the_same_records(world: list[OwnedRecord], 
     uncontested = {key for key, who in wanters.items() if len(who) == 1}
     assert [e for e in in_order if e.record.key in uncontested] == [e for e in shuffled if e.record.key in uncontested]
     assert all(entry.owner in wanters[entry.record.key] for entry in shuffled)
+
+
+# ----- a reconcile run: every unit's scan, the registry, and when each of its items last changed -----
+
+HOUR = datetime(2026, 12, 1, 10, tzinfo=UTC)
+HOME_UNIT = "123456789012/eu-west-1"
+
+
+def scan(*instances: Instance, unit: str = HOME_UNIT, error: str | None = None) -> UnitScan:
+    account_id, region = unit.split("/")
+    return UnitScan(account_id, region, HOUR, instances, error)
+
+
+def held(instance_id: str, unit: str = HOME_UNIT) -> OwnedRecord:
+    return OwnedRecord(
+        Record("ZPRIV", f"{instance_id}.internal.example.com.", "A", "10.0.1.5", 300), f"{unit}/{instance_id}"
+    )
+
+
+def run_plan(
+    scans: list[UnitScan],
+    registry: list[OwnedRecord],
+    *,
+    complete: bool = True,
+    changed: dict[Any, datetime] | None = None,
+) -> Plan:
+    return reconcile_plan(
+        scans, registry, changed or {}, ZONES, POLICY, home_account_id="123456789012", complete=complete
+    )
+
+
+@pytest.mark.parametrize(
+    ("scans", "complete", "deleted"),
+    [
+        ([scan()], True, {"gone", "elsewhere"}),  # a scanned unit is reconciled, an uncovered one no longer managed
+        ([scan()], False, {"gone"}),  # without the organization, an uncovered unit may be one only it names
+        ([scan(), scan(unit="999999999999/eu-west-1", error="AccessDenied")], True, {"gone"}),  # failed: kept
+        ([scan(error="Throttling"), scan(unit="999999999999/eu-west-1", error="AccessDenied")], True, set()),
+    ],
+)
+def test_what_a_run_may_delete(scans: list[UnitScan], complete: bool, deleted: set[str]) -> None:
+    registry = [held("gone"), held("elsewhere", "999999999999/eu-west-1")]
+
+    plan = run_plan(scans, registry, complete=complete)
+
+    assert {entry.owner.rsplit("/", 1)[1] for entry in plan.deletes} == deleted
+
+
+def test_a_name_changed_after_its_units_scan_is_left_as_the_event_left_it() -> None:
+    # Events wrote after the scan: `new`, claimed by an instance the scan did not see, and `gone`'s names,
+    # released by its instance after the scan saw it running; `old` was in the registry before the scan
+    later, earlier = HOUR + timedelta(minutes=5), HOUR - timedelta(hours=1)
+    gone = instance("i-gone", Name="gone")
+    registry = [held("new"), held("old")]
+    changed = {held("new").record.key: later, held("old").record.key: earlier}
+    changed |= {record.key: later for record in desired_records(gone, POLICY, ZONES, "home")[0]}
+
+    plan = run_plan([scan(gone)], registry, changed=changed)
+
+    assert [entry.record.name for entry in plan.deletes] == ["old.internal.example.com."]
+    assert plan.claims == ()  # gone's names are not brought back
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"detail": {"run": "dns-hour-1"}}, None),
+        ({"detail": {"run": "../x"}}, "is not valid"),
+        ({"detail": {"run": 7}}, "is not valid"),
+        ({"detail": "dns-hour-1"}, "is not valid"),
+        ({}, "is not valid"),
+    ],
+)
+def test_the_run_a_reconcile_ready_event_names(event: dict[str, Any], reason: str | None) -> None:
+    if reason is None:
+        assert ready_run(event) == "dns-hour-1"
+        assert ready_run(reconcile_ready("dns-hour-1")) == "dns-hour-1"
+    else:
+        with pytest.raises(RejectedMessageError, match=reason):
+            ready_run(event)
+
+
+@given(
+    st.lists(
+        st.builds(
+            Instance,
+            account_id=st.just("123456789012"),
+            region=st.just("eu-west-1"),
+            instance_id=st.from_regex(r"i-[0-9a-f]{8}", fullmatch=True),
+            state=st.sampled_from(["running", "stopped"]),
+            tags=st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=4),
+            private_ipv4=st.none() | st.just("10.0.0.1"),
+            ipv6=st.lists(st.just("2001:db8::1"), max_size=1).map(tuple),
+        ),
+        max_size=5,
+    ),
+    st.none() | st.text(max_size=30),
+)
+def test_a_scan_is_stored_and_read_back_unchanged(instances: list[Instance], error: str | None) -> None:
+    stored = UnitScan("123456789012", "eu-west-1", HOUR, tuple(instances), error)
+
+    assert scan_from_json(scan_to_json(stored)) == stored
