@@ -40,11 +40,11 @@ from bench.common import Calls, verdict
 from bench.machine import publish
 from bench.snapshots import Latency
 from chalicelib.aws import HOME, Clients, Target
-from chalicelib.fanout import Runs
+from chalicelib.fanout import Fanout, Runs
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import Policies, load_policies
 from chalicelib.security_groups.executors import Ec2Executor
-from chalicelib.security_groups.handlers import SweepFanout, sweep, sweep_target, work_on_unit
+from chalicelib.security_groups.handlers import sweep, sweep_target, work_on_unit
 from chalicelib.security_groups.policy import SecurityGroupsPolicy
 from chalicelib.settings import SHIPPED_POLICIES
 from chalicelib.triggers import FLEET_WORKERS, SWEEP_QUEUE_NAME
@@ -199,7 +199,7 @@ def fanned_out(policies: Policies, latency: float, started: datetime, workers: i
     clients = instrumented(calls, latency)
     home = Target(HOME, REGIONS[0])
     runs = Runs(clients.client("dynamodb", home), table)
-    fanout = SweepFanout(clients.client("sqs", home), queue, runs)
+    fanout = Fanout(clients.client("sqs", home), queue, runs)
     mailer = mailer_for("security_groups", clients, None)
     queued = sweep(policies=policies, clients=clients, mailer=mailer, at=started, event_id="bench-run", fanout=fanout)
     scheduler_seconds = time.perf_counter() - clock

@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from botocore.exceptions import ClientError
 
-from chalicelib.aws import Target, error_code
+from chalicelib.aws import HOME, Target, error_code
+from chalicelib.bots import RUNS
 from chalicelib.names import ACCOUNT_ID, REGION_NAME
 from chalicelib.observability import logger, metrics
+from chalicelib.runtime import NotConfiguredError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -28,8 +30,10 @@ if TYPE_CHECKING:
 
     from chalicelib.aws import Clients
     from chalicelib.policy import AccountsPolicy, MemberAccount, MemberBot
+    from chalicelib.runtime import Runtime
 
 BATCH: Final = 10  # SendMessageBatch's limit
+R = TypeVar("R")  # what a worker's work on its unit results in
 
 
 class RejectedMessageError(ValueError):
@@ -62,6 +66,73 @@ def requested_unit(
     if member is None:
         return Target(request.account_id, request.region), "home"
     return Target(request.account_id, request.region, accounts.role_arn(member, bot)), member.name
+
+
+def handle_unit(
+    body: str,
+    attempt: int,
+    runs: Runs,
+    *,
+    work: Callable[[UnitRequest, Run], R],
+    failed: Callable[[UnitRequest, Run, str], R],
+    finish: Callable[[UnitRequest, Run, R], dict[str, Any]],
+    deliveries: int,
+    crashed_metric: str,
+) -> dict[str, Any]:
+    """One queue message of a fanned-out run, as every worker takes it: `work` on the unit, then `finish` (store
+    its result, and complete the run if it is the last).
+
+    The message is a request: its run must be one the scheduler recorded, its account one of the fleet's in
+    one of its regions (`requested_unit`, in `work`); anything else is logged, counted (`MalformedEvents`) and
+    dropped. A unit whose work fails every delivery (a crash, an organization that cannot be listed) is
+    finished as `failed` on its last one, so the run completes and says so, and raises all the same, so that
+    SQS keeps it in the dead-letter queue (`deliveries`: the queue's maxReceiveCount).
+    """
+    try:
+        request = UnitRequest.from_message(body)
+        run = runs.get(request.run)
+        if run is None:
+            raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
+        try:
+            result = work(request, run)
+        except RejectedMessageError:
+            raise
+        except Exception as error:
+            metrics.add_metric(name=crashed_metric, unit="Count", value=1)
+            if attempt < deliveries:
+                raise  # SQS delivers it again
+            finish(request, run, failed(request, run, f"{type(error).__name__}: {error}"))
+            raise  # and keeps it in the dead-letter queue
+    except RejectedMessageError as error:
+        logger.warning("unit message rejected", extra={"reason": str(error)})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+        return {"rejected": str(error)}
+    return finish(request, run, result)
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """Where a fanned-out run queues its units, and keeps its record."""
+
+    sqs: SQSClient
+    queue_url: str
+    runs: Runs
+
+
+def runs_of(runtime: Runtime) -> Runs:
+    """Built once per container: the table where each fanned-out run keeps its units' results."""
+    table = runtime.settings.resource(RUNS)
+    if not table:
+        raise NotConfiguredError(f"{RUNS} is not set: a fanned-out run is recorded and completed from it")
+    return Runs(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
+
+
+def fanout_to(runtime: Runtime, queue_variable: str) -> Fanout | None:
+    """With the queue `queue_variable` names set, where a scheduled run fans out to (else it does every unit)."""
+    queue = runtime.settings.resource(queue_variable)
+    if not queue:
+        return None
+    return Fanout(runtime.clients.client("sqs", Target(HOME, runtime.clients.home_region)), queue, runs_of(runtime))
 
 
 class NotQueuedError(Exception):

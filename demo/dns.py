@@ -31,7 +31,7 @@ from chalicelib.dns.decisions import reconcile_ready
 from chalicelib.dns.handlers import dns_deps
 from chalicelib.triggers import DNS_RECONCILE_QUEUE_NAME
 from demo import show
-from demo.environment import HOME, MEMBER, REGION
+from demo.environment import MEMBER, REGION, sqs_event
 from demo.stage import CLOUDTRAIL_TIME, DNS_TABLE, MEMBER_ROLES, Stage, sample_event
 
 if TYPE_CHECKING:
@@ -215,24 +215,6 @@ def received(stage: Stage, queue: str) -> Iterator[dict[str, Any]]:
         for message in messages:
             yield dict(message)
             stage.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-
-
-def sqs_event(message: Mapping[str, Any]) -> dict[str, Any]:
-    """The event Lambda's SQS poller hands a worker for one message (batch size 1)."""
-    return {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": f"arn:aws:sqs:{REGION}:{HOME}:{DNS_RECONCILE_QUEUE_NAME}",
-                "awsRegion": REGION,
-            }
-        ]
-    }
 
 
 def wrapped(text: str, indent: str = "  ") -> str:
@@ -814,7 +796,9 @@ class DnsChapter:
             for message in received(self.stage, queue):
                 show.step(wrapped(f"Lambda's SQS poller invokes dns_reconcile_worker with {message['Body']}"))
                 with bot_calls("dns_reconcile_worker") as calls:
-                    [unit] = self.stage.invoke("dns_reconcile_worker", sqs_event(message))["units"]
+                    [unit] = self.stage.invoke("dns_reconcile_worker", sqs_event(message, DNS_RECONCILE_QUEUE_NAME))[
+                        "units"
+                    ]
                 worker_calls.update(calls)
                 units.append(unit)
                 shown = {k: unit[k] for k in ("unit", "instances", "recorded", "handed_to_writer")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,3 +90,21 @@ def create_table(dynamodb: Any, logical_id: str) -> str:
     properties = declared(logical_id)["Properties"]
     dynamodb.create_table(**{key: properties[key] for key in _CREATE_TABLE_FIELDS if key in properties})
     return str(properties["TableName"])
+
+
+def sqs_event(message: Mapping[str, Any], queue_name: str) -> dict[str, Any]:
+    """The event Lambda's SQS poller hands a function for one received message (batch size 1)."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {"ApproximateReceiveCount": "1"}),
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:{HOME}:{queue_name}",
+                "awsRegion": REGION,
+            }
+        ]
+    }

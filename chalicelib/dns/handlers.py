@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aws import HOME, Target, reason
-from chalicelib.bots import DNS_RECONCILE_QUEUE, DNS_TABLE, DNS_WRITER, RUNS
+from chalicelib.bots import DNS_RECONCILE_QUEUE, DNS_TABLE, DNS_WRITER
 from chalicelib.dns.decisions import (
     BOT,
     RECONCILE_DELIVERIES,
@@ -44,7 +44,19 @@ from chalicelib.dns.executors import (
 )
 from chalicelib.dns.policy import DnsPolicy
 from chalicelib.events import SkippedEvent
-from chalicelib.fanout import RejectedMessageError, ResultTooLargeError, Runs, UnitRequest, queue_all, requested_unit
+from chalicelib.fanout import (
+    Fanout,
+    RejectedMessageError,
+    ResultTooLargeError,
+    Run,
+    Runs,
+    UnitRequest,
+    fanout_to,
+    handle_unit,
+    queue_all,
+    requested_unit,
+    runs_of,
+)
 from chalicelib.observability import logger, metrics
 from chalicelib.runtime import NotConfiguredError
 from chalicelib.triggers import RECONCILE_READY, deliveries, delivery_id, delivery_time, matches
@@ -52,7 +64,6 @@ from chalicelib.triggers import RECONCILE_READY, deliveries, delivery_id, delive
 if TYPE_CHECKING:
     from chalice.app import CloudWatchEvent, SQSEvent
     from mypy_boto3_route53 import Route53Client
-    from mypy_boto3_sqs import SQSClient
 
     from chalicelib.aws import Clients
     from chalicelib.policy import Policies
@@ -134,22 +145,13 @@ def _report(outcome: Outcome) -> None:
         logger.info("dns record skipped: it would point at a name the instance lost", extra={"record": skipped})
 
 
-@dataclass(frozen=True)
-class ReconcileFanout:
-    """Where a fanned-out reconcile queues its units, and keeps its record."""
-
-    sqs: SQSClient
-    queue_url: str
-    runs: Runs
-
-
 def reconcile(
     *,
     policies: Policies,
     deps: DnsDeps,
     at: datetime | None = None,
     event_id: str | None = None,
-    fanout: ReconcileFanout | None = None,
+    fanout: Fanout | None = None,
 ) -> dict[str, Any]:
     """Make Route53 match the running instances of every account and region; failed units keep their records.
 
@@ -220,37 +222,30 @@ class Writer(Protocol):
 def reconcile_worker(
     body: str, attempt: int, *, policies: Policies, clients: Clients, runs: Runs, writer: Writer
 ) -> dict[str, Any]:
-    """One account/region of a fanned-out reconcile: scan it, store the scan, and if it completes the run, hand
-    the run to the writer.
+    """One account/region of a fanned-out reconcile (`handle_unit`): scan it, store the scan, and if it completes
+    the run, hand the run to the writer. A unit that fails every delivery is stored as failed (its records are
+    kept). The worker writes nothing to Route53: only the writer does."""
 
-    The message is a request: its run must be one the scheduler recorded, its account one of the fleet's in
-    one of its regions; anything else is logged, counted and dropped. A unit that fails every delivery is
-    recorded as failed on its last one (its records are kept) and raises, so that it is kept in the
-    dead-letter queue too. The worker writes nothing to Route53: only the writer does.
-    """
-    try:
-        request = UnitRequest.from_message(body)
-        if runs.get(request.run) is None:
-            raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
-        try:
-            target, _ = requested_unit(request, policies.accounts, clients, BOT)
-            scan = scan_unit(target, policies.of(DnsPolicy), clients)
-        except RejectedMessageError:
-            raise
-        except Exception as error:
-            metrics.add_metric(name="ReconcileUnitsCrashed", unit="Count", value=1)
-            if attempt < RECONCILE_DELIVERIES:
-                raise  # SQS delivers it again
-            crash = f"{type(error).__name__}: {error}"
-            _finish(
-                request.run, UnitScan(request.account_id, request.region, datetime.now(UTC), error=crash), runs, writer
-            )
-            raise  # and keeps it in the dead-letter queue
-    except RejectedMessageError as error:
-        logger.warning("reconcile message rejected", extra={"reason": str(error)})
-        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
-        return {"rejected": str(error)}
-    return _finish(request.run, scan, runs, writer)
+    def work(request: UnitRequest, _: Run) -> UnitScan:
+        target, _name = requested_unit(request, policies.accounts, clients, BOT)
+        return scan_unit(target, policies.of(DnsPolicy), clients)
+
+    def failed(request: UnitRequest, _: Run, crash: str) -> UnitScan:
+        return UnitScan(request.account_id, request.region, datetime.now(UTC), error=crash)
+
+    def finish(request: UnitRequest, _: Run, scan: UnitScan) -> dict[str, Any]:
+        return _finish(request.run, scan, runs, writer)
+
+    return handle_unit(
+        body,
+        attempt,
+        runs,
+        work=work,
+        failed=failed,
+        finish=finish,
+        deliveries=RECONCILE_DELIVERIES,
+        crashed_metric="ReconcileUnitsCrashed",
+    )
 
 
 def _finish(run: str, scan: UnitScan, runs: Runs, writer: Writer) -> dict[str, Any]:
@@ -299,7 +294,7 @@ def on_instance_state_change(event: CloudWatchEvent, runtime: Runtime) -> dict[s
     """The DNS writer: an instance's state change, or a reconcile run its last worker handed on."""
     raw = event.to_dict()
     if matches(RECONCILE_READY, raw):
-        return apply_run(raw, policies=runtime.policies, deps=runtime.built(dns_deps), runs=runtime.built(dns_runs))
+        return apply_run(raw, policies=runtime.policies, deps=runtime.built(dns_deps), runs=runtime.built(runs_of))
     return handle_state_change(raw, policies=runtime.policies, deps=runtime.built(dns_deps))
 
 
@@ -314,7 +309,7 @@ def reconcile_dns(event: CloudWatchEvent, runtime: Runtime) -> dict[str, Any]:
 
 
 def dns_reconcile_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
-    runs, writer = runtime.built(dns_runs), runtime.built(run_writer)
+    runs, writer = runtime.built(runs_of), runtime.built(run_writer)
     return {
         "units": [
             reconcile_worker(
@@ -341,21 +336,9 @@ def dns_deps(runtime: Runtime) -> DnsDeps:
     return DnsDeps(runtime.clients, route53, registry, ZoneCache(route53))
 
 
-def dns_runs(runtime: Runtime) -> Runs:
-    """Built once per container: the table where each fanned-out reconcile keeps its units' scans."""
-    table = runtime.settings.resource(RUNS)
-    if not table:
-        raise NotConfiguredError(f"{RUNS} is not set: a fanned-out reconcile is applied from it")
-    return Runs(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
-
-
-def reconcile_fanout(runtime: Runtime) -> ReconcileFanout | None:
+def reconcile_fanout(runtime: Runtime) -> Fanout | None:
     """Built once per container: with a queue set, the reconcile fans out to it (else it scans every unit itself)."""
-    queue = runtime.settings.resource(DNS_RECONCILE_QUEUE)
-    if not queue:
-        return None
-    sqs = runtime.clients.client("sqs", Target(HOME, runtime.clients.home_region))
-    return ReconcileFanout(sqs, queue, dns_runs(runtime))
+    return fanout_to(runtime, DNS_RECONCILE_QUEUE)
 
 
 def run_writer(runtime: Runtime) -> RunWriter:

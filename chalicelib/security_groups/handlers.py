@@ -5,19 +5,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws import HOME, Target, reason
-from chalicelib.bots import RUNS, SWEEP_QUEUE
+from chalicelib.aws import Target, reason
+from chalicelib.bots import SWEEP_QUEUE
 from chalicelib.dedupe import always
 from chalicelib.events import SkippedEvent
-from chalicelib.fanout import RejectedMessageError, Runs, UnitRequest, queue_all, requested_unit
+from chalicelib.fanout import (
+    Fanout,
+    Run,
+    Runs,
+    UnitRequest,
+    fanout_to,
+    handle_unit,
+    queue_all,
+    requested_unit,
+    runs_of,
+)
 from chalicelib.observability import logger, metrics
-from chalicelib.runtime import NotConfiguredError
 from chalicelib.security_groups.decisions import (
     BOT,
     SWEEP_DELIVERIES,
@@ -48,7 +57,6 @@ from chalicelib.triggers import deliveries, delivery_id, delivery_time
 
 if TYPE_CHECKING:
     from chalice.app import CloudWatchEvent, SQSEvent, SQSRecord
-    from mypy_boto3_sqs import SQSClient
 
     from chalicelib.aws import Clients
     from chalicelib.dedupe import Once
@@ -194,15 +202,6 @@ def sweep_target(
     return SweepFinding(target.account_id, account_name, target.region, verdict, len(tags))
 
 
-@dataclass(frozen=True)
-class SweepFanout:
-    """Where a fanned-out sweep queues its units, and keeps its record."""
-
-    sqs: SQSClient
-    queue_url: str
-    runs: Runs
-
-
 def sweep(
     *,
     policies: Policies,
@@ -211,7 +210,7 @@ def sweep(
     at: datetime | None = None,
     once: Once = always,
     event_id: str | None = None,
-    fanout: SweepFanout | None = None,
+    fanout: Fanout | None = None,
 ) -> dict[str, Any]:
     """Check every group of the home account and of every member account/region; one digest email.
 
@@ -260,7 +259,7 @@ def _sweep(
 
 
 def _fan_out(
-    *, policies: Policies, clients: Clients, mailer: Mailer, started: datetime, run: str, to: SweepFanout
+    *, policies: Policies, clients: Clients, mailer: Mailer, started: datetime, run: str, to: Fanout
 ) -> dict[str, Any]:
     outbox = mailer.flush()
     units = clients.units(policies.accounts, BOT)
@@ -312,41 +311,33 @@ def _summary(findings: Sequence[SweepFinding]) -> dict[str, Any]:
 def work_on_unit(
     body: str, attempt: int, *, policies: Policies, clients: Clients, runs: Runs, mailer: Mailer
 ) -> dict[str, Any]:
-    """The sweep worker: one account/region of a fanned-out sweep, then, if it completes the run, the digest.
+    """The sweep worker: one account/region of a fanned-out sweep (`handle_unit`), then, if it completes the run,
+    the digest. The sweep's time is the run's record's, never the message's; a unit that fails every delivery
+    is listed in the digest as failed."""
+    policy = policies.of(SecurityGroupsPolicy)
 
-    The message is a request: its run must be one the scheduler recorded (and the sweep's time is that
-    record's), its account one of the fleet's in one of its regions; anything else is logged, counted and
-    dropped. A unit that fails every delivery (its worker crashes, or its account cannot be looked up in
-    the organization) is recorded as failed on its last one, so the digest lists it, and raises, so that
-    it is kept in the dead-letter queue too.
-    """
-    try:
-        request = UnitRequest.from_message(body)
-        recorded = runs.get(request.run)
-        if recorded is None:
-            raise RejectedMessageError(f"run {request.run} was never started by the scheduler")
-        started = recorded.started
-        policy = policies.of(SecurityGroupsPolicy)
-        try:
-            target, name = requested_unit(request, policies.accounts, clients, BOT)
-            finding = _sweep_one(target, name, policy, clients, started)
-        except RejectedMessageError:
-            raise
-        except Exception as error:
-            metrics.add_metric(name="SweepUnitsCrashed", unit="Count", value=1)
-            if attempt < SWEEP_DELIVERIES:
-                raise  # SQS delivers it again
-            crash = f"{type(error).__name__}: {error}"
-            listed = policies.accounts.member(request.account_id)
-            name = listed.name if listed else request.account_id
-            failed = SweepFinding(request.account_id, name, request.region, Verdict("failed"), error=crash)
-            _finish(request.run, failed, started, policy, runs, mailer)
-            raise  # and keeps it in the dead-letter queue
-    except RejectedMessageError as error:
-        logger.warning("sweep message rejected", extra={"reason": str(error)})
-        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
-        return {"rejected": str(error)}
-    return _finish(request.run, finding, started, policy, runs, mailer)
+    def work(request: UnitRequest, run: Run) -> SweepFinding:
+        target, name = requested_unit(request, policies.accounts, clients, BOT)
+        return _sweep_one(target, name, policy, clients, run.started)
+
+    def failed(request: UnitRequest, run: Run, crash: str) -> SweepFinding:
+        listed = policies.accounts.member(request.account_id)
+        name = listed.name if listed else request.account_id
+        return SweepFinding(request.account_id, name, request.region, Verdict("failed"), error=crash)
+
+    def finish(request: UnitRequest, run: Run, finding: SweepFinding) -> dict[str, Any]:
+        return _finish(request.run, finding, run.started, policy, runs, mailer)
+
+    return handle_unit(
+        body,
+        attempt,
+        runs,
+        work=work,
+        failed=failed,
+        finish=finish,
+        deliveries=SWEEP_DELIVERIES,
+        crashed_metric="SweepUnitsCrashed",
+    )
 
 
 def _finish(
@@ -394,7 +385,7 @@ def sweep_security_groups(event: CloudWatchEvent, runtime: Runtime) -> dict[str,
 
 def sweep_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
     mailer = runtime.mailer(BOT, event.context)
-    runs = runtime.built(sweep_runs)
+    runs = runtime.built(runs_of)
     policies, clients, once = runtime.policies, runtime.clients, runtime.once(event.context)
 
     def unit(record: SQSRecord) -> dict[str, Any]:
@@ -409,18 +400,6 @@ def sweep_worker(event: SQSEvent, runtime: Runtime) -> dict[str, Any]:
     return {"units": [unit(record) for record in event]}
 
 
-def sweep_runs(runtime: Runtime) -> Runs:
-    """Built once per container: the table where each fanned-out sweep keeps its units' findings."""
-    table = runtime.settings.resource(RUNS)
-    if not table:
-        raise NotConfiguredError(f"{RUNS} is not set: a fanned-out sweep assembles its digest from it")
-    return Runs(runtime.clients.client("dynamodb", Target(HOME, runtime.clients.home_region)), table)
-
-
-def sweep_fanout(runtime: Runtime) -> SweepFanout | None:
+def sweep_fanout(runtime: Runtime) -> Fanout | None:
     """Built once per container: with a queue set, the sweep fans out to it (else it sweeps every unit itself)."""
-    queue = runtime.settings.resource(SWEEP_QUEUE)
-    if not queue:
-        return None
-    sqs = runtime.clients.client("sqs", Target(HOME, runtime.clients.home_region))
-    return SweepFanout(sqs, queue, sweep_runs(runtime))
+    return fanout_to(runtime, SWEEP_QUEUE)

@@ -19,7 +19,7 @@ from chalicelib.dns.handlers import reconcile_worker
 from chalicelib.fanout import ResultTooLargeError, Runs, UnitRequest
 from chalicelib.runtime import current
 from chalicelib.triggers import DNS_RECONCILE_QUEUE_NAME
-from demo.environment import create_table
+from demo.environment import create_table, sqs_event
 from tests.support.aws import HOME, MEMBER, REGION, load_event
 from tests.support.dns import Network, deliver, writer_function
 from tests.support.faults import answer_with_error
@@ -48,17 +48,9 @@ def work(lambdas: Any, queue: str) -> dict[str, Any]:
     """The next message, to the worker as Lambda's SQS poller hands it over; deleted once it succeeds."""
     sqs = boto3.client("sqs")
     [message] = sqs.receive_message(QueueUrl=queue, AttributeNames=["ApproximateReceiveCount"])["Messages"]
-    record = {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message["Attributes"],
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:{REGION}:{HOME}:{DNS_RECONCILE_QUEUE_NAME}",
-        "awsRegion": REGION,
-    }
-    answer: dict[str, Any] = lambdas.invoke("dns_reconcile_worker", {"Records": [record]}).payload
+    answer: dict[str, Any] = lambdas.invoke(
+        "dns_reconcile_worker", sqs_event(message, DNS_RECONCILE_QUEUE_NAME)
+    ).payload
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
     [unit] = answer["units"]
     return dict(unit)

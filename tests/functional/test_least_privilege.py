@@ -78,11 +78,11 @@ from chalicelib.bots import (
     WEBSITES_TABLE,
 )
 from chalicelib.dns.decisions import reconcile_ready
-from chalicelib.dns.handlers import ReconcileFanout, dns_deps, reconcile, reconcile_worker
-from chalicelib.fanout import Runs, UnitRequest
+from chalicelib.dns.handlers import dns_deps, reconcile, reconcile_worker
+from chalicelib.fanout import Fanout, Runs, UnitRequest
 from chalicelib.policy import MemberBot, MemberRoles, load_policies
 from chalicelib.runtime import current
-from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError, SweepFanout, sweep
+from chalicelib.security_groups.handlers import NotificationError, RevokeRetryError, sweep
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import Unit, plan_units
 from chalicelib.snapshots.handlers import schedule_snapshots, snapshot_deps, work_on
@@ -1003,7 +1003,7 @@ def test_sweep_worker(
     rules = sg_violations(estate)
     runtime = current().acting_as("sweep_security_groups")
     runs = Runs(boto3.client("dynamodb"), os.environ[RUNS])
-    fanout = SweepFanout(boto3.client("sqs"), sweep_queue, runs)
+    fanout = Fanout(boto3.client("sqs"), sweep_queue, runs)
     mailer = runtime.mailer("security_groups", None)
     sweep(policies=runtime.policies, clients=runtime.clients, mailer=mailer, event_id="run-1", fanout=fanout)
     bot = iam.bot("sweep_worker")
@@ -1108,7 +1108,7 @@ def fanned_out_run(estate: Estate) -> str:
             policies=runtime.policies,
             deps=deps,
             event_id="hour-1",
-            fanout=ReconcileFanout(boto3.client("sqs"), queue_url, reconcile_runs),
+            fanout=Fanout(boto3.client("sqs"), queue_url, reconcile_runs),
         )
         sqs = boto3.client("sqs")
         while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
@@ -1205,7 +1205,7 @@ def test_dns_reconcile_worker(
     launch(estate.member_ec2, dns.member, "worker")
     runtime = current().acting_as("reconcile_dns")
     runs = Runs(boto3.client("dynamodb"), os.environ[RUNS])
-    fanout = ReconcileFanout(boto3.client("sqs"), reconcile_queue, runs)
+    fanout = Fanout(boto3.client("sqs"), reconcile_queue, runs)
     reconcile(policies=runtime.policies, deps=dns_deps(runtime), event_id="hour-1", fanout=fanout)
     bot = iam.bot("dns_reconcile_worker")
     sqs = bot.clients.client("sqs", Target(HOME_KEY, REGION))  # the event source mapping polls as the function

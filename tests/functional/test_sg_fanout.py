@@ -21,7 +21,7 @@ from chalicelib.runtime import current
 from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
 from chalicelib.settings import POLICIES_DIR
 from chalicelib.triggers import SWEEP_QUEUE_NAME
-from demo.environment import create_table
+from demo.environment import create_table, sqs_event
 from tests.support.aws import HOME, MEMBER, REGION, load_event
 from tests.support.estate import Estate, sent_emails, tcp
 from tests.support.faults import Faults, answer_with_error, body_names
@@ -51,17 +51,7 @@ def deliver(lambdas: Any, queue: str) -> dict[str, Any]:
     """The next message, to the worker as Lambda's SQS poller would hand it over; deleted once it succeeds."""
     sqs = boto3.client("sqs")
     [message] = sqs.receive_message(QueueUrl=queue, AttributeNames=["ApproximateReceiveCount"])["Messages"]
-    record = {
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message["Attributes"],
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:{REGION}:{HOME}:{SWEEP_QUEUE_NAME}",
-        "awsRegion": REGION,
-    }
-    answer: dict[str, Any] = lambdas.invoke("sweep_worker", {"Records": [record]}).payload
+    answer: dict[str, Any] = lambdas.invoke("sweep_worker", sqs_event(message, SWEEP_QUEUE_NAME)).payload
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
     [unit] = answer["units"]
     return dict(unit)
