@@ -62,18 +62,19 @@ fuzz: $(BIN)/activate
 validate: $(BIN)/activate
 	$(BIN)/opsbots validate policies
 
-# The deployable artefact: a CloudFormation (SAM) template, sam.json, plus deployment.zip, checked
-# by cfn-lint. boto3/botocore come with the Lambda runtime, but aws-xray-sdk (the Tracer extra)
-# depends on botocore and chalice has no exclude option, so they are dropped from the zip here; the
-# functions get what the registry says they run with, and the roles' table, queue and SES ARNs are
-# pinned to the stack's own account and region (deploy/finish_template.py).
+# The deployable artefact: a CloudFormation (SAM) template, sam.json, plus deployment.zip and thumbnails.zip,
+# checked by cfn-lint. Chalice writes one zip for every function; deploy/package_zips.py leaves out what the
+# Lambda runtime provides and what no function runs, compiles what they import for the runtime's Python, and
+# keeps the imaging libraries for the thumbnail bot's zip alone; the functions get what the registry says they
+# run with, and the roles' table, queue and SES ARNs are pinned to the stack's own account and region
+# (deploy/finish_template.py).
 package: $(BIN)/activate
 	rm -rf $(PACKAGE_DIR)
 	# chalice wants a region to start, but the template it writes names none.
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 		$(BIN)/chalice package --stage $(STAGE) --pkg-format cloudformation \
 		--merge-template deploy/resources.json $(PACKAGE_DIR)
-	$(BIN)/python deploy/drop_runtime_libs.py $(PACKAGE_DIR)/deployment.zip
+	$(BIN)/python -m deploy.package_zips $(PACKAGE_DIR)
 	$(BIN)/python -m deploy.finish_template $(PACKAGE_DIR)/sam.json
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 

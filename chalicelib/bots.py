@@ -70,6 +70,9 @@ class Bot:
     emails: bool  # sends notifications (as its policy file's notify sender)
     # What its own role in member accounts allows (deploy/member-role.yml); none: it acts at home only.
     member_calls: tuple[str, ...] = ()
+    # Its functions run Pillow: they deploy the zip with the imaging libraries (deploy/package_zips.py), which
+    # the others leave out.
+    imaging: bool = False
 
     @property
     def in_member_accounts(self) -> bool:
@@ -270,6 +273,7 @@ BOTS: Final = (
             ),
         ),
         emails=False,
+        imaging=True,
     ),
     Bot(
         "websites",

@@ -7,15 +7,18 @@ deploy/resources.json (which holds the shared resources: tables, queues, alarms)
 - its environment: the run-once table for a function that runs once per delivery, and the resources
   its entry names (`Function.resources`: variable -> the resource in deploy/resources.json);
 - for a function EventBridge invokes asynchronously: two retries, then the failed-events queue;
-- for a queue's worker: the queue, created before the event source mapping that reads it.
+- for a queue's worker: the queue, created before the event source mapping that reads it;
+- its code: the zip with the imaging libraries for a bot that runs Pillow, else the one without
+  (deploy/package_zips.py makes both).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.bots import FUNCTIONS, Function
+from chalicelib.bots import BOT_OF, FUNCTIONS, Function
 from chalicelib.settings import IDEMPOTENCY_TABLE
+from deploy.package_zips import THUMBNAILS_ZIP
 
 ON_FAILURE: dict[str, Any] = {
     "MaximumRetryAttempts": 2,
@@ -44,6 +47,8 @@ def wire(template: dict[str, Any]) -> dict[str, Any]:
     for function in FUNCTIONS.values():
         resource = resources[function.logical_id]
         properties = resource["Properties"]
+        if BOT_OF[function.name].imaging:
+            properties["CodeUri"] = f"./{THUMBNAILS_ZIP}"
         if variables := environment(function):
             properties.setdefault("Environment", {}).setdefault("Variables", {}).update(variables)
         if function.trigger == "queue":

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from chalicelib import outbox, triggers
-from chalicelib.bots import BOTS, DNS_TABLE, DNS_WRITER, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.bots import BOT_OF, BOTS, DNS_TABLE, DNS_WRITER, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
 from chalicelib.policy import MemberBot, MemberRoles, Organization, load_policies
@@ -29,6 +29,7 @@ from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from chalicelib.websites.policy import WebsitesPolicy
+from deploy.package_zips import THUMBNAILS_ZIP, imaging
 from tests.support.aws import FAKE_AWS, ROOT
 from tests.support.iam import (
     ASYNC_FUNCTIONS,
@@ -79,7 +80,7 @@ GUARDED_FUNCTIONS = tuple(f.logical_id for f in REGISTERED.values() if f.once_pe
 # Which policy files' notify senders each emailing function may send as: its own bot's.
 SENDERS = {f.logical_id: (bot.name,) for bot in BOTS if bot.emails for f in bot.functions}
 SHIPPED = ("app.py", "policies/accounts.yml", *(f"policies/{bot.policy_file}" for bot in BOTS))
-RUNTIME_PROVIDED = ("boto3/", "botocore/")
+RUNTIME_PROVIDED = ("boto3/", "botocore/", "s3transfer/", "urllib3/", "dateutil/", "jmespath/", "six.py")
 # deploy/member-role.yml: each bot's role in a member account (logical id -> bot), what it may do there,
 # and the functions that assume it (logical ids at home).
 MEMBER_ROLES: dict[str, MemberBot] = {
@@ -161,19 +162,77 @@ def test_zip_ships_the_app_its_templates_and_the_policies(zip_names: frozenset[s
     assert set(SHIPPED) | templates <= zip_names
 
 
-def test_zip_ships_pillow_built_for_lambda_and_stays_under_the_zipped_limit(
+def test_the_thumbnail_zip_ships_pillow_built_for_lambda_and_the_other_zip_none(
     package_dir: Path, zip_names: frozenset[str]
 ) -> None:
-    native = [name for name in zip_names if name.startswith("PIL/_imaging.") and name.endswith(".so")]
+    with zipfile.ZipFile(package_dir / THUMBNAILS_ZIP) as thumbnails:
+        native = [name for name in thumbnails.namelist() if name.startswith("PIL/_imaging.") and name.endswith(".so")]
 
     assert native == ["PIL/_imaging.cpython-311-x86_64-linux-gnu.so"]
-    assert (package_dir / "deployment.zip").stat().st_size < ZIPPED_LIMIT
+    assert not {name for name in zip_names if imaging(name)}
+    for code in ("deployment.zip", THUMBNAILS_ZIP):
+        assert (package_dir / code).stat().st_size < ZIPPED_LIMIT
+
+
+@pytest.mark.parametrize("function", sorted(REGISTERED))
+def test_each_function_deploys_the_zip_its_bot_needs(resources: dict[str, Any], function: str) -> None:
+    code = THUMBNAILS_ZIP if BOT_OF[function].imaging else "deployment.zip"
+
+    assert resources[REGISTERED[function].logical_id]["Properties"]["CodeUri"] == f"./{code}"
+
+
+def test_the_zip_runs_every_function_from_the_bytecode_it_ships(package_dir: Path, tmp_path: Path) -> None:
+    # Given the zip unpacked, with one of our sources changed after it was built, to fail if it were compiled
+    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+        deployment.extractall(tmp_path / "task")
+    (tmp_path / "task" / "chalicelib" / "bots.py").write_text('raise RuntimeError("compiled from the source")\n')
+    imports = "\n".join(f"import {bot.module}.handlers" for bot in BOTS if not bot.imaging)
+    script = (
+        "import json, sys\n"
+        f"import app\n{imports}\n"
+        "from chalicelib.policy import load_policies\n"
+        "load_policies('policies')\n"
+        "modules = [m for m in list(sys.modules.values()) if getattr(m, '__file__', None)]\n"
+        "print(json.dumps([m.__spec__.cached or m.__file__ for m in modules]))\n"
+    )
+
+    # When every function's bot is loaded from it, as on Lambda: nothing written, only the runtime's boto3 added
+    runtime = str(Path(__import__("boto3").__file__).parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path[:0] = {[str(tmp_path / 'task'), runtime]!r}\n{script}",
+        ],
+        cwd=tmp_path / "task",
+        env={**os.environ, **FAKE_AWS},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    # Then it ran from the bytecode shipped (the changed source was never read), and every module it loaded from
+    # the zip was bytecode compiled for the runtime's Python; the imaging libraries were not needed
+    assert done.returncode == 0, done.stderr
+    from_zip = [Path(path) for path in json.loads(done.stdout) if path.startswith(str(tmp_path / "task"))]
+    python = [path for path in from_zip if path.suffix != ".so"]  # a compiled extension is already machine code
+    assert python
+    assert [path for path in python if path.suffix != ".pyc" or not path.exists()] == []
+    assert not any(path.relative_to(tmp_path / "task").parts[0] in {"PIL", "pillow_heif"} for path in from_zip)
+
+
+def test_ours_ship_with_their_sources_and_a_dependency_as_bytecode_alone(zip_names: frozenset[str]) -> None:
+    assert {"chalicelib/bots.py", "chalicelib/__pycache__/bots.cpython-311.pyc"} <= zip_names
+    assert "pydantic/main.pyc" in zip_names
+    assert "pydantic/main.py" not in zip_names
 
 
 def test_every_compiled_dependency_in_the_zip_is_a_manylinux_wheel(package_dir: Path) -> None:
     # A wheel tagged plain linux_x86_64 was built from source on the packaging machine: linked to its
     # libraries, missing what it lacked headers for, and not loadable on Lambda
-    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+    with zipfile.ZipFile(package_dir / THUMBNAILS_ZIP) as deployment:  # every dependency: the other zip's too
         wheels = {
             name.split("/")[0]: deployment.read(name).decode()
             for name in deployment.namelist()
@@ -196,9 +255,9 @@ def _portable(tag: str) -> bool:
 def test_the_zips_own_pillow_and_pillow_heif_render_an_iphone_heic_and_write_avif(
     package_dir: Path, tmp_path: Path
 ) -> None:
-    # Given the deployment zip unpacked, and a portrait HEIC made here (this machine is x86_64 with
+    # Given the thumbnail bot's zip unpacked, and a portrait HEIC made here (this machine is x86_64 with
     # Python 3.11, as the Lambda runtime: the zip's manylinux2014 wheels load here too)
-    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+    with zipfile.ZipFile(package_dir / THUMBNAILS_ZIP) as deployment:
         deployment.extractall(tmp_path / "task")
     script = (
         "import io, sys\n"
@@ -232,9 +291,11 @@ def test_the_zips_own_pillow_and_pillow_heif_render_an_iphone_heic_and_write_avi
     assert (int(width), int(height), brand) == (24, 32, "ftypavif")
 
 
-def test_zip_leaves_out_the_runtime_sdk_and_the_tests(zip_names: frozenset[str]) -> None:
+def test_zip_leaves_out_the_runtime_sdk_the_tests_and_what_no_function_runs(zip_names: frozenset[str]) -> None:
     assert not {name for name in zip_names if name.startswith(RUNTIME_PROVIDED)}
     assert not {name for name in zip_names if name.startswith(("tests/", "demo/")) or name.endswith("conftest.py")}
+    assert not {name for name in zip_names if name.startswith(("yaml/_yaml.", "pydantic/v1/")) or name.endswith(".pyi")}
+    assert not {name for name in zip_names if name.startswith("aws_lambda_powertools/event_handler/")}
 
 
 # ----- IAM ----------------------------------------------------------------------------------------
