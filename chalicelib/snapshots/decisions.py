@@ -30,6 +30,9 @@ MANAGED, POLICY, WINDOW, VOLUME, INSTANCE, COPY_OF = (
 )
 BOT: MemberBot = "snapshots"  # its role in member accounts, and the outbox's name for its parked emails
 UNIT_THREADS = 8
+# A unit's snapshot calls at once (creates, deletes, copies): 8 units x 4 = 32 in flight, within what EC2 lets
+# one account do in a region before it throttles (and adaptive retries slow down when it does).
+UNIT_CALLS = 4
 # How far a queued unit's time may be from the worker's clock: SQS keeps a message invisible for 90
 # minutes per try, 3 tries; past that, the next hourly run has queued the unit again anyway.
 MESSAGE_AGE_LIMIT = timedelta(hours=6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from chalicelib.snapshots.decisions import (
     LEDGER_BATCH,
     MANAGED,
     POLICY,
+    UNIT_CALLS,
     VOLUME,
     WINDOW,
     Entry,
@@ -344,12 +346,15 @@ def _run_policy(here: Scope, ec2_for: Callable[[str], EC2Client], now: datetime,
     if policy.copy_to and policy.copy_to.region != unit.region:  # a copy in its own region recovers nothing
         there = Scope(unit, policy, Ec2Snapshots(ec2_for(policy.copy_to.region), policy.copy_to.region), here.ledger)
         copies = there.holdings().copies  # the DR region's own primaries are not copies
-        copied = _each(
-            to_copy(held.primaries, copies),
-            lambda source: there.ec2.copy(policy, source, unit.region),
-            lambda source: f"{policy.name}: copy of {source.id} to {there.ec2.region}",
-            result,
-        )
+        copied = [
+            entry
+            for _, entry in _each(
+                to_copy(held.primaries, copies),
+                lambda source: there.ec2.copy(policy, source, unit.region),
+                lambda source: f"{policy.name}: copy of {source.id} to {there.ec2.region}",
+                result,
+            )
+        ]
         if copied:
             there.record(copied, result)
         result.copied += len(copied)
@@ -384,10 +389,13 @@ def _take(here: Scope, window: datetime, volumes: Sequence[Volume], result: Unit
     """Snapshots of each volume (or each instance's volumes together); one that fails is reported on its own."""
     policy = here.policy
     planned = takes(volumes, policy.consistency)
-    created = _each(
-        planned.volumes, lambda v: here.ec2.take(policy, window, v), lambda v: f"{policy.name}: {v.id}", result
-    )
-    for entries in _each(
+    created = [
+        entry
+        for _, entry in _each(
+            planned.volumes, lambda v: here.ec2.take(policy, window, v), lambda v: f"{policy.name}: {v.id}", result
+        )
+    ]
+    for _, entries in _each(
         planned.instances,
         lambda group: here.ec2.take_instance(policy, window, group[0], group[1]),
         lambda group: f"{policy.name}: {group[0]}",
@@ -402,15 +410,25 @@ def _each(
     act: Callable[[_Item], _Done],
     label: Callable[[_Item], str],
     result: UnitResult,
-) -> list[_Done]:
-    """`act` on each item; a failure is recorded with the item's label, and the others go on."""
-    done = []
-    for item in items:
+) -> list[tuple[_Item, _Done]]:
+    """`act` on each item, UNIT_CALLS at once (EC2's limits are the account's in the region: adaptive retries
+    absorb a throttle); each item with what `act` gave back, in order. A failure is recorded with the item's
+    label, and the others go on."""
+
+    def attempt(item: _Item) -> tuple[_Item, _Done] | str:
         try:
-            done.append(act(item))
+            return item, act(item)
         except (ClientError, BotoCoreError) as error:
-            result.failed.append(f"{label(item)}: {reason(error)}")
-    return done
+            return f"{label(item)}: {reason(error)}"
+
+    listed = list(items)
+    if len(listed) <= 1:
+        outcomes = [attempt(item) for item in listed]
+    else:
+        with ThreadPoolExecutor(max_workers=UNIT_CALLS) as pool:
+            outcomes = list(pool.map(attempt, listed))
+    result.failed.extend(outcome for outcome in outcomes if isinstance(outcome, str))
+    return [outcome for outcome in outcomes if not isinstance(outcome, str)]
 
 
 def _prune(here: Scope, snapshots: Sequence[Snapshot], retention: Retention, now: datetime, result: UnitResult) -> None:
@@ -419,10 +437,8 @@ def _prune(here: Scope, snapshots: Sequence[Snapshot], retention: Retention, now
     for snapshot, why in pruning.skipped:
         logger.info("snapshot kept for now", extra={"snapshot": snapshot.id, "region": region, "reason": why})
     deleted = []
-    for snapshot, in_use in zip(
-        pruning.prune,
-        _each(pruning.prune, here.ec2.delete, lambda s: f"{here.policy.name}: delete {s.id} in {region}", result),
-        strict=False,
+    for snapshot, in_use in _each(
+        pruning.prune, here.ec2.delete, lambda s: f"{here.policy.name}: delete {s.id} in {region}", result
     ):
         if in_use is None:
             deleted.append(snapshot.id)

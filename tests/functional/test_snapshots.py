@@ -17,7 +17,7 @@ from chalicelib.settings import POLICIES_DIR
 from chalicelib.snapshots.decisions import MANAGED, POLICY, Unit
 from tests.support.aws import HOME, MEMBER, REGION, ROOT, load_event
 from tests.support.estate import SENDER, Estate, add_sandbox_account, member_client, sent_emails
-from tests.support.faults import answer_with_error
+from tests.support.faults import Faults, answer_with_error, body_names
 from tests.support.snapshots import DR_REGION, FIRST_RUN, run, snapshots_of, volume, work
 
 
@@ -121,6 +121,27 @@ def test_a_snapshot_in_use_is_kept_and_the_run_goes_on(estate: Estate) -> None:
     # Then every snapshot is kept, and no run counts that as a failure
     assert all(result["failed"] == [] for result in results)
     assert len(snapshots_of(estate.home_ec2, home)) == 40
+
+
+def test_a_deletion_that_fails_leaves_its_snapshot_owned_and_the_next_run_prunes_it(estate: Estate) -> None:
+    # Given thirty daily snapshots, then a run four days later that prunes the four oldest at once (each unit
+    # deletes UNIT_CALLS at a time), the oldest's deletion refused once
+    home = volume(estate.home_ec2, Backup="daily")
+    for day in range(30):
+        run(FIRST_RUN + timedelta(days=day))
+    oldest = min(snapshots_of(estate.home_ec2, home), key=lambda snapshot: snapshot["StartTime"])["SnapshotId"]
+    faults = Faults()
+    faults.fail("ec2", "DeleteSnapshot", "denied", times=1, when=body_names(oldest))
+    faults.on(current().clients.client("ec2", current().clients.home(REGION)))
+
+    refused = run(FIRST_RUN + timedelta(days=33))
+
+    # Then that one failure is reported, the others are pruned, and the oldest is still the bot's: the next run
+    # prunes it (the ledger forgot exactly the snapshots deleted)
+    assert [failure for failure in refused["failed"] if oldest in failure] == refused["failed"] != []
+    assert oldest in {snapshot["SnapshotId"] for snapshot in snapshots_of(estate.home_ec2, home)}
+    run(FIRST_RUN + timedelta(days=34))
+    assert oldest not in {snapshot["SnapshotId"] for snapshot in snapshots_of(estate.home_ec2, home)}
 
 
 def test_a_member_snapshot_is_taken_with_the_member_role(estate: Estate) -> None:
