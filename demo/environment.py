@@ -53,6 +53,67 @@ def fake_aws() -> None:
     for variable in CLEARED:
         os.environ.pop(variable, None)
     os.environ.update(FAKE_AWS)
+    route53_as_aws()
+
+
+def route53_as_aws() -> None:
+    """moto's Route53 applies a CREATE over a record it already holds with other values, and a CNAME beside other
+    records at one name: Route53 refuses both (InvalidChangeBatch), and the DNS bot counts on that to never
+    overwrite a record it did not write. This answers such a change batch as Route53 does, before it is sent,
+    from moto's own state (no API call, so no call counted): registered, as moto registers its own interception,
+    on every botocore session made from now on, in the tests, the demo and the benchmarks alike."""
+    import botocore.handlers
+
+    for handler in (
+        ("before-parameter-build.route53.ChangeResourceRecordSets", _keep_the_changes),
+        ("before-call.route53.ChangeResourceRecordSets", _refused_as_by_route53),
+    ):
+        if handler not in botocore.handlers.BUILTIN_HANDLERS:
+            botocore.handlers.BUILTIN_HANDLERS.append(handler)
+
+
+_CHANGES = "opsbots-route53-changes"
+
+
+def _keep_the_changes(params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context[_CHANGES] = dict(params)  # the call's parameters, for its before-call (which sees the request body)
+
+
+def _refused_as_by_route53(context: Mapping[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+    from botocore.awsrequest import AWSResponse
+    from moto.route53.models import route53_backends
+
+    params = context[_CHANGES]
+    zone_id = str(params["HostedZoneId"]).rsplit("/", 1)[-1]
+    zones = (route53_backends[account]["aws"].zones.get(zone_id) for account in list(route53_backends))
+    zone = next((found for found in zones if found is not None), None)
+    if zone is None:
+        return None  # moto answers for a zone it does not know
+    for change in params["ChangeBatch"]["Changes"]:
+        wanted = change["ResourceRecordSet"]
+        name, kind = wanted["Name"].rstrip(".").lower() + ".", wanted["Type"]
+        clash = next(
+            (
+                existing
+                for existing in zone.rrsets
+                if existing.name.rstrip(".").lower() + "." == name
+                and (existing.type == kind or "CNAME" in (existing.type, kind))
+            ),
+            None,
+        )
+        if change["Action"] == "CREATE" and clash is not None:
+            message = (
+                f"[Tried to create resource record set [name='{name}', type='{kind}'] but it already exists]"
+                if clash.type == kind
+                else f"[RRSet of type {kind} with DNS name {name} is not permitted as it conflicts with other records "
+                f"with the same DNS name in zone {zone.name}]"
+            )
+            error = {
+                "Error": {"Code": "InvalidChangeBatch", "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+            return AWSResponse("https://route53.amazonaws.com", 400, {}, None), error
+    return None
 
 
 @contextmanager

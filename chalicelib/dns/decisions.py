@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 BOT: MemberBot = "dns"  # its role in member accounts
 RUNNING = "running"
+TERMINATED = "terminated"
 MAX_RECORDS_PER_BATCH = 1000
 # An event's few registry writes go in one transaction: one round trip. Past this many (a reconcile),
 # each is written on its own: a transaction costs two write units per item, and one refused name
@@ -85,12 +86,15 @@ class OwnedRecord:
     """A registry entry: this record was written by opsbots for this owner.
 
     `unwritten`: claimed, but Route53 failed (throttled or unavailable past the retries, unreachable)
-    before it confirmed the change, so it may not hold the record; the next plan writes it again.
+    before it confirmed the change, so it may not hold the record; the next plan writes it again, after a look
+    at what Route53 holds there: nothing, this record, or `previous` (the value it had before an update that
+    was interrupted) is opsbots'; anything else is someone else's, and left alone.
     """
 
     record: Record
     owner: str
     unwritten: bool = field(default=False, compare=False)
+    previous: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -298,9 +302,11 @@ def settle_claims(
 ) -> ClaimVerdict:
     """Decide each claim from the registry's answer (`refused`: key -> the holder that kept it), then Route53's.
 
-    Primaries first, so an alias or PTR is kept only if the name it points at was granted. Route53 is asked
-    only about claims the registry granted, after the claim: no other invocation can write the name
-    meanwhile, so a record found there is someone else's (a conflict), never one of ours half-written.
+    Primaries first, so an alias or PTR is kept only if the name it points at was granted. Route53 (its zones
+    listed, for a reconcile's many names; an event's few are written with a CREATE, which Route53 itself
+    refuses over a record it holds) is asked only about claims the registry granted, after the claim: no other
+    invocation can write the name meanwhile, so a record found there is someone else's (a conflict), never one
+    of ours half-written.
     """
     held_now = set(held)
     granted: list[OwnedRecord] = []
@@ -363,16 +369,40 @@ def after_write(
 
 
 def route53_changes(plan: Plan) -> dict[str, list[ChangeTypeDef]]:
-    """Route53 changes per zone: UPSERT what opsbots owns or has just claimed, DELETE with exact values."""
+    """Route53 changes per zone: CREATE a name just claimed (Route53 refuses it over a record it already holds:
+    someone else's, never overwritten), UPSERT what opsbots owns, DELETE with exact values."""
     changes: dict[str, list[ChangeTypeDef]] = defaultdict(list)
-    for entry in (*plan.claims, *(wanted for _, wanted in plan.updates)):
-        changes[entry.record.zone_id].append(_change("UPSERT", entry.record))
+    for entry in plan.claims:
+        changes[entry.record.zone_id].append(_change("CREATE", entry.record))
+    for _, wanted in plan.updates:
+        changes[wanted.record.zone_id].append(_change("UPSERT", wanted.record))
     for entry in plan.deletes:
         changes[entry.record.zone_id].append(_change("DELETE", entry.record))
     return dict(changes)
 
 
-def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDef:
+def after_their_names(granted: Sequence[OwnedRecord]) -> tuple[list[OwnedRecord], list[OwnedRecord]]:
+    """The claims to write first, and those to write once Route53 has taken the names they point at: a CNAME or
+    PTR whose name is claimed in the same round waits, so that it is never written if Route53 refuses that name."""
+    claimed = {(entry.owner, entry.record.name) for entry in granted if entry.record.type in PRIMARY_TYPES}
+    waiting = [
+        entry
+        for entry in granted
+        if entry.record.type not in PRIMARY_TYPES and (entry.owner, entry.record.value) in claimed
+    ]
+    return [entry for entry in granted if entry not in waiting], waiting
+
+
+def pointing_at_refused(
+    waiting: Sequence[OwnedRecord], first: Sequence[OwnedRecord], refused: Set[tuple[str, str, str]]
+) -> tuple[list[OwnedRecord], list[OwnedRecord]]:
+    """Of the claims that waited: those whose name Route53 refused (given back, never written), and the rest."""
+    lost = {(entry.owner, entry.record.name) for entry in first if entry.record.key in refused}
+    orphans = [entry for entry in waiting if (entry.owner, entry.record.value) in lost]
+    return orphans, [entry for entry in waiting if entry not in orphans]
+
+
+def _change(action: Literal["CREATE", "UPSERT", "DELETE"], record: Record) -> ChangeTypeDef:
     return {
         "Action": action,
         "ResourceRecordSet": {
@@ -385,7 +415,7 @@ def _change(action: Literal["UPSERT", "DELETE"], record: Record) -> ChangeTypeDe
 
 
 def _weight(change: ChangeTypeDef) -> int:
-    # Route53 counts an UPSERT twice towards a batch's 1,000 ResourceRecord elements.
+    # Route53 counts an UPSERT twice towards a batch's 1,000 ResourceRecord elements (a CREATE or DELETE once).
     values = len(change["ResourceRecordSet"].get("ResourceRecords", []))
     return values * (2 if change["Action"] == "UPSERT" else 1)
 

@@ -29,8 +29,10 @@ from chalicelib.dns.decisions import (
     Record,
     Settlement,
     account_of,
+    after_their_names,
     after_write,
     batches,
+    pointing_at_refused,
     reconcile_ready,
     route53_changes,
     settle_claims,
@@ -264,12 +266,14 @@ class Registry:
                 batch = [write for write in batch if write[0].record.key not in refused]
         return refused
 
-    def mark_unwritten(self, entry: OwnedRecord) -> None:
-        """Route53 may not hold this claimed record: flag it, so the next plan writes it again."""
+    def mark_unwritten(self, entry: OwnedRecord, *, previous: str | None) -> None:
+        """Route53 may not hold this claimed record: flag it, so the next plan writes it again (`previous`: the
+        value an interrupted update was replacing, which Route53 may still hold)."""
+        flags: dict[str, Any] = {"unwritten": {"BOOL": True}}
+        if previous is not None:
+            flags["previous"] = {"S": previous}
         with _unless_owned_by_another():
-            self._db.put_item(
-                TableName=self._table, Item={**_item(entry), "unwritten": {"BOOL": True}}, **_owned_by(entry.owner)
-            )
+            self._db.put_item(TableName=self._table, Item={**_item(entry), **flags}, **_owned_by(entry.owner))
 
     def _release_request(self, entry: OwnedRecord) -> dict[str, Any]:
         """The claim's item without owner and record data: the name, reserved for its account since `updated`."""
@@ -331,7 +335,12 @@ def _entry(item: Mapping[str, Any]) -> OwnedRecord:
         value=item["value"]["S"],
         ttl=int(item["ttl"]["N"]),
     )
-    return OwnedRecord(record, item["owner"]["S"], unwritten=bool(item.get("unwritten", {}).get("BOOL")))
+    return OwnedRecord(
+        record,
+        item["owner"]["S"],
+        unwritten=bool(item.get("unwritten", {}).get("BOOL")),
+        previous=item.get("previous", {}).get("S"),
+    )
 
 
 def _blocks(record: Record, name: str, record_type: str) -> bool:
@@ -340,28 +349,23 @@ def _blocks(record: Record, name: str, record_type: str) -> bool:
 
 
 class ExistingRecords:
-    """Answers "does Route53 already hold this name?" for names the registry does not own.
+    """Answers "does Route53 already hold this name?" for names the registry does not own, before they are written.
 
-    A few names are looked up one by one; many (a first reconcile) by listing each zone once.
+    Many names (a first reconcile) are checked by listing each zone once, so that one batch of CREATEs is not
+    refused whole for one name someone holds. A few (an event's) are not looked up at all: each is written with
+    a CREATE, which Route53 refuses over a record it holds (a conflict, settled from its answer).
     """
 
     def __init__(self, route53: Route53Client, claims: Sequence[OwnedRecord]) -> None:
         self._route53 = route53
-        self._listed: dict[str, set[tuple[str, str]]] | None = None
+        self._listed: dict[str, set[tuple[str, str]]] = {}
         if len(claims) > LIST_ZONES_ABOVE:
             zone_ids = sorted({claim.record.zone_id for claim in claims})
             self._listed = {zone_id: self._list_zone(zone_id) for zone_id in zone_ids}
 
     def hold(self, record: Record) -> bool:
-        if self._listed is not None:
-            return any(
-                _blocks(record, name, kind) for name, kind in self._listed[record.zone_id] if name == record.name
-            )
-        # Every type at the name: an A blocks a CNAME although it sorts before it.
-        found = self._route53.list_resource_record_sets(
-            HostedZoneId=record.zone_id, StartRecordName=record.name, MaxItems=str(TYPES_AT_A_NAME)
-        )["ResourceRecordSets"]
-        return any(_blocks(record, existing["Name"], existing["Type"]) for existing in found)
+        listed = self._listed.get(record.zone_id, set())
+        return any(_blocks(record, name, kind) for name, kind in listed if name == record.name)
 
     def _list_zone(self, zone_id: str) -> set[tuple[str, str]]:
         pages = self._route53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
@@ -391,20 +395,27 @@ class Outcome:
 def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
     """Claim, then write Route53, then release: a crash leaves a claim (retried) but no stray record.
 
-    A CNAME or PTR is written only if its owner holds the name it points at, so a name lost to a
-    conflict never gets aliases or a reverse record pointing at someone else's address.
+    A name just claimed is written with a CREATE, which Route53 refuses over a record it holds: that record is
+    someone else's, left alone, and the claim given back. A CNAME or PTR is written only if its owner holds the
+    name it points at: one pointing at a name claimed in the same round waits for Route53's answer on that
+    name, so a name lost to a conflict never gets aliases or a reverse record pointing at someone else's address.
     """
     outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
     held = {(entry.owner, entry.record.name) for entry in plan.kept if entry.record.type in PRIMARY_TYPES}
-    updated = _take_over(plan.updates, held, registry, outcome)
+    updated = _still_ours(route53, _take_over(plan.updates, held, registry, outcome), registry, outcome)
     granted = _claim_free(plan.claims, held, registry, ExistingRecords(route53, plan.claims), outcome)
+    first, waiting = after_their_names(granted)
     sent: set[tuple[str, str, str]] = set()
     try:
-        refused = _write(route53, Plan(tuple(granted), tuple(updated), plan.deletes), sent)
+        refused = _write(route53, Plan(tuple(first), tuple(updated), plan.deletes), sent)
+        orphans, then = pointing_at_refused(waiting, first, refused.keys())
+        registry.withdraw_all(orphans)
+        outcome.skipped.extend(_not_the_instances(entry) for entry in orphans)
+        refused |= _write(route53, Plan(tuple(then)), sent)
     except (ClientError, BotoCoreError):
         _interrupted(sent, granted, updated, plan.deletes, registry)
         raise
-    _settle(after_write(refused, granted, updated, plan.deletes), registry, outcome)
+    _settle(after_write(refused, [*first, *then], updated, plan.deletes), registry, outcome)
     return outcome
 
 
@@ -417,14 +428,58 @@ def _interrupted(
 ) -> None:
     """Route53 failed part-way: what it confirmed is settled, what it did not is flagged to be written again.
 
-    A failed change may still have been made (its answer was lost): writing it again is an UPSERT, safe
-    either way, and releasing the claim instead would leave a record opsbots no longer calls its own.
-    A DELETE that was not confirmed stays in the registry, so the retry deletes it.
+    A failed change may still have been made (its answer was lost): the next plan writes it again after a look
+    at the name (`_still_ours`), and releasing the claim instead would leave a record opsbots no longer calls
+    its own. A DELETE that was not confirmed stays in the registry, so the retry deletes it.
     """
-    for entry in (*granted, *(wanted for _, wanted in updated)):
+    for entry in granted:
         if entry.record.key not in sent:
-            registry.mark_unwritten(entry)
+            registry.mark_unwritten(entry, previous=None)
+    for current, wanted in updated:
+        if wanted.record.key not in sent:
+            registry.mark_unwritten(wanted, previous=current.previous if current.unwritten else current.record.value)
     registry.release_all([entry for entry in deletes if entry.record.key in sent])
+
+
+def _still_ours(
+    route53: Route53Client, updates: Sequence[tuple[OwnedRecord, OwnedRecord]], registry: Registry, outcome: Outcome
+) -> list[tuple[OwnedRecord, OwnedRecord]]:
+    """The updates to write. One of a record whose last write was interrupted is written only if Route53 holds
+    nothing at its name, or what opsbots wrote or was writing there; anything else was written by someone else
+    meanwhile (or was there when the claim's CREATE went unanswered): a conflict, and the claim given back, with
+    any alias or PTR of the owner's that points at that name."""
+    kept, lost = [], set()
+    for current, wanted in sorted(updates, key=lambda update: update[1].record.type not in PRIMARY_TYPES):
+        if wanted.record.type not in PRIMARY_TYPES and (wanted.owner, wanted.record.value) in lost:
+            registry.withdraw_all([wanted])
+            outcome.skipped.append(_not_the_instances(wanted))
+            continue
+        if current.unwritten:
+            found = _held_at(route53, wanted.record)
+            if found not in (None, wanted.record.value, current.record.value, current.previous):
+                registry.withdraw_all([wanted])
+                lost.add((wanted.owner, wanted.record.name))
+                outcome.conflicts.append(
+                    _conflict_text(Conflict(wanted.record, wanted.owner, "a record opsbots did not write"))
+                )
+                continue
+        kept.append((current, wanted))
+    return kept
+
+
+def _held_at(route53: Route53Client, record: Record) -> str | None:
+    """What Route53 holds at the record's name that would stop it being written: its value (a type that blocks
+    it: "<type> record"), or None."""
+    found = route53.list_resource_record_sets(
+        HostedZoneId=record.zone_id, StartRecordName=record.name, MaxItems=str(TYPES_AT_A_NAME)
+    )["ResourceRecordSets"]
+    for existing in found:
+        if _blocks(record, existing["Name"], existing["Type"]):
+            if existing["Type"] != record.type:
+                return f"{existing['Type']} record"
+            values = existing.get("ResourceRecords", [])
+            return values[0]["Value"] if values else "an alias"
+    return None
 
 
 def _take_over(
@@ -445,7 +500,11 @@ def _take_over(
 def _settle(settlement: Settlement, registry: Registry, outcome: Outcome) -> None:
     """Make the registry say what Route53 now holds (decided by `after_write`), and count what really changed."""
     for entry, reason in settlement.refused:
-        outcome.conflicts.append(f"{entry.record.name} {entry.record.type}: Route53 refused it: {reason}")
+        if entry in settlement.withdraw:  # a CREATE refused: Route53 holds someone else's record at the name
+            holder = f"a record opsbots did not write (Route53: {reason})"
+            outcome.conflicts.append(_conflict_text(Conflict(entry.record, entry.owner, holder)))
+        else:
+            outcome.conflicts.append(f"{entry.record.name} {entry.record.type}: Route53 refused it: {reason}")
     for current, holder in settlement.restore:
         registry.claim(current, holder=holder)
     registry.withdraw_all(list(settlement.withdraw))

@@ -18,6 +18,7 @@ from chalicelib.dns.decisions import (
     RECONCILE_DELIVERIES,
     RECONCILE_THREADS,
     RUNNING,
+    TERMINATED,
     ZONE_CACHE_SECONDS,
     HostedZone,
     OwnedRecord,
@@ -110,7 +111,10 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
         logger.warning("event from an account opsbots does not manage", extra={"account": change.account_id})
         metrics.add_metric(name="EventsIgnored", unit="Count", value=1)
         return {"event_id": change.event_id, "status": "unmanaged-account"}
-    instance = describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
+    # Terminated is the one state an instance never leaves, and only AWS puts an aws.ec2 event on a bus: that
+    # event is taken at its word. Every other state is a hint to look at the instance as it is now.
+    terminated = change.state == TERMINATED
+    instance = None if terminated else describe_instance(deps.clients.client("ec2", target), target, change.instance_id)
     owner = owner_of(change.account_id, change.region, change.instance_id)
     wanted: tuple[Record, ...] = ()
     reasons: tuple[str, ...] = ()  # why a record the instance should have cannot be made
@@ -121,7 +125,7 @@ def handle_state_change(raw: Mapping[str, Any], *, policies: Policies, deps: Dns
     plan = plan_changes((OwnedRecord(r, owner) for r in wanted), deps.registry.owned_by(owner), owner.__eq__)
     outcome = apply(plan, route53=deps.route53, registry=deps.registry)
     _report(outcome)
-    state = instance.state if instance else "gone"
+    state = instance.state if instance else TERMINATED if terminated else "gone"
     logger.info(
         "dns updated", extra={"instance": owner, "state": state, "event_state": change.state, **outcome.as_dict()}
     )

@@ -12,7 +12,8 @@ for Pillow. Uploads are untrusted bytes:
   a crash there is a rejection too.
 
 Speed and memory come from decoding JPEGs already shrunk (libjpeg's DCT scaling, `Image.draft`) to
-twice the largest output, the way Pillow's own `thumbnail()` does, and from resizing that one
+at least the largest output (Pillow's own `thumbnail()` keeps twice that: decisions.DRAFT_GAP says why
+not), and from resizing that one
 decoded picture to every size *before* turning it upright or converting its mode: the only
 full-size pictures are the decode and what resize() cannot take as it is (palettes, colour keys,
 16-bit greys).

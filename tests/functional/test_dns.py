@@ -87,6 +87,25 @@ def test_a_name_lost_to_a_conflict_gets_no_alias_and_no_reverse_record(network: 
     assert network.records("10.in-addr.arpa") == {}
 
 
+def test_a_name_route53_refuses_gets_no_alias_nor_reverse_record_pointing_at_it(network: Network, lambdas: Any) -> None:
+    # Given someone's own record at web.internal.example.com, and an instance "web" with an alias "portal"
+    network.upsert("internal.example.com", "web.internal.example.com.", "10.9.9.9")
+    instance = network.launch("web", **{"opsbots:dns-aliases": "portal"})
+
+    result = deliver(lambdas, instance, "running")
+
+    # Then Route53 refused the CREATE of the name: a conflict, never overwritten; the alias and the PTR that would
+    # point at it waited for that answer and were never written; the public name and its alias were
+    records = network.records("internal.example.com")
+    assert records == {("web.internal.example.com.", "A"): ["10.9.9.9"]}
+    assert network.records("10.in-addr.arpa") == {}
+    assert set(network.records("example.com")) == {("web.example.com.", "A"), ("portal.example.com.", "CNAME")}
+    assert any(
+        "web.internal.example.com. A" in c and "a record opsbots did not write" in c for c in result["conflicts"]
+    )
+    assert len(result["skipped"]) == 2
+
+
 def test_changes_route53_refuses_are_conflicts_and_leave_no_claim(network: Network, lambdas: Any) -> None:
     # Given Route53 refuses every change (as it does a name taken or changed meanwhile)
     instance = network.launch("app")
@@ -94,9 +113,11 @@ def test_changes_route53_refuses_are_conflicts_and_leave_no_claim(network: Netwo
 
     result = deliver(lambdas, instance, "running")
 
-    # Then nothing is counted as added, each refusal is reported, and the registry claims nothing
+    # Then nothing is counted as added, each refused name is reported, the PTR pointing at a refused name is
+    # never sent, and the registry claims nothing
     assert result["added"] == 0
-    assert sum("Route53 refused it" in conflict for conflict in result["conflicts"]) == 3
+    assert sum("a record opsbots did not write (Route53: " in conflict for conflict in result["conflicts"]) == 2
+    assert [skipped.split(" ")[1] for skipped in result["skipped"]] == ["PTR:"]
     assert boto3.client("dynamodb").scan(TableName="opsbots-dns")["Items"] == []
 
 
@@ -136,7 +157,7 @@ def test_an_instance_ec2_no_longer_knows_loses_its_records_from_the_registry(net
     # Given records for an instance, and then an event naming an instance EC2 does not know
     instance = network.launch("app")
     deliver(lambdas, instance, "running")
-    result = deliver(lambdas, "i-0123456789abcdef0", "terminated")
+    result = deliver(lambdas, "i-0123456789abcdef0", "stopped")
 
     # Then nothing of the known instance is touched
     assert result["state"] == "gone"
@@ -215,13 +236,13 @@ def test_aws_calls_per_event(network: Network) -> None:
         handle_state_change(state_event(instance, state), policies=policies, deps=deps)
         return list(calls)
 
-    # Then: running = describe + registry query + the 3 claims in one transaction + 3 name checks + one
-    # batch per zone (Route53 takes one zone per call)
+    # Then: running = describe + registry query + the 3 claims in one transaction + one batch per zone (Route53
+    # takes one zone per call; no name is looked up first: Route53 refuses a CREATE over a record it holds)
     running = count("running")
     assert running.count("DescribeInstances") == 1
     assert running.count("TransactWriteItems") == 1
     assert running.count("ChangeResourceRecordSets") == 3
-    assert len(running) == 9
+    assert len(running) == 6
     # A repeated event only reads: describe + registry query
     assert count("running") == ["DescribeInstances", "Query"]
     # Stopped: describe + query + one batch per zone + the 3 registry deletes in one transaction
@@ -230,6 +251,14 @@ def test_aws_calls_per_event(network: Network) -> None:
     assert stopped.count("ChangeResourceRecordSets") == 3
     assert stopped.count("TransactWriteItems") == 1
     assert len(stopped) == 6
+    # Terminated, the one state an instance never leaves: no describe (query, one batch per zone, transaction)
+    network.home_ec2.start_instances(InstanceIds=[instance])
+    count("running")
+    network.home_ec2.terminate_instances(InstanceIds=[instance])
+    terminated = count("terminated")
+    assert "DescribeInstances" not in terminated
+    assert terminated.count("ChangeResourceRecordSets") == 3
+    assert len(terminated) == 5
 
 
 def test_aws_calls_to_reconcile_a_thousand_instances(network: Network) -> None:
@@ -250,9 +279,10 @@ def test_aws_calls_to_reconcile_a_thousand_instances(network: Network) -> None:
         for call in calls
         if call in {"ListHostedZones", "GetHostedZone", "ListResourceRecordSets", "ChangeResourceRecordSets"}
     ]
-    # 3 zones: listing (1 + 2 private zones' VPCs), one listing of each zone, and 500 UPSERTs per batch
-    assert calls.count("ChangeResourceRecordSets") == 2 + 2 + 2
-    assert len(route53) == 3 + 3 + 6
+    # 3 zones: listing (1 + 2 private zones' VPCs), one listing of each zone, and 1,000 CREATEs per batch (the
+    # PTRs once the names they point at are written)
+    assert calls.count("ChangeResourceRecordSets") == 1 + 1 + 1
+    assert len(route53) == 3 + 3 + 3
     # A reconcile's many claims are written one by one, not in transactions (dns.TRANSACT_UP_TO)
     assert calls.count("PutItem") == 3000
     assert "TransactWriteItems" not in calls

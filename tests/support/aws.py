@@ -35,6 +35,10 @@ import threading  # noqa: E402
 
 from moto.core.models import botocore_stubber  # noqa: E402 - the environment above must be set first
 
+from demo.environment import route53_as_aws  # noqa: E402
+
+route53_as_aws()  # Route53's refusals moto does not make, on every session the tests make
+
 MOTO_LOCK = threading.RLock()  # held while in-process moto serves a request
 
 

@@ -220,14 +220,20 @@ def test_records_of_owners_out_of_scope_are_never_deleted() -> None:
 
 
 def test_changes_go_in_as_few_batches_as_route53_allows() -> None:
-    # Given 1,200 new names (UPSERTs count twice) and 700 names to delete in one zone
+    # Given 1,200 new names (CREATEs), 300 owned names changed (UPSERTs count twice) and 700 to delete in one zone
     plan = Plan(
         claims=tuple(owned(f"n{i}.", "i-1") for i in range(1200)),
+        updates=tuple((owned(f"u{i}.", "i-1"), owned(f"u{i}.", "i-1", "10.0.0.9")) for i in range(300)),
         deletes=tuple(owned(f"d{i}.", "i-1") for i in range(700)),
     )
     # Then batches hold at most 1,000 ResourceRecord elements
     sizes = [len(batch) for batch in batches(route53_changes(plan)["Z"])]
-    assert sizes == [500, 500, 200 + 600, 100]
+    assert sizes == [1000, 200 + 300 + 200, 500]
+
+
+def test_a_name_just_claimed_is_created_and_one_owned_is_upserted() -> None:
+    plan = Plan(claims=(owned("new.", "i-1"),), updates=((owned("old.", "i-1"), owned("old.", "i-1", "10.0.0.9")),))
+    assert [change["Action"] for change in route53_changes(plan)["Z"]] == ["CREATE", "UPSERT"]
 
 
 def test_deletes_carry_the_exact_current_values() -> None:
