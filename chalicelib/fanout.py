@@ -271,10 +271,10 @@ class Runs:
         complete = item.get("complete", {}).get("BOOL", True)
         return Run(datetime.fromisoformat(item["started"]["S"]), int(item["units"]["N"]), complete, "completed" in item)
 
-    def record(self, run: str, unit: str, result: str) -> bool:
-        """Store a unit's result and count it done; False when this unit was recorded already.
-        ResultTooLargeError for a result that one item cannot hold."""
-        stored = zlib.compress(result.encode())
+    def record(self, run: str, unit: str, result: object) -> bool:
+        """Store a unit's result (a dataclass of its bot's, as JSON) and count it done; False when this unit was
+        recorded already. ResultTooLargeError for a result that one item cannot hold."""
+        stored = zlib.compress(as_json(result))
         if len(stored) > MAX_RESULT_BYTES:
             raise ResultTooLargeError(f"{len(stored):,} bytes compressed: over the {MAX_RESULT_BYTES:,} one item holds")
         expires = {"N": str(int((datetime.now(UTC) + timedelta(days=KEPT_DAYS)).timestamp()))}
@@ -337,8 +337,8 @@ class Runs:
             UpdateExpression="REMOVE completed",
         )
 
-    def results(self, run: str) -> list[str]:
-        """What every unit of the run found, as its worker stored it."""
+    def results(self, run: str, kind: type[R]) -> list[R]:
+        """What every unit of the run found, as its worker stored it: each a `kind`."""
         pages = self._dynamodb.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="#run = :run AND begins_with(#unit, :units)",
@@ -346,4 +346,25 @@ class Runs:
             ExpressionAttributeValues={":run": {"S": run}, ":units": {"S": "unit#"}},
             ConsistentRead=True,
         )
-        return [zlib.decompress(item["result"]["B"]).decode() for page in pages for item in page["Items"]]
+        return [from_json(kind, zlib.decompress(item["result"]["B"])) for page in pages for item in page["Items"]]
+
+
+def as_json(result: object) -> bytes:
+    """A unit's result (a frozen dataclass of its bot's) as it is stored."""
+    return bytes(_adapter(type(result)).dump_json(result))
+
+
+def from_json(kind: type[R], stored: bytes) -> R:
+    result: R = _adapter(kind).validate_json(stored)
+    return result
+
+
+_ADAPTERS: dict[type, Any] = {}  # by result type, built on first use (two threads at once build one twice)
+
+
+def _adapter(kind: type) -> Any:
+    if kind not in _ADAPTERS:
+        from pydantic import TypeAdapter  # loaded by the policies already
+
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]

@@ -112,7 +112,7 @@ def _refused_as_by_route53(context: Mapping[str, Any], **_: Any) -> tuple[Any, d
                 "Error": {"Code": "InvalidChangeBatch", "Message": message},
                 "ResponseMetadata": {"HTTPStatusCode": 400},
             }
-            return AWSResponse("https://route53.amazonaws.com", 400, {}, None), error
+            return AWSResponse("https://route53.invalid", 400, {}, None), error
     return None
 
 

@@ -8,7 +8,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chalicelib.dns.policy import DnsPolicy, DnsZone
@@ -533,19 +532,3 @@ def ready_run(event: Mapping[str, Any]) -> str:
     if not isinstance(run, str) or RUN_ID.fullmatch(run) is None:
         raise RejectedMessageError(f"run: {run!r} is not valid in a reconcile-ready event")
     return run
-
-
-@cache
-def _scans() -> Any:
-    from pydantic import TypeAdapter  # loaded by the policy already; the adapter is built on first use
-
-    return TypeAdapter(UnitScan)
-
-
-def scan_to_json(scan: UnitScan) -> str:
-    return str(_scans().dump_json(scan).decode())
-
-
-def scan_from_json(stored: str) -> UnitScan:
-    scan: UnitScan = _scans().validate_json(stored)
-    return scan

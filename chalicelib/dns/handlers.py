@@ -29,8 +29,6 @@ from chalicelib.dns.decisions import (
     plan_changes,
     ready_run,
     reconcile_plan,
-    scan_from_json,
-    scan_to_json,
     trimmed,
 )
 from chalicelib.dns.events import parse_state_change
@@ -254,11 +252,11 @@ def reconcile_worker(
 
 def _finish(run: str, scan: UnitScan, runs: Runs, writer: Writer) -> dict[str, Any]:
     try:
-        recorded = runs.record(run, scan.unit, scan_to_json(scan))
+        recorded = runs.record(run, scan.unit, scan)
     except ResultTooLargeError as error:
         logger.error("dns scan too large to store: the unit's records are kept", extra={"unit": scan.unit})
         scan = replace(scan, instances=(), error=f"{len(scan.instances)} instances, too many to store: {error}")
-        recorded = runs.record(run, scan.unit, scan_to_json(scan))
+        recorded = runs.record(run, scan.unit, scan)
     metrics.add_metric(name="ReconcileUnitsDone", unit="Count", value=int(recorded))
     completes = runs.claim_completion(run)
     if completes:  # this unit completed the run: the writer applies it, once, from every unit's scan
@@ -287,7 +285,7 @@ def apply_run(event: Mapping[str, Any], *, policies: Policies, deps: DnsDeps, ru
         logger.warning("reconcile-ready event rejected", extra={"reason": str(error)})
         metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
         return {"rejected": str(error)}
-    scans = [scan_from_json(stored) for stored in runs.results(run_id)]
+    scans = runs.results(run_id, UnitScan)
     return {"run": run_id, **_apply_scans(scans, run.complete, policies=policies, deps=deps)}
 
 

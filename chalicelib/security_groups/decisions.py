@@ -7,7 +7,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any, Literal, Protocol
 
 from chalicelib import notify
@@ -526,19 +525,3 @@ def digest_notice(findings: Sequence[SweepFinding], policy: SecurityGroupsPolicy
 # ----- the sweep fanned out: one queue message per account x region, one digest per run ---------------------
 
 SWEEP_DELIVERIES = 3  # a unit's deliveries before its dead-letter queue (deploy/resources.json's maxReceiveCount)
-
-
-@cache
-def _findings() -> Any:
-    from pydantic import TypeAdapter  # loaded by the policy already; the adapter is built on first use
-
-    return TypeAdapter(SweepFinding)
-
-
-def finding_to_json(finding: SweepFinding) -> str:
-    return str(_findings().dump_json(finding).decode())
-
-
-def finding_from_json(stored: str) -> SweepFinding:
-    finding: SweepFinding = _findings().validate_json(stored)
-    return finding

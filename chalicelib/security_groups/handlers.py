@@ -41,8 +41,6 @@ from chalicelib.security_groups.decisions import (
     digest_due,
     digest_notice,
     find_violations,
-    finding_from_json,
-    finding_to_json,
     judge,
     keep_exempt,
     needs_action,
@@ -344,11 +342,11 @@ def _finish(
     run: str, finding: SweepFinding, started: datetime, policy: SecurityGroupsPolicy, runs: Runs, mailer: Mailer
 ) -> dict[str, Any]:
     unit = f"{finding.account_id}/{finding.region}"
-    recorded = runs.record(run, unit, finding_to_json(finding))
+    recorded = runs.record(run, unit, finding)
     metrics.add_metric(name="SweepUnitsDone", unit="Count", value=int(recorded))
     email = None
     if runs.claim_completion(run):  # this unit completed the run: its digest, once, from every unit's finding
-        findings = [finding_from_json(stored) for stored in runs.results(run)]
+        findings = runs.results(run, SweepFinding)
         email = _report(findings, policy, started, mailer, f"sg-sweep:{run}")
     return {
         "run": run,

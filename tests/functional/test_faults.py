@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,49 +204,57 @@ def test_ec2_and_ses_throttling_is_absorbed_by_the_guard(estate: Estate) -> None
     assert faults.injected == 7
 
 
-def test_route53_failing_part_way_fails_the_event_and_the_retry_writes_what_is_missing(network: Network) -> None:
-    # Given Route53 down for the second of the event's three change batches (one per zone), every attempt
+@dataclass
+class Interrupted:
+    """A running event whose second change batch (one zone's) Route53 failed at every attempt: what retries it."""
+
+    faults: Faults
+    deps: DnsDeps
+    policies: Policies
+    event: dict[str, Any]
+
+    def retry(self) -> dict[str, Any]:
+        return handle_state_change(self.event, policies=self.policies, deps=self.deps)
+
+
+def interrupted(network: Network) -> Interrupted:
     faults = Faults()
     faults.fail("route53", "ChangeResourceRecordSets", "5xx", times=ATTEMPTS, skip=1)
     deps = dns_deps(fast_clients(faults))
-    instance = network.launch("app")
-    policies = load_policies(ROOT / "policies")
-    event = state_event(instance, "running")
+    run = Interrupted(faults, deps, load_policies(ROOT / "policies"), state_event(network.launch("app"), "running"))
+    with pytest.raises(ClientError, match="InternalError"):  # the invocation fails, so Lambda retries it
+        run.retry()
+    return run
 
-    # When the event is handled, the invocation fails (so Lambda retries it) with one zone written
-    with pytest.raises(ClientError, match="InternalError"):
-        handle_state_change(event, policies=policies, deps=deps)
+
+def test_route53_failing_part_way_fails_the_event_and_the_retry_writes_what_is_missing(network: Network) -> None:
+    # Given Route53 down for the second of the event's three change batches (one per zone), every attempt: the
+    # event's invocation failed with one zone written
+    run = interrupted(network)
     assert sum(len(network.records(zone)) for zone in network.zones) == 1
 
     # Then the retry writes the two records Route53 never confirmed, and nothing else
-    retried = handle_state_change(event, policies=policies, deps=deps)
+    retried = run.retry()
     assert (retried["added"], retried["updated"], retried["conflicts"]) == (0, 2, [])
     assert ("app.internal.example.com.", "A") in network.records("internal.example.com")
     assert ("app.example.com.", "A") in network.records("example.com")
     assert len(network.records("10.in-addr.arpa")) == 1
     # And once written, a repeated event only reads again
-    again = handle_state_change(event, policies=policies, deps=deps)
+    again = run.retry()
     assert (again["added"], again["updated"], again["removed"]) == (0, 0, 0)
-    assert faults.injected == ATTEMPTS
+    assert run.faults.injected == ATTEMPTS
 
 
 def test_a_name_whose_write_went_unconfirmed_and_someone_took_meanwhile_is_left_to_them(network: Network) -> None:
     # Given Route53 down for the second change batch of an event (one zone's), every attempt
-    faults = Faults()
-    faults.fail("route53", "ChangeResourceRecordSets", "5xx", times=ATTEMPTS, skip=1)
-    deps = dns_deps(fast_clients(faults))
-    instance = network.launch("app")
-    policies = load_policies(ROOT / "policies")
-    event = state_event(instance, "running")
-    with pytest.raises(ClientError, match="InternalError"):
-        handle_state_change(event, policies=policies, deps=deps)
+    run = interrupted(network)
     [(zone, name)] = [
         (zone, f"app.{zone}.") for zone in ("internal.example.com", "example.com") if not network.records(zone)
     ]
 
     # When someone writes that name by hand before the retry
     network.upsert(zone, name, "203.0.113.9")
-    retried = handle_state_change(event, policies=policies, deps=deps)
+    retried = run.retry()
 
     # Then the retry looks before it writes again: the name is left to its holder, a conflict, its claim given back
     assert network.records(zone)[(name, "A")] == ["203.0.113.9"]

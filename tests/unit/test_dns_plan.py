@@ -25,11 +25,9 @@ from chalicelib.dns.decisions import (
     reconcile_plan,
     reconcile_ready,
     route53_changes,
-    scan_from_json,
-    scan_to_json,
 )
 from chalicelib.dns.policy import DnsPolicy, DnsZone
-from chalicelib.fanout import RejectedMessageError
+from chalicelib.fanout import RejectedMessageError, as_json, from_json
 
 PRIVATE = HostedZone("ZPRIV", "internal.example.com.", private=True, vpc_ids=frozenset({"vpc-1"}))
 PUBLIC = HostedZone("ZPUB", "example.com.", private=False)
@@ -411,4 +409,4 @@ def test_the_run_a_reconcile_ready_event_names(event: dict[str, Any], reason: st
 def test_a_scan_is_stored_and_read_back_unchanged(instances: list[Instance], error: str | None) -> None:
     stored = UnitScan("123456789012", "eu-west-1", HOUR, tuple(instances), error)
 
-    assert scan_from_json(scan_to_json(stored)) == stored
+    assert from_json(UnitScan, as_json(stored)) == stored
