@@ -402,7 +402,7 @@ def apply(plan: Plan, *, route53: Route53Client, registry: Registry) -> Outcome:
     """
     outcome = Outcome(conflicts=[_conflict_text(c) for c in plan.conflicts])
     held = {(entry.owner, entry.record.name) for entry in plan.kept if entry.record.type in PRIMARY_TYPES}
-    updated = _still_ours(route53, _take_over(plan.updates, held, registry, outcome), registry, outcome)
+    updated = _still_ours(route53, _take_over(plan.updates, held, registry, outcome), held, registry, outcome)
     granted = _claim_free(plan.claims, held, registry, ExistingRecords(route53, plan.claims), outcome)
     first, waiting = after_their_names(granted)
     sent: set[tuple[str, str, str]] = set()
@@ -442,12 +442,17 @@ def _interrupted(
 
 
 def _still_ours(
-    route53: Route53Client, updates: Sequence[tuple[OwnedRecord, OwnedRecord]], registry: Registry, outcome: Outcome
+    route53: Route53Client,
+    updates: Sequence[tuple[OwnedRecord, OwnedRecord]],
+    held: set[tuple[str, str]],
+    registry: Registry,
+    outcome: Outcome,
 ) -> list[tuple[OwnedRecord, OwnedRecord]]:
     """The updates to write. One of a record whose last write was interrupted is written only if Route53 holds
     nothing at its name, or what opsbots wrote or was writing there; anything else was written by someone else
     meanwhile (or was there when the claim's CREATE went unanswered): a conflict, and the claim given back, with
-    any alias or PTR of the owner's that points at that name."""
+    any alias or PTR of the owner's that points at that name, and the name taken out of `held` (so no new one
+    is claimed for it)."""
     kept, lost = [], set()
     for current, wanted in sorted(updates, key=lambda update: update[1].record.type not in PRIMARY_TYPES):
         if wanted.record.type not in PRIMARY_TYPES and (wanted.owner, wanted.record.value) in lost:
@@ -459,6 +464,7 @@ def _still_ours(
             if found not in (None, wanted.record.value, current.record.value, current.previous):
                 registry.withdraw_all([wanted])
                 lost.add((wanted.owner, wanted.record.name))
+                held.discard((wanted.owner, wanted.record.name))
                 outcome.conflicts.append(
                     _conflict_text(Conflict(wanted.record, wanted.owner, "a record opsbots did not write"))
                 )

@@ -211,6 +211,7 @@ class Interrupted:
     faults: Faults
     deps: DnsDeps
     policies: Policies
+    instance: str
     event: dict[str, Any]
 
     def retry(self) -> dict[str, Any]:
@@ -221,7 +222,8 @@ def interrupted(network: Network) -> Interrupted:
     faults = Faults()
     faults.fail("route53", "ChangeResourceRecordSets", "5xx", times=ATTEMPTS, skip=1)
     deps = dns_deps(fast_clients(faults))
-    run = Interrupted(faults, deps, load_policies(ROOT / "policies"), state_event(network.launch("app"), "running"))
+    instance = network.launch("app")
+    run = Interrupted(faults, deps, load_policies(ROOT / "policies"), instance, state_event(instance, "running"))
     with pytest.raises(ClientError, match="InternalError"):  # the invocation fails, so Lambda retries it
         run.retry()
     return run
@@ -263,6 +265,23 @@ def test_a_name_whose_write_went_unconfirmed_and_someone_took_meanwhile_is_left_
     assert "a record opsbots did not write" in conflict
     claimed = boto3.client("dynamodb").scan(TableName="opsbots-dns")["Items"]
     assert name not in {item["name"]["S"] for item in claimed if "owner" in item}
+
+
+def test_an_alias_is_not_claimed_for_a_name_someone_took_while_its_write_went_unconfirmed(network: Network) -> None:
+    # Given an event interrupted at one zone's batch, that name then written by hand, and the instance then given
+    # an alias, which asks for a CNAME to it
+    run = interrupted(network)
+    [(zone, name)] = [
+        (zone, f"app.{zone}.") for zone in ("internal.example.com", "example.com") if not network.records(zone)
+    ]
+    network.upsert(zone, name, "203.0.113.9")
+    network.home_ec2.create_tags(Resources=[run.instance], Tags=[{"Key": "opsbots:dns-aliases", "Value": "api"}])
+
+    retried = run.retry()
+
+    # Then the name is left to its holder, and no alias points at it
+    assert (f"api.{zone}.", "CNAME") not in network.records(zone)
+    assert f"api.{zone}. CNAME" in " ".join(retried["skipped"])
 
 
 def test_a_revoke_that_times_out_is_reported_and_the_other_rules_still_go(estate: Estate, emitted: Emitted) -> None:
