@@ -1,9 +1,11 @@
 """Fan-out over SQS: a scheduled run sends one message per account x region, and a worker function does each.
 
-Shared by the bots whose scheduled runs cover a fleet (the snapshots, the security-group sweep): 1,000
-accounts x 3 regions are 3,000 small invocations in parallel, each within Lambda's limits, rather than
-one invocation that must finish them all. A message is a request, not a command: each worker checks it
-against what only the bot writes before acting on it.
+Shared by the bots whose scheduled runs cover a fleet (the snapshots, the security-group sweep, the DNS
+reconcile): 1,000 accounts x 3 regions are 3,000 small invocations in parallel, each within Lambda's limits,
+rather than one invocation that must finish them all. A message is a request, not a command: each worker
+checks it against what only the bot writes before acting on it. The sweep and the reconcile also record the
+run (`Runs`): each unit's result is stored with the run's count, and the worker that completes the count
+does what follows the run once (the sweep's digest; handing the reconcile to the DNS writer).
 """
 
 from __future__ import annotations
