@@ -21,7 +21,7 @@ from chalicelib.runtime import current
 from chalicelib.triggers import DNS_RECONCILE_QUEUE_NAME
 from demo.environment import create_table, sqs_event
 from tests.support.aws import HOME, MEMBER, REGION, load_event
-from tests.support.dns import Network, deliver, writer_function
+from tests.support.dns import HandedRuns, Network, deliver, writer_function
 from tests.support.faults import answer_with_error
 from tests.support.lambdas import Emitted
 
@@ -241,21 +241,13 @@ class RefusingLargeScans(Runs):
         return super().record(run, unit, result)
 
 
-class Handed:
-    def __init__(self) -> None:
-        self.runs: list[str] = []
-
-    def apply(self, run: str) -> None:
-        self.runs.append(run)
-
-
 def test_a_scan_too_large_to_store_is_recorded_as_failed_so_its_unit_keeps_its_records(
     network: Network, queue: str
 ) -> None:
     network.launch("app")
     runs = RefusingLargeScans(boto3.client("dynamodb"), os.environ[RUNS])
     runs.start("dns-big", datetime.now(UTC), 1)
-    writer = Handed()
+    writer = HandedRuns()
     runtime = current().acting_as("dns_reconcile_worker")
     body = UnitRequest("dns-big", HOME, REGION).to_message()
 

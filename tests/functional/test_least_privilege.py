@@ -92,7 +92,7 @@ from demo.environment import create_table
 from demo.web import http_site
 from deploy.scope_to_stack import scope_document
 from tests.support.aws import HOME, MEMBER, MOTO_LOCK, REGION, ROOT, TEST_EXTERNAL_ID, load_event
-from tests.support.dns import MOTO_LAMBDA, public_subnet, state_event, writer_function, zones
+from tests.support.dns import MOTO_LAMBDA, HandedRuns, public_subnet, state_event, writer_function, zones
 from tests.support.estate import SENDER, Estate, member_client, sent_emails, tcp
 from tests.support.faults import ATTEMPTS, Faults
 from tests.support.iam import ASYNC_FUNCTIONS, FAILED_EVENTS, LOGS, MEMBER_ROLE_ACTIONS, PACKAGED, XRAY
@@ -1132,17 +1132,12 @@ def fanned_out_run(estate: Estate) -> str:
                     policies=runtime.policies,
                     clients=runtime.clients,
                     runs=reconcile_runs,
-                    writer=NoWriter(),
+                    writer=HandedRuns(),
                 )
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     finally:
         runtime.clients = previous
     return str(scheduled["run"])
-
-
-class NoWriter:
-    def apply(self, run: str) -> None:
-        """The scenario hands the run to the writer itself."""
 
 
 def runs_table() -> str:

@@ -25,6 +25,7 @@ from chalicelib.thumbnails.handlers import handle_upload
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from tests.support import fuzz
 from tests.support.aws import HOME, MEMBER
+from tests.support.dns import HandedRuns
 from tests.support.fuzz import EC2_EVENTS, S3_EVENTS, SAMPLES, SG_EVENTS, summary, with_ids
 from tests.support.mutations import mutated, mutated_json
 
@@ -155,7 +156,7 @@ def dns_run(world: fuzz.World, dns_ids: dict[str, str]) -> None:
 def test_the_dns_reconcile_worker_survives_mutated_messages(
     world: fuzz.World, dns_run: None, body: str, delivery: int
 ) -> None:
-    runs, writer = world.sweep_runs(), fuzz.HandedRuns()
+    runs, writer = world.sweep_runs(), HandedRuns()
     summary(reconcile_worker(body, delivery, policies=world.policies, clients=world.clients, runs=runs, writer=writer))
 
 
@@ -169,7 +170,7 @@ def completed_dns_run(world: fuzz.World, dns_run: None) -> None:
             policies=world.policies,
             clients=world.clients,
             runs=world.sweep_runs(),
-            writer=fuzz.HandedRuns(),
+            writer=HandedRuns(),
         )
 
 

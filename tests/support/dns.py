@@ -133,3 +133,13 @@ def writer_function(name: str = "opsbots-test-on_instance_state_change") -> str:
         FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler", Code={"ZipFile": code.getvalue()}
     )
     return name
+
+
+class HandedRuns:
+    """The DNS writer as the reconcile's last worker sees it: the runs handed to it, for the test to apply."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def apply(self, run: str) -> None:
+        self.runs.append(run)

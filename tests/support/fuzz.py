@@ -220,16 +220,6 @@ def sweep_message(account: str, run: str = SWEEP_RUN) -> dict[str, Any]:
     return message
 
 
-class HandedRuns:
-    """The DNS writer, as the reconcile's last worker sees it: the runs handed to it."""
-
-    def __init__(self) -> None:
-        self.runs: list[str] = []
-
-    def apply(self, run: str) -> None:
-        self.runs.append(run)
-
-
 def summary(result: Any) -> dict[str, Any]:
     """What a handler returns is a dict Lambda can send back as JSON."""
     assert isinstance(result, dict), result
