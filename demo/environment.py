@@ -80,7 +80,7 @@ def _keep_the_changes(params: Mapping[str, Any], context: dict[str, Any], **_: A
 
 
 def _refused_as_by_route53(context: Mapping[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
-    from botocore.awsrequest import AWSResponse
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
     from moto.route53.models import route53_backends
 
     params = context[_CHANGES]
@@ -112,7 +112,7 @@ def _refused_as_by_route53(context: Mapping[str, Any], **_: Any) -> tuple[Any, d
                 "Error": {"Code": "InvalidChangeBatch", "Message": message},
                 "ResponseMetadata": {"HTTPStatusCode": 400},
             }
-            return AWSResponse("https://route53.invalid", 400, {}, None), error
+            return AWSResponse("https://route53.invalid", 400, HTTPHeaders(), None), error
     return None
 
 
