@@ -14,7 +14,7 @@ from chalice.app import Chalice, CloudWatchEvent, ConvertToMiddleware, EventSour
 
 from chalicelib.bots import FUNCTIONS
 from chalicelib.observability import handler_wrappers
-from chalicelib.runtime import answer_when_off, current
+from chalicelib.runtime import answer_when_off, current, know_own_account
 from chalicelib.settings import Settings
 from chalicelib.triggers import (
     DNS_RECONCILE_QUEUE_NAME,
@@ -28,6 +28,7 @@ app = Chalice(app_name="opsbots")
 for wrapper in handler_wrappers(Settings.from_environ()):
     app.register_middleware(ConvertToMiddleware(wrapper))
 app.register_middleware(answer_when_off)  # inside the wrappers: logged with the invocation's context
+app.register_middleware(know_own_account)
 
 
 @app.on_cw_event(FUNCTIONS["on_security_group_change"].event_pattern)

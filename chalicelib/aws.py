@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -25,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries.standard import OrRetryChecker, RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 
 from chalicelib.fleet import Found, OrganizationAccounts, OrganizationUnavailableError, members
+from chalicelib.names import FUNCTION_ARN
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -142,11 +144,17 @@ class Clients:
         home_session: boto3.Session | None = None,
         config: Config = BOTO_CONFIG,
         handlers: Sequence[tuple[str, Callable[..., Any]]] = (),
+        models: Path | None = None,
     ) -> None:
         """`handlers` are botocore event handlers registered on every session built here (home and
-        assumed-role alike): how tests and benchmarks count calls or inject faults without patching."""
+        assumed-role alike): how tests and benchmarks count calls or inject faults without patching.
+        `models`: service models botocore reads before its own (deploy/service_models.py), in every session
+        built here; a `home_session` given keeps its own."""
         self._handlers = tuple(handlers)
-        self._home = home_session or boto3.Session()
+        # One loader for every session built here, so a service's model is read once per container, not once per
+        # account.
+        self._loader = botocore.loaders.create_loader(str(models) if models else None)
+        self._home = home_session or self._with_loader(botocore.session.Session())
         for event, handler in self._handlers:
             self._home.events.register(event, handler)
         self._external_id = external_id
@@ -155,8 +163,6 @@ class Clients:
         self._sessions: dict[tuple[str, str], boto3.Session] = {}
         self._clients: dict[tuple[str, str, str, str], Any] = {}
         self._home_account_id: str | None = None
-        # Member sessions share one loader, so the service models are read once, not once per account.
-        self._loader = botocore.loaders.create_loader()
         self._lock = threading.RLock()
         self._organization = OrganizationAccounts(self._organizations)
         self._merged: tuple[AccountsPolicy, list[Found], AccountsPolicy] | None = None  # the last fleet() made
@@ -201,8 +207,17 @@ class Clients:
     def home_region(self) -> str:
         return self._home.region_name or "us-east-1"
 
+    def know_home_account(self, function_arn: str) -> None:
+        """The Lambda's own account as the ARN Lambda invoked it by names it: what `home` would otherwise ask
+        STS for, at the cost of a client and a call in every cold container. Lambda writes that ARN, not the
+        event's sender; anything that is not a function ARN leaves the look-up to STS."""
+        found = FUNCTION_ARN.fullmatch(function_arn)
+        if found is not None:
+            with self._lock:
+                self._home_account_id = self._home_account_id or found["account"]
+
     def home(self, region: str | None = None) -> Target:
-        """The Lambda's own account; its id is looked up once, on first use."""
+        """The Lambda's own account: from the ARN it was invoked by, else looked up once with STS."""
         region = region or self.home_region
         with self._lock:
             if self._home_account_id is None:
@@ -265,13 +280,17 @@ class Clients:
             core = botocore.session.Session()
             provider = _AssumedRoleProvider(sts, role_arn, self._external_id, self._session_name)
             core.register_component("credential_provider", CredentialResolver([provider]))
-            core.register_component("data_loader", self._loader)
             for event, handler in self._handlers:
                 core.register(event, handler)
-            self._sessions[key] = boto3.Session(botocore_session=core)
-            # boto3 appends its own data path to the loader each time; keep the shared list unique.
-            self._loader.search_paths[:] = list(dict.fromkeys(self._loader.search_paths))
+            self._sessions[key] = self._with_loader(core)
         return self._sessions[key]
+
+    def _with_loader(self, core: botocore.session.Session) -> boto3.Session:
+        core.register_component("data_loader", self._loader)
+        session = boto3.Session(botocore_session=core)
+        # boto3 appends its own data path to the loader each time; keep the shared list unique.
+        self._loader.search_paths[:] = list(dict.fromkeys(self._loader.search_paths))
+        return session
 
 
 def units_of(accounts: AccountsPolicy, home_account_id: str, bot: MemberBot) -> list[tuple[Target, str]]:

@@ -303,3 +303,10 @@ BOTS: Final = (
 FUNCTIONS: Final = {function.name: function for bot in BOTS for function in bot.functions}
 BOT_NAMED: Final = {bot.name: bot for bot in BOTS}
 BOT_OF: Final = {function.name: bot for bot in BOTS for function in bot.functions}
+
+
+def operations(service: str) -> frozenset[str]:
+    """Every `service` API operation a bot calls, at home or in a member account: the IAM actions its functions and
+    member roles are granted, whose names are the operations' (ec2:DescribeVolumes is DescribeVolumes)."""
+    granted = [*(call for bot in BOTS for call in bot.member_calls), *(c for f in FUNCTIONS.values() for c in f.calls)]
+    return frozenset(call.removeprefix(f"{service}:") for call in granted if call.startswith(f"{service}:"))

@@ -32,7 +32,7 @@ class Runtime:
     _built: dict[Callable[[Runtime], Any], Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.clients = Clients(external_id=self.settings.external_id)
+        self.clients = Clients(external_id=self.settings.external_id, models=self.settings.service_models)
 
     @cached_property
     def policies(self) -> Policies:
@@ -90,6 +90,12 @@ def answer_when_off(event: Any, get_response: Callable[[Any], Any]) -> Any:
         logger.info("bot off: no policy file", extra=off.report())
         metrics.add_metric(name="BotOff", unit="Count", value=1)  # invoked, yet off: a file left out by mistake?
         return off.report()
+
+
+def know_own_account(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Chalice middleware: the container learns its account from the ARN Lambda invoked it by (no STS call)."""
+    current().clients.know_home_account(str(getattr(getattr(event, "context", None), "invoked_function_arn", "")))
+    return get_response(event)
 
 
 class NotConfiguredError(Exception):

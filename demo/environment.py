@@ -6,9 +6,12 @@ when the app's logger is built, and boto3 must never see a real profile or real 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,7 +48,7 @@ CLEARED = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_LAMBDA_FUNCTION_NAME",
-    *settings.VARIABLES,
+    *(variable for variable in settings.VARIABLES if variable != settings.SERVICE_MODELS),  # that one: below
 )
 
 
@@ -54,6 +57,23 @@ def fake_aws() -> None:
         os.environ.pop(variable, None)
     os.environ.update(FAKE_AWS)
     route53_as_aws()
+    cut_service_models()
+
+
+def cut_service_models() -> None:
+    """The bots' clients read the cut service models `make package` ships (deploy/service_models.py), as deployed,
+    written once into a folder of their own for this process and the processes it starts (a bench's workers find
+    it in their environment). A call the cut leaves out fails here as it would on Lambda: in the tests, the demo
+    and the benchmarks."""
+    from deploy.service_models import write
+
+    written = os.environ.get(settings.SERVICE_MODELS)
+    if written and Path(written).is_dir():
+        return
+    folder = Path(tempfile.mkdtemp(prefix="opsbots-service-models-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    write(folder)
+    os.environ[settings.SERVICE_MODELS] = str(folder)
 
 
 def route53_as_aws() -> None:

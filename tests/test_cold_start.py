@@ -56,6 +56,7 @@ APP_LOADS = {
         "bots",
         "dedupe",
         "fleet",
+        "names",  # what a function ARN looks like: the container's account, from the ARN it is invoked by
         "notify",
         "observability",
         "outbox",
@@ -78,7 +79,7 @@ def test_each_function_loads_its_own_bot_and_the_shared_parts_only(bot: Bot) -> 
     own = {"", ".policy", ".decisions", ".executors", ".handlers"} | OWN_EXTRAS.get(bot.name, set())
     has_events = (ROOT / "chalicelib" / bot.name / "events.py").is_file()
     fans_out = any(function.trigger == "queue" for function in bot.functions)
-    shared = {"chalicelib.policy", "chalicelib.names"} | ({"chalicelib.events"} if has_events else set())
+    shared = {"chalicelib.policy"} | ({"chalicelib.events"} if has_events else set())
     shared |= {"chalicelib.fanout"} if fans_out else set()
     expected = APP_LOADS | shared | {bot.module + part for part in own | ({".events"} if has_events else set())}
 

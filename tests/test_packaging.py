@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from chalicelib import outbox, triggers
-from chalicelib.bots import BOT_OF, BOTS, DNS_TABLE, DNS_WRITER, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE
+from chalicelib.bots import BOT_OF, BOTS, DNS_TABLE, DNS_WRITER, SNAPSHOT_LEDGER, SNAPSHOT_QUEUE, operations
 from chalicelib.bots import FUNCTIONS as REGISTERED
 from chalicelib.dns.decisions import OWNER_INDEX
 from chalicelib.policy import MemberBot, MemberRoles, Organization, load_policies
 from chalicelib.security_groups.decisions import SWEEP_DELIVERIES
-from chalicelib.settings import IDEMPOTENCY_TABLE, TRACING
+from chalicelib.settings import IDEMPOTENCY_TABLE, SERVICE_MODELS, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from chalicelib.websites.policy import WebsitesPolicy
@@ -221,6 +221,41 @@ def test_the_zip_runs_every_function_from_the_bytecode_it_ships(package_dir: Pat
     assert python
     assert [path for path in python if path.suffix != ".pyc" or not path.exists()] == []
     assert not any(path.relative_to(tmp_path / "task").parts[0] in {"PIL", "pillow_heif"} for path in from_zip)
+
+
+def test_the_zips_bots_build_their_ec2_clients_from_the_cut_model_it_ships(package_dir: Path, tmp_path: Path) -> None:
+    # Given the zip unpacked, and no folder of cut models named in the environment (as on Lambda)
+    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+        deployment.extractall(tmp_path / "task")
+    environment = {**os.environ, **FAKE_AWS}
+    environment.pop(SERVICE_MODELS, None)
+    script = (
+        "from chalicelib.aws import Target\n"
+        "from chalicelib.runtime import current\n"
+        "ec2 = current().clients.client('ec2', Target('home', 'eu-west-1'))\n"
+        "print(sorted(ec2.meta.service_model.operation_names))\n"
+    )
+
+    # When a bot builds its EC2 client there
+    runtime = str(Path(__import__("boto3").__file__).parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path[:0] = {[str(tmp_path / 'task'), runtime]!r}\n{script}",
+        ],
+        cwd=tmp_path / "task",
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    # Then it has the operations the bots are granted, read from the model the zip ships, and no other
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(operations("ec2")))
 
 
 def test_ours_ship_with_their_sources_and_a_dependency_as_bytecode_alone(zip_names: frozenset[str]) -> None:

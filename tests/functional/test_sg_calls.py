@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.aws import Clients
+import pytest
+from chalice.local import LambdaContext
+
+from chalicelib.aws import HOME as HOME_KEY
+from chalicelib.aws import Clients, Target
 from chalicelib.outbox import mailer_for
 from chalicelib.policy import load_policies
 from chalicelib.security_groups.decisions import BOT
 from chalicelib.security_groups.handlers import handle_change
-from tests.support.aws import ROOT, load_event
+from tests.support.aws import HOME, REGION, ROOT, load_event
 from tests.support.estate import Estate, counting_clients, tcp
+from tests.support.lambdas import calls_to
 
 
 def handle(event: dict[str, Any], clients: Clients, table: str | None = None) -> dict[str, Any]:
@@ -64,3 +69,47 @@ def test_as_deployed_a_violation_costs_four_calls_one_of_them_dynamodb(estate: E
 
     # Then: look-up, revoke, one conditional write (the email's claim), email; the revoke waits on nothing
     assert calls == ["DescribeSecurityGroups", "RevokeSecurityGroupIngress", "PutItem", "SendEmail"]
+
+
+FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{HOME}:function:opsbots-dev-on_security_group_change"
+
+
+def test_a_cold_container_learns_its_account_from_the_arn_lambda_invoked_it_by(estate: Estate) -> None:
+    # Given a cold container: no account id known yet, as Lambda invokes it
+    clients, calls = counting_clients()
+    clients.know_home_account(FUNCTION_ARN)
+
+    assert handle(ssh_event(estate), clients)["status"] == "reverted"
+
+    # Then: no STS call to learn whose account the event came from
+    assert calls == ["DescribeSecurityGroups", "RevokeSecurityGroupIngress", "SendEmail"]
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "",
+        f"arn:aws:iam::{HOME}:role/opsbots",  # not a function
+        f"arn:aws:lambda:{REGION}:{HOME[:-1]}:function:opsbots",  # not an account id
+        f"arn:aws:lambda:{REGION}:{HOME}:function:opsbots/../x",
+    ],
+)
+def test_what_is_not_a_function_arn_leaves_the_account_to_sts(estate: Estate, arn: str) -> None:
+    clients, calls = counting_clients()
+    clients.know_home_account(arn)
+
+    assert clients.home().account_id == HOME
+    assert calls == ["GetCallerIdentity"]
+
+
+def test_the_deployed_handler_learns_its_account_from_its_context(estate: Estate) -> None:
+    # Given the container's STS calls counted, and the context Lambda hands a function it invokes
+    from app import app
+
+    asked = calls_to("sts.GetCallerIdentity", Target(HOME_KEY, REGION))
+    context = LambdaContext("on_security_group_change", memory_size=256)
+    context.invoked_function_arn = FUNCTION_ARN
+
+    assert app.handler_map["on_security_group_change"](ssh_event(estate), context)["status"] == "reverted"
+
+    assert asked == []

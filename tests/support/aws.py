@@ -35,9 +35,10 @@ import threading  # noqa: E402
 
 from moto.core.models import botocore_stubber  # noqa: E402 - the environment above must be set first
 
-from demo.environment import route53_as_aws  # noqa: E402
+from demo.environment import cut_service_models, route53_as_aws  # noqa: E402
 
 route53_as_aws()  # Route53's refusals moto does not make, on every session the tests make
+cut_service_models()  # the bots' EC2 clients as deployed: only the operations they are granted
 
 MOTO_LOCK = threading.RLock()  # held while in-process moto serves a request
 
