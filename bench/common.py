@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,6 +70,21 @@ def ratio(numerator: float, denominator: float, digits: int = 2) -> str:
 
 def verdict(met: bool) -> str:
     return "met" if met else "**MISSED**"
+
+
+class LambdaContext:
+    """What the Lambda runtime passes as `context`: the function's name, memory, request id and ARN (which names
+    the function's account), and its deadline."""
+
+    def __init__(self, function_name: str, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{HOME_ACCOUNT}:function:{function_name}"
+        self._deadline = time.monotonic() + 900
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
 
 
 @dataclass

@@ -21,13 +21,21 @@ import logging
 import os
 import sys
 import time
-import uuid
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOME_ACCOUNT, REGION, Calls, GroupFactory, measure_events, one_event, write_result
+from bench.common import (
+    HOME_ACCOUNT,
+    REGION,
+    Calls,
+    GroupFactory,
+    LambdaContext,
+    measure_events,
+    one_event,
+    write_result,
+)
 
 POLICY_NAME = "sg-remove-world-ssh"
 # The policy a Custodian user writes for "no tcp 22 from 0.0.0.0/0": CloudTrail mode on the ingress
@@ -90,20 +98,6 @@ def build_archive(out: Path) -> dict[str, Any]:
 # ----- events, as the Lambda runtime delivers them ----------------------------------------------
 
 
-class LambdaContext:
-    """What the Lambda runtime passes as `context` (Custodian reads none of it on this path)."""
-
-    def __init__(self, function_name: str) -> None:
-        self.function_name = function_name
-        self.memory_limit_in_mb = 512
-        self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{HOME_ACCOUNT}:function:{function_name}"
-        self._deadline = time.monotonic() + 900
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)
-
-
 def lambda_logging() -> None:
     """The Lambda Python runtime gives the root logger a handler; Custodian's INFO lines go through it."""
     handler = logging.StreamHandler(sys.stderr)
@@ -141,7 +135,13 @@ def handle_events(task: Path, endpoint: str, events: int) -> dict[str, Any]:
     measured = measure_events(handle, groups, calls, events)
     if not measured["violating"]["calls"] or min(measured["violating"]["calls"]) == 0:
         raise RuntimeError("no call counted for a violating event: the hook is not on Custodian's session")
-    return {"import_seconds": imported, "first_event_seconds": cold, **measured, "versions": versions()}
+    return {
+        "import_seconds": imported,
+        "first_event_seconds": cold,
+        "loaded_from": [sys.modules["c7n"].__file__],  # the c7n its zip ships, not the peers' venv's
+        **measured,
+        "versions": versions(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

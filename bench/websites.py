@@ -37,7 +37,7 @@ from typing import Any
 
 import boto3
 
-from bench.common import HOME_ACCOUNT, REGION, RESULTS, ROOT, median, ms, ratio, verdict
+from bench.common import HOME_ACCOUNT, REGION, RESULTS, ROOT, LambdaContext, median, ms, ratio, verdict
 from bench.machine import publish
 from chalicelib import settings
 from chalicelib.bots import WEBSITES_TABLE
@@ -169,7 +169,6 @@ def deployed(checks: int) -> Iterator[tuple[Callable[[datetime], dict[str, Any]]
                 WEBSITES_TABLE: create_table(session.client("dynamodb"), "WebsiteStateTable"),
             }
         )
-        from chalice.local import LambdaContext
 
         import app
         from chalicelib.runtime import current
@@ -193,7 +192,7 @@ def deployed(checks: int) -> Iterator[tuple[Callable[[datetime], dict[str, Any]]
                 "resources": [],
                 "detail": {},
             }
-            answer: dict[str, Any] = handler(event, LambdaContext("check_websites", memory_size=512))
+            answer: dict[str, Any] = handler(event, LambdaContext("check_websites"))
             return answer
 
         yield handle, calls, failing
