@@ -3,7 +3,7 @@
 Sections run one after the other, except that the DNS, deployment-size and thumbnail sections
 (whose results are AWS call counts, sizes, and ratios of rows measured within one process, one
 after the other) run beside the long snapshot section: each is one process held to one core by its
-GIL, and the machine has two. That keeps `make bench` to about 10 minutes.
+GIL, and the machine has two. That keeps `make bench` to about 14 minutes.
 
 Each section runs as `python -m bench.<section> --out bench/results/<section>.md` in a process of
 its own (its own moto, its own environment), prints its table, and writes its file; this then
@@ -34,7 +34,7 @@ from chalicelib.bots import BOTS
 # registry lists the bots), the fleet (the sweep fanned out), and the deployment's size.
 MODULES = ("coldstart", *(bot.name for bot in BOTS), "fleet", "package_size")
 PEER_PACKAGES = ("c7n", "pyvips", "boto3")
-# What the suite passes to a section beyond --out, to keep `make bench` to about 10 minutes on 2 CPUs.
+# What the suite passes to a section beyond --out, to keep `make bench` to about 14 minutes on 2 CPUs.
 ARGUMENTS: dict[str, tuple[str, ...]] = {"thumbnails": ("--rounds", "1")}
 # Section -> the sections that run beside it, one after the other (their output shown when they end).
 BESIDE: dict[str, tuple[str, ...]] = {"snapshots": ("dns", "package_size", "thumbnails")}

@@ -181,11 +181,33 @@ def test_each_function_deploys_the_zip_its_bot_needs(resources: dict[str, Any], 
     assert resources[REGISTERED[function].logical_id]["Properties"]["CodeUri"] == f"./{code}"
 
 
+def unzipped(package_dir: Path, tmp_path: Path) -> Path:
+    task = tmp_path / "task"
+    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
+        deployment.extractall(task)
+    return task
+
+
+def run_as_on_lambda(task: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run from the unzipped `task` as Lambda runs it: nothing of this environment on the path but the
+    runtime's boto3, no bytecode written, no folder of cut models named (the zip's own are found)."""
+    runtime = str(Path(__import__("boto3").__file__).parent.parent)
+    environment = {**os.environ, **FAKE_AWS}
+    environment.pop(SERVICE_MODELS, None)
+    return subprocess.run(
+        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path[:0] = {[str(task), runtime]!r}\n{script}"],
+        cwd=task,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_the_zip_runs_every_function_from_the_bytecode_it_ships(package_dir: Path, tmp_path: Path) -> None:
     # Given the zip unpacked, with one of our sources changed after it was built, to fail if it were compiled
-    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
-        deployment.extractall(tmp_path / "task")
-    (tmp_path / "task" / "chalicelib" / "bots.py").write_text('raise RuntimeError("compiled from the source")\n')
+    task = unzipped(package_dir, tmp_path)
+    (task / "chalicelib" / "bots.py").write_text('raise RuntimeError("compiled from the source")\n')
     imports = "\n".join(f"import {bot.module}.handlers" for bot in BOTS if not bot.imaging)
     script = (
         "import json, sys\n"
@@ -197,60 +219,26 @@ def test_the_zip_runs_every_function_from_the_bytecode_it_ships(package_dir: Pat
     )
 
     # When every function's bot is loaded from it, as on Lambda: nothing written, only the runtime's boto3 added
-    runtime = str(Path(__import__("boto3").__file__).parent.parent)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-B",
-            "-c",
-            f"import sys; sys.path[:0] = {[str(tmp_path / 'task'), runtime]!r}\n{script}",
-        ],
-        cwd=tmp_path / "task",
-        env={**os.environ, **FAKE_AWS},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_as_on_lambda(task, script)
 
     # Then it ran from the bytecode shipped (the changed source was never read), and every module it loaded from
     # the zip was bytecode compiled for the runtime's Python; the imaging libraries were not needed
     assert done.returncode == 0, done.stderr
-    from_zip = [Path(path) for path in json.loads(done.stdout) if path.startswith(str(tmp_path / "task"))]
+    from_zip = [Path(path) for path in json.loads(done.stdout) if path.startswith(str(task))]
     python = [path for path in from_zip if path.suffix != ".so"]  # a compiled extension is already machine code
     assert python
     assert [path for path in python if path.suffix != ".pyc" or not path.exists()] == []
-    assert not any(path.relative_to(tmp_path / "task").parts[0] in {"PIL", "pillow_heif"} for path in from_zip)
+    assert not any(path.relative_to(task).parts[0] in {"PIL", "pillow_heif"} for path in from_zip)
 
 
 def test_the_zips_bots_build_their_ec2_clients_from_the_cut_model_it_ships(package_dir: Path, tmp_path: Path) -> None:
-    # Given the zip unpacked, and no folder of cut models named in the environment (as on Lambda)
-    with zipfile.ZipFile(package_dir / "deployment.zip") as deployment:
-        deployment.extractall(tmp_path / "task")
-    environment = {**os.environ, **FAKE_AWS}
-    environment.pop(SERVICE_MODELS, None)
-    script = (
+    # When a bot builds its EC2 client in the unzipped zip, as on Lambda
+    done = run_as_on_lambda(
+        unzipped(package_dir, tmp_path),
         "from chalicelib.aws import Target\n"
         "from chalicelib.runtime import current\n"
         "ec2 = current().clients.client('ec2', Target('home', 'eu-west-1'))\n"
-        "print(sorted(ec2.meta.service_model.operation_names))\n"
-    )
-
-    # When a bot builds its EC2 client there
-    runtime = str(Path(__import__("boto3").__file__).parent.parent)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-B",
-            "-c",
-            f"import sys; sys.path[:0] = {[str(tmp_path / 'task'), runtime]!r}\n{script}",
-        ],
-        cwd=tmp_path / "task",
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
+        "print(sorted(ec2.meta.service_model.operation_names))\n",
     )
 
     # Then it has the operations the bots are granted, read from the model the zip ships, and no other
