@@ -50,6 +50,7 @@ from bench.machine import publish
 from bench.package_size import package
 from chalicelib import settings
 from chalicelib.bots import BOTS
+from deploy.package_zips import as_on_lambda
 
 TITLE = "Cold start"  # its heading in bench/results/latest.md
 
@@ -60,7 +61,6 @@ IMPORTTIME_RUNS = 3
 # What the Lambda Python runtime itself holds, compiled: boto3 and the packages it needs.
 STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 LAMBDA_RUNTIME = frozenset({"boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil", "six"})
-RUNTIME_SITE = Path(__import__("boto3").__file__).parent.parent  # where the runtime's boto3 is, for a zip's row
 EVERY_BOT = "import app\n" + "\n".join(f"import {bot.module}.handlers" for bot in BOTS)
 # What on_security_group_change's first event adds to `import app` before it can judge a rule.
 LOAD_OURS_SG = """\
@@ -94,9 +94,9 @@ class Row:
     cwd: Path = ROOT
     environment: Mapping[str, str | None] | None = None
     compiles: bool = False  # its own modules compiled at every start, as from a Lambda zip (no .pyc)
-    # Run as Lambda runs a deployed zip: `-I -B` (no environment, no bytecode written), with only these on the path
-    # (the unzipped zip as /var/task, then the runtime's boto3); it reads the bytecode the zip ships.
-    isolated_path: tuple[str, ...] = ()
+    # Run as Lambda runs the deployed zip unpacked there (deploy/package_zips.py `as_on_lambda`: `-I -B`, the zip
+    # then the runtime's boto3 alone on the path); it reads the bytecode the zip ships.
+    lambda_task: Path | None = None
 
 
 class Bytecode:
@@ -161,7 +161,7 @@ def rows(task: Path | None, ours_task: Path) -> list[Row]:
             ours,
             LOAD_OURS_SG,
             ours_task,
-            isolated_path=(str(ours_task), str(RUNTIME_SITE)),
+            lambda_task=ours_task,
         ),
     ]
     peer = peer_python()
@@ -193,15 +193,7 @@ def rows(task: Path | None, ours_task: Path) -> list[Row]:
 def spawn(row: Row, bytecode: Bytecode) -> float:
     """One fresh process running the row's code: seconds from spawn to exit."""
     environment = bytecode.environment(row)
-    command = [str(row.python), "-c", row.code]
-    if row.isolated_path:
-        command = [
-            str(row.python),
-            "-I",
-            "-B",
-            "-c",
-            f"import sys; sys.path[:0] = {list(row.isolated_path)!r}\n{row.code}",
-        ]
+    command = as_on_lambda(row.lambda_task, row.code) if row.lambda_task else [str(row.python), "-c", row.code]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=row.cwd, env=environment, capture_output=True, check=False)
     seconds = time.perf_counter() - started
@@ -311,7 +303,7 @@ def table(found: Sequence[Row], seconds: Mapping[str, list[float]]) -> list[str]
     ]
     for row in found:
         value = median(seconds[row.key])
-        peer_key = "custodian-zip" if row.compiles or row.isolated_path else "custodian"
+        peer_key = "custodian-zip" if row.compiles or row.lambda_task else "custodian"
         against_peer = (
             ratio(value, median(seconds[peer_key])) if peer_key in seconds and row.key.startswith("ours") else ""
         )

@@ -57,6 +57,7 @@ from bench.machine import publish
 from bench.package_size import package
 from chalicelib import settings
 from demo.environment import create_table
+from deploy.package_zips import as_on_lambda
 
 TITLE = "Security-group event"  # its heading in bench/results/latest.md
 
@@ -183,8 +184,9 @@ def from_zips(endpoint: str, directory: Path, custodian_task: Path | None) -> di
     ours_task = directory / "ours-task"
     with zipfile.ZipFile(package(directory) / "deployment.zip") as deployment:
         deployment.extractall(ours_task)
-    main = f"import sys; sys.path[:0] = {[str(ours_task), str(ROOT)]!r}; from bench.security_groups import main; "
-    ours = [sys.executable, "-I", "-B", "-c", main + "sys.exit(main(sys.argv[1:]))"]
+    # The bench's own modules after everything else on the path: the app and chalicelib come from the zip.
+    main = f"sys.path.append({str(ROOT)!r})\nfrom bench.security_groups import main\nsys.exit(main(sys.argv[1:]))"
+    ours = as_on_lambda(ours_task, main)
     found = {"ours": Worker([*ours, "--worker", "--events", "1", "--endpoint", endpoint], ours_task)}
     python = peer_python()
     if python is not None and custodian_task is not None:

@@ -101,20 +101,24 @@ def never_run(name: str, imported: frozenset[str]) -> bool:
     return False
 
 
-def imported_modules(task: Path) -> frozenset[str]:
-    """The files (relative to `task`) of every module the functions import, as a probe in `task` loads them."""
+def as_on_lambda(task: Path, code: str) -> list[str]:
+    """The command that runs `code` in the unzipped code in `task` as Lambda runs it: -I, nothing of this machine's
+    environment on the path (the zip's code first, then the runtime's boto3); -B, no bytecode of its own left
+    behind, so what loads is what the zip ships."""
     import boto3  # the runtime's, as on Lambda
 
     runtime = str(Path(boto3.__file__).parent.parent)
-    code = PROBE.format(lazy="\n".join(LAZY_IMPORTS))
+    return [sys.executable, "-I", "-B", "-c", f"import sys; sys.path[:0] = {[str(task), runtime]!r}\n{code}"]
+
+
+def imported_modules(task: Path) -> frozenset[str]:
+    """The files (relative to `task`) of every module the functions import, as a probe in `task` loads them."""
     environment = {
         **os.environ,
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
     done = subprocess.run(
-        # -I: nothing of this machine's environment on the path (the zip's code first, then the runtime's boto3); -B: no
-        # bytecode of its own left behind
-        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path[:0] = {[str(task), runtime]!r}\n{code}"],
+        as_on_lambda(task, PROBE.format(lazy="\n".join(LAZY_IMPORTS))),
         cwd=task,
         env=environment,
         capture_output=True,

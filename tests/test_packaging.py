@@ -29,7 +29,7 @@ from chalicelib.settings import IDEMPOTENCY_TABLE, SERVICE_MODELS, TRACING
 from chalicelib.snapshots.decisions import MANAGED
 from chalicelib.thumbnails.policy import ThumbnailsPolicy
 from chalicelib.websites.policy import WebsitesPolicy
-from deploy.package_zips import THUMBNAILS_ZIP, imaging
+from deploy.package_zips import THUMBNAILS_ZIP, as_on_lambda, imaging
 from tests.support.aws import FAKE_AWS, ROOT
 from tests.support.iam import (
     ASYNC_FUNCTIONS,
@@ -191,11 +191,10 @@ def unzipped(package_dir: Path, tmp_path: Path) -> Path:
 def run_as_on_lambda(task: Path, script: str) -> subprocess.CompletedProcess[str]:
     """`script` run from the unzipped `task` as Lambda runs it: nothing of this environment on the path but the
     runtime's boto3, no bytecode written, no folder of cut models named (the zip's own are found)."""
-    runtime = str(Path(__import__("boto3").__file__).parent.parent)
     environment = {**os.environ, **FAKE_AWS}
     environment.pop(SERVICE_MODELS, None)
     return subprocess.run(
-        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path[:0] = {[str(task), runtime]!r}\n{script}"],
+        as_on_lambda(task, script),
         cwd=task,
         env=environment,
         capture_output=True,
