@@ -48,7 +48,8 @@ CLEARED = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_LAMBDA_FUNCTION_NAME",
-    *(variable for variable in settings.VARIABLES if variable != settings.SERVICE_MODELS),  # that one: below
+    # All of opsbots' but the cut service models' folder, which a parent process wrote for its children (below).
+    *(variable for variable in settings.VARIABLES if variable != settings.SERVICE_MODELS),
 )
 
 

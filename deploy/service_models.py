@@ -9,9 +9,11 @@ without documentation, it loads in a few. The cut model is written where botocor
 `AWS_DATA_PATH` adds models); paginators, waiters and endpoint rules stay botocore's.
 
 Only EC2 is cut: it is the one that costs (SES, DynamoDB, STS, Route53, SQS and S3 build in about 10 ms each),
-and its IAM actions are its operations' names, which is not so for every service (lambda:InvokeFunction is
-Invoke). A call outside the cut model fails as an unknown method: the whole test suite and the demo run the bots
-through it (tests/support/aws.py, demo/environment.py), and every call they make is granted in IAM already.
+its IAM actions are its operations' names, and the registry lists every one of them. Not so elsewhere:
+lambda:InvokeFunction is Invoke, and the DynamoDB calls of the run-once table are granted by what a function is
+(tests/support/iam.py), not listed with its bot's calls. A call outside the cut model fails as an unknown
+method: the whole test suite and the demo run the bots through it (tests/support/aws.py, demo/environment.py),
+and every call they make is granted in IAM already.
 """
 
 from __future__ import annotations
